@@ -1,0 +1,49 @@
+"""The ``hwsim`` console script: one sub-command group per module (formats, cost, quantize, ...)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each module defines ``register(subparsers)`` and sets ``func`` on the parsers it adds.
+_COMMAND_MODULES = (
+    "hwsim.cli.formats_cmd",
+    "hwsim.cli.demo_cmd",
+    "hwsim.cli.matmul_cmd",
+    "hwsim.cli.cost_cmd",
+    "hwsim.cli.eval_cmd",
+    "hwsim.cli.quant_cmd",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hwsim", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"hwsim: error: {exc}", file=sys.stderr)
+        return 1
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

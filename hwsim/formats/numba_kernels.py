@@ -1,0 +1,465 @@
+"""numba CPU codec kernels: exact integer arithmetic on fp32 bit patterns (formats.md §2-§3).
+
+Every element is decomposed into (sign, significand m < 2**24, exponent of its LSB) and rounded to
+the target step with integer shifts, so no float log2/exp2/division appears in the exact paths.
+Element parameters travel as an int64 vector built by :func:`elem_params` (layout ``P_*`` below).
+Kernels are compiled once and cached (``cache=True``); none uses fastmath.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+from numba import prange
+
+# ---- element parameter vector layout ---------------------------------------------------------
+P_KIND, P_BITS, P_CMIN, P_CMAX, P_IE, P_SIGNMAG = 0, 1, 2, 3, 4, 5
+P_EBITS, P_MBITS, P_BIAS, P_EMIN, P_EMAX, P_SPECIALS, P_SUBN, P_SAT, P_MAXMANT = range(6, 15)
+N_PARAMS = 15
+SPECIALS_CODE = {"ieee": 0, "fn": 1, "none": 2}
+
+# 2**k as fp32 for k in [-149, 127], built from bits (index k + 149).
+POW2_F32 = np.concatenate([
+    (np.uint32(1) << np.arange(23, dtype=np.uint32)).view(np.float32),
+    ((np.arange(1, 255, dtype=np.uint32)) << np.uint32(23)).view(np.float32),
+]).astype(np.float32)
+assert POW2_F32.shape == (277,)
+
+_U32 = np.uint64(0xFFFFFFFF)
+_M0 = np.uint64(0xD2511F53)
+_M1 = np.uint64(0xCD9E8D57)
+_W0 = np.uint64(0x9E3779B9)
+_W1 = np.uint64(0xBB67AE85)
+_S32 = np.uint64(32)
+
+
+def elem_params(elem) -> np.ndarray:
+    """int64 parameter vector for an IntElem or FloatElem (see the P_* layout)."""
+    from .spec import FloatElem, IntElem
+
+    p = np.zeros(N_PARAMS, dtype=np.int64)
+    if isinstance(elem, IntElem):
+        p[P_KIND] = 0
+        p[P_BITS], p[P_CMIN], p[P_CMAX], p[P_IE] = elem.bits, elem.c_min, elem.c_max, elem.ie
+        p[P_SIGNMAG] = elem.encoding == "signmag"
+    elif isinstance(elem, FloatElem):
+        p[P_KIND] = 1
+        p[P_BITS] = elem.bits
+        p[P_EBITS], p[P_MBITS], p[P_BIAS] = elem.ebits, elem.mbits, elem.bias
+        p[P_EMIN], p[P_EMAX] = elem.emin, elem.emax
+        p[P_SPECIALS] = SPECIALS_CODE[elem.specials]
+        p[P_SUBN], p[P_SAT], p[P_MAXMANT] = elem.subnormals, elem.saturate, elem.max_mantissa
+    else:  # pragma: no cover - guarded by callers
+        raise TypeError(f"not an element spec: {elem!r}")
+    return p
+
+
+# ---- scalar helpers (inlined) ----------------------------------------------------------------
+
+
+@nb.njit(cache=True, inline="always")
+def philox_u32(seed_lo, seed_hi, idx):
+    """First 32-bit word of Philox4x32-10 with key (seed_lo, seed_hi), counter (idx lo, idx hi, 0, 0)."""
+    k0 = np.uint64(seed_lo) & _U32
+    k1 = np.uint64(seed_hi) & _U32
+    c0 = np.uint64(idx) & _U32
+    c1 = (np.uint64(idx) >> _S32) & _U32
+    c2 = np.uint64(0)
+    c3 = np.uint64(0)
+    for _ in range(10):
+        p0 = _M0 * c0
+        p1 = _M1 * c2
+        n0 = ((p1 >> _S32) ^ c1 ^ k0) & _U32
+        n2 = ((p0 >> _S32) ^ c3 ^ k1) & _U32
+        c1 = p1 & _U32
+        c3 = p0 & _U32
+        c0 = n0
+        c2 = n2
+        k0 = (k0 + _W0) & _U32
+        k1 = (k1 + _W1) & _U32
+    return np.int64(c0)
+
+
+@nb.njit(cache=True, inline="always")
+def _bitlen(v):
+    n = 0
+    while v > 0:
+        v >>= 1
+        n += 1
+    return n
+
+
+@nb.njit(cache=True, inline="always")
+def floor_log2_bits(ax):
+    """floor(log2 a) of a positive finite fp32 given its abs bit pattern."""
+    ef = ax >> 23
+    if ef == 0:
+        return _bitlen(ax & 0x7FFFFF) - 150
+    return ef - 127
+
+
+@nb.njit(cache=True, inline="always")
+def is_pow2_bits(ax):
+    fr = ax & 0x7FFFFF
+    if (ax >> 23) == 0:
+        return (fr & (fr - 1)) == 0
+    return fr == 0
+
+
+@nb.njit(cache=True, inline="always")
+def round_mag(m, shift, neg, mode, r):
+    """Round m * 2**-shift to an integer magnitude under ``mode`` (0 RNE 1 RNA 2 RTZ 3 RDN 4 SR)."""
+    if shift <= 0:
+        s = -shift
+        if s > 38:
+            s = 38
+        return m << s
+    if shift > 62:
+        shift = 62
+    q = m >> shift
+    rem = m - (q << shift)
+    if mode == 0:
+        half = np.int64(1) << (shift - 1)
+        if rem > half or (rem == half and (q & 1) == 1):
+            q += 1
+    elif mode == 1:
+        half = np.int64(1) << (shift - 1)
+        if rem >= half:
+            q += 1
+    elif mode == 3:
+        if neg and rem != 0:
+            q += 1
+    elif mode == 4:
+        if shift <= 32:
+            f = rem << (32 - shift)
+        else:
+            f = rem >> (shift - 32)
+        if f > r:
+            q += 1
+    return q
+
+
+@nb.njit(cache=True, inline="always")
+def encode_elem(xb, e, P, mode, r):
+    """Code of the finite fp32 (bits xb) scaled by 2**-e, rounded with ``mode`` (r: SR word)."""
+    neg = (xb >> 31) & 1
+    ax = xb & 0x7FFFFFFF
+    if ax != 0:
+        ef = ax >> 23
+        if ef == 0:
+            m = ax
+            lx = -149
+            fl = _bitlen(ax) - 150
+        else:
+            m = (ax & 0x7FFFFF) | 0x800000
+            lx = ef - 150
+            fl = ef - 127
+    else:
+        m = np.int64(0)
+        lx = 0
+        fl = 0
+    if P[0] == 0:  # integer element
+        bits = P[1]
+        n = np.int64(0)
+        if ax != 0:
+            n = round_mag(m, P[4] + e - lx, neg, mode, r)
+        if neg:
+            lim = -P[2]
+            if n > lim:
+                n = lim
+            if P[5]:
+                return (np.int64(1) << (bits - 1)) | n
+            return (-n) & ((np.int64(1) << bits) - 1)
+        if n > P[3]:
+            n = P[3]
+        return n
+    ebits = P[6]
+    mbits = P[7]
+    signbit = neg << (ebits + mbits)
+    if ax == 0:
+        return signbit
+    emin = P[9]
+    E = fl - e
+    if E < emin:
+        E = emin
+    n = round_mag(m, E - mbits + e - lx, neg, mode, r)
+    if n == 0:
+        return signbit
+    if n >= (np.int64(1) << (mbits + 1)):
+        n >>= 1
+        E += 1
+    if E == emin and n < (np.int64(1) << mbits):
+        if P[12] == 0:
+            return signbit
+        expf = np.int64(0)
+        mant = n
+    else:
+        expf = E + P[8]
+        mant = n - (np.int64(1) << mbits)
+    emax = P[10]
+    if E > emax or (E == emax and mant > P[14]):
+        maxcode = ((emax + P[8]) << mbits) | P[14]
+        if P[13] or mode == 2 or (mode == 3 and not neg):
+            return signbit | maxcode
+        if P[11] == 0:
+            return signbit | (((np.int64(1) << ebits) - 1) << mbits)
+        return signbit | ((np.int64(1) << (ebits + mbits)) - 1)
+    return signbit | (expf << mbits) | mant
+
+
+@nb.njit(cache=True, inline="always")
+def ldexp_f32(n, st, pow2):
+    """RNE32(n * 2**st) for an integer |n| < 2**24 (one rounding; ±0 keeps the sign of n)."""
+    f = np.float32(n)
+    if n == 0:
+        return f
+    e1 = st
+    if e1 < -126:
+        e1 = -126
+    elif e1 > 127:
+        e1 = 127
+    e2 = st - e1
+    if e2 < -149:
+        return f * np.float32(0.0)
+    if e2 > 127:
+        e2 = 127
+    return (f * pow2[e1 + 149]) * pow2[e2 + 149]
+
+
+@nb.njit(cache=True, inline="always")
+def decode_elem(code, e, P, pow2):
+    """fp32 value of an element code times 2**e."""
+    if P[0] == 0:
+        bits = P[1]
+        if P[5]:
+            mag = code & ((np.int64(1) << (bits - 1)) - 1)
+            v = ldexp_f32(mag, P[4] + e, pow2)
+            if (code >> (bits - 1)) & 1:
+                return -v
+            return v
+        c = code
+        if P[2] < 0 and c >= (np.int64(1) << (bits - 1)):
+            c -= np.int64(1) << bits
+        return ldexp_f32(c, P[4] + e, pow2)
+    ebits = P[6]
+    mbits = P[7]
+    neg = (code >> (ebits + mbits)) & 1
+    expf = (code >> mbits) & ((np.int64(1) << ebits) - 1)
+    mant = code & ((np.int64(1) << mbits) - 1)
+    top = (np.int64(1) << ebits) - 1
+    if P[11] == 0 and expf == top:
+        if mant == 0:
+            v = np.float32(np.inf)
+        else:
+            v = np.float32(np.nan)
+    elif P[11] == 1 and expf == top and mant == (np.int64(1) << mbits) - 1:
+        v = np.float32(np.nan)
+    elif expf == 0:
+        v = ldexp_f32(mant, P[9] - mbits + e, pow2)
+    else:
+        v = ldexp_f32(mant + (np.int64(1) << mbits), expf - P[8] - mbits + e, pow2)
+    if neg:
+        return -v
+    return v
+
+
+@nb.njit(cache=True, inline="always")
+def shared_exponent(amax, rule, emax_elem, rq):
+    """Unclamped shared exponent of a block with abs-max bits ``amax`` > 0 (rule 0 FLOOR 1 CEIL 2 RCEIL)."""
+    if rule == 0:
+        return floor_log2_bits(amax) - emax_elem
+    if rule == 1:
+        c = floor_log2_bits(amax)
+        if not is_pow2_bits(amax):
+            c += 1
+        return c - emax_elem - 1
+    # RCEIL: ceil(log2 rq) where rq = RNE32(amax / max_elem) (bits); rq == 0 -> very small
+    if rq == 0:
+        return -100000
+    c = floor_log2_bits(rq)
+    if not is_pow2_bits(rq):
+        c += 1
+    return c
+
+
+# ---- kernels ---------------------------------------------------------------------------------
+
+
+@nb.njit(parallel=True, cache=True)
+def block_codec(xb, B, P, emax_elem, rule, rq, sc_min, sc_max, sc_bias, sc_nan, ftz, mode,
+                seed_lo, seed_hi, post, codes, scales, out, write_codes, write_out, pow2):
+    """Encode MX/BFP blocks of xb [rows, L] (fp32 bits as int64-compatible uint32).
+
+    codes [rows, nb*B] and scales [rows, nb] receive the codes when ``write_codes``; out [rows, L]
+    receives the decoded fp32 values when ``write_out`` (fused fake quantization). ``rq`` holds
+    RNE32(amax/max_elem) bits per block for RCEIL. ``sc_nan`` < 0 means the scale has no NaN code:
+    a non-finite block then sets the returned flag.
+    """
+    rows, L = xb.shape
+    nblk = (L + B - 1) // B
+    bad_rows = np.zeros(rows, dtype=np.int64)
+    for row in prange(rows):
+        p_i = row // post
+        q_i = row - p_i * post
+        for j in range(nblk):
+            start = j * B
+            end = min(start + B, L)
+            amax = np.int64(0)
+            nonfinite = False
+            for i in range(start, end):
+                a = np.int64(xb[row, i]) & 0x7FFFFFFF
+                if ftz and a < 0x800000:
+                    a = 0
+                if a >= 0x7F800000:
+                    nonfinite = True
+                elif a > amax:
+                    amax = a
+            if not nonfinite:
+                if amax == 0:
+                    e = sc_min
+                else:
+                    e = shared_exponent(amax, rule, emax_elem, np.int64(rq[row, j]))
+                    if e < sc_min:
+                        e = sc_min
+                if e > sc_max:
+                    if sc_nan >= 0:
+                        nonfinite = True
+                    else:
+                        e = sc_max
+            if nonfinite:
+                if sc_nan < 0:
+                    bad_rows[row] = 1
+                if write_codes:
+                    scales[row, j] = max(sc_nan, 0)
+                    for i in range(start, start + B):
+                        codes[row, i] = 0
+                if write_out:
+                    for i in range(start, end):
+                        out[row, i] = np.float32(np.nan)
+                continue
+            if write_codes:
+                scales[row, j] = e + sc_bias
+            for i in range(start, start + B):
+                if i < end:
+                    x = np.int64(xb[row, i])
+                    if ftz and (x & 0x7FFFFFFF) < 0x800000:
+                        x = x & 0x80000000
+                    r = np.int64(0)
+                    if mode == 4:
+                        r = philox_u32(seed_lo, seed_hi, (p_i * L + i) * post + q_i)
+                    c = encode_elem(x, e, P, mode, r)
+                    if write_out:
+                        out[row, i] = decode_elem(c, e, P, pow2)
+                else:
+                    c = np.int64(0)
+                if write_codes:
+                    codes[row, i] = c
+    return bad_rows.sum()
+
+
+@nb.njit(parallel=True, cache=True)
+def block_decode(codes, scales, B, L, P, sc_bias, sc_nan, out, pow2):
+    """Decode codes [rows, nb*B] with power-of-two scales [rows, nb] into out [rows, L] (fp32)."""
+    rows = codes.shape[0]
+    nblk = scales.shape[1]
+    for row in prange(rows):
+        for j in range(nblk):
+            sc = np.int64(scales[row, j])
+            start = j * B
+            end = min(start + B, L)
+            if sc_nan >= 0 and sc == sc_nan:
+                for i in range(start, end):
+                    out[row, i] = np.float32(np.nan)
+                continue
+            e = sc - sc_bias
+            for i in range(start, end):
+                out[row, i] = decode_elem(np.int64(codes[row, i]), e, P, pow2)
+
+
+@nb.njit(parallel=True, cache=True)
+def elem_codec(xb, P, mode, seed_lo, seed_hi, codes, out, write_codes, write_out, pow2, idx):
+    """Standalone element formats on a flat fp32-bit array (non-finite per formats.md §3.1).
+
+    ``idx`` (int64, or empty for 0..n-1) gives each element's logical flat index for SR.
+    Returns the number of NaN inputs mapped to -0 (formats without a NaN code)."""
+    n = xb.shape[0]
+    ebits = P[6]
+    mbits = P[7]
+    emax = P[10]
+    maxcode = ((emax + P[8]) << mbits) | P[14]
+    top = (np.int64(1) << ebits) - 1
+    if P[11] == 0:
+        nancode = (top << mbits) | (np.int64(1) << max(mbits - 1, 0))
+        infcode = top << mbits
+    else:
+        nancode = (np.int64(1) << (ebits + mbits)) - 1
+        infcode = nancode
+    nan_lost = np.zeros(n, dtype=np.int8)
+    for i in prange(n):
+        x = np.int64(xb[i])
+        neg = (x >> 31) & 1
+        signbit = neg << (ebits + mbits)
+        ax = x & 0x7FFFFFFF
+        if ax > 0x7F800000:
+            if P[11] == 2:
+                c = np.int64(1) << (ebits + mbits)  # -0: no NaN code
+                nan_lost[i] = 1
+            else:
+                c = signbit | nancode
+        elif ax == 0x7F800000:
+            if P[13]:
+                c = signbit | maxcode
+            else:
+                c = signbit | infcode
+        else:
+            r = np.int64(0)
+            if mode == 4:
+                r = philox_u32(seed_lo, seed_hi, i if idx.shape[0] == 0 else idx[i])
+            c = encode_elem(x, 0, P, mode, r)
+        if write_codes:
+            codes[i] = c
+        if write_out:
+            out[i] = decode_elem(c, 0, P, pow2)
+    return nan_lost.sum()
+
+
+@nb.njit(parallel=True, cache=True)
+def elem_decode(codes, P, out, pow2):
+    for i in prange(codes.shape[0]):
+        out[i] = decode_elem(np.int64(codes[i]), 0, P, pow2)
+
+
+@nb.njit(parallel=True, cache=True)
+def round_scaled(y, mode, seed_lo, seed_hi, idx_post, idx_L, G, z, lo, hi, codes):
+    """Scaled-integer element rounding: codes[row, i] = clamp(R(y[row, i]) + z[row, i // G], lo, hi).
+
+    y [rows, Lp] holds RNE32(x / s) as fp32 bits; the SR index is the logical flat index."""
+    rows, Lp = y.shape
+    for row in prange(rows):
+        p_i = row // idx_post
+        q_i = row - p_i * idx_post
+        for i in range(Lp):
+            x = np.int64(y[row, i])
+            neg = (x >> 31) & 1
+            ax = x & 0x7FFFFFFF
+            n = np.int64(0)
+            if ax != 0:
+                ef = ax >> 23
+                if ef == 0:
+                    m = ax
+                    lx = -149
+                else:
+                    m = (ax & 0x7FFFFF) | 0x800000
+                    lx = ef - 150
+                r = np.int64(0)
+                if mode == 4 and i < idx_L:
+                    r = philox_u32(seed_lo, seed_hi, (p_i * idx_L + i) * idx_post + q_i)
+                n = round_mag(m, -lx, neg, mode, r)
+            c = (-n if neg else n) + z[row, i // G]
+            if i >= idx_L:
+                c = 0  # padded positions hold zero codes
+            elif c < lo:
+                c = lo
+            elif c > hi:
+                c = hi
+            codes[row, i] = c

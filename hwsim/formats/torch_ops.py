@@ -1,0 +1,483 @@
+"""torch codec (CPU or GPU): the same integer-on-bits algorithms as ``numba_kernels``, vectorised.
+
+Bit-identical to the numba path for every format and rounding mode (tests/formats cross-check).
+All integer work is int64; powers of two come from a table built from bits.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+
+import torch
+
+from . import numba_kernels as K
+from .codec import NVFP4_TENSOR_DIV, RULE_CODE, normalize_axis
+from .qtensor import QTensor, code_dtype_bits
+from .spec import (E4M3, BlockSpec, FloatElem, IntElem, NonFiniteError, NonFiniteWarning,
+                   Rounding, Rule, ScaledIntSpec)
+
+_M32 = 0xFFFFFFFF
+_POW2_CACHE: dict = {}
+
+
+def _pow2(device) -> torch.Tensor:
+    t = _POW2_CACHE.get(device)
+    if t is None:
+        t = torch.from_numpy(K.POW2_F32.copy()).to(device)
+        _POW2_CACHE[device] = t
+    return t
+
+
+def _params(elem) -> list[int]:
+    return [int(v) for v in K.elem_params(elem)]
+
+
+# ---- scalar building blocks, vectorised ------------------------------------------------------
+
+
+def philox_u32(seed_lo: int, seed_hi: int, idx: torch.Tensor) -> torch.Tensor:
+    """First word of Philox4x32-10 (key = seed words, counter = (idx lo, idx hi, 0, 0)), int64."""
+    k0, k1 = seed_lo & _M32, seed_hi & _M32
+    c0 = idx & _M32
+    c1 = (idx >> 32) & _M32
+    c2 = torch.zeros_like(idx)
+    c3 = torch.zeros_like(idx)
+    for _ in range(10):
+        p0 = c0 * 0xD2511F53  # wraps modulo 2**64: the low 64 bits are exact
+        p1 = c2 * 0xCD9E8D57
+        n0 = ((p1 >> 32) & _M32) ^ c1 ^ k0
+        n2 = ((p0 >> 32) & _M32) ^ c3 ^ k1
+        c1, c3, c0, c2 = p1 & _M32, p0 & _M32, n0, n2
+        k0 = (k0 + 0x9E3779B9) & _M32
+        k1 = (k1 + 0xBB67AE85) & _M32
+    return c0
+
+
+def _bitlen(v: torch.Tensor) -> torch.Tensor:
+    """Bit length of non-negative int64 values < 2**53 (frexp of an exact float64)."""
+    return torch.frexp(v.to(torch.float64))[1].to(torch.int64)
+
+
+def floor_log2_bits(ax: torch.Tensor) -> torch.Tensor:
+    ef = ax >> 23
+    return torch.where(ef == 0, _bitlen(ax & 0x7FFFFF) - 150, ef - 127)
+
+
+def is_pow2_bits(ax: torch.Tensor) -> torch.Tensor:
+    fr = ax & 0x7FFFFF
+    return torch.where((ax >> 23) == 0, (fr & (fr - 1)) == 0, fr == 0)
+
+
+def round_mag(m, shift, neg, mode: int, r):
+    """Integer magnitude of m * 2**-shift rounded with ``mode`` (see numba_kernels.round_mag)."""
+    left = m << (-shift).clamp(0, 38)
+    sh = shift.clamp(1, 62)
+    q = m >> sh
+    rem = m - (q << sh)
+    if mode in (0, 1):
+        half = torch.ones_like(sh) << (sh - 1)
+        up = (rem > half) | ((rem == half) & ((q & 1) == 1)) if mode == 0 else rem >= half
+    elif mode == 2:
+        up = torch.zeros_like(rem, dtype=torch.bool)
+    elif mode == 3:
+        up = (neg == 1) & (rem != 0)
+    else:
+        f = torch.where(sh <= 32, rem << (32 - sh).clamp(min=0), rem >> (sh - 32).clamp(min=0))
+        up = f > r
+    return torch.where(shift <= 0, left, q + up.to(torch.int64))
+
+
+def _decompose(xb):
+    ax = xb & 0x7FFFFFFF
+    ef = ax >> 23
+    m = torch.where(ef == 0, ax, (ax & 0x7FFFFF) | 0x800000)
+    lx = torch.where(ef == 0, torch.full_like(ef, -149), ef - 150)
+    return (xb >> 31) & 1, ax, m, lx, floor_log2_bits(ax)
+
+
+def encode_elem(xb, e, P, mode: int, r):
+    """Element codes (int64) of finite fp32 bit patterns ``xb`` scaled by 2**-e."""
+    neg, ax, m, lx, fl = _decompose(xb)
+    if P[K.P_KIND] == 0:
+        bits, cmin, cmax, ie, signmag = P[1], P[2], P[3], P[4], P[5]
+        n = torch.where(ax == 0, torch.zeros_like(m), round_mag(m, ie + e - lx, neg, mode, r))
+        nneg = n.clamp(max=-cmin)
+        negcode = ((1 << (bits - 1)) | nneg) if signmag else ((-nneg) & ((1 << bits) - 1))
+        return torch.where(neg == 1, negcode, n.clamp(max=cmax))
+    ebits, mbits, bias, emin, emax = P[6], P[7], P[8], P[9], P[10]
+    specials, subn, sat, maxmant = P[11], P[12], P[13], P[14]
+    signbit = neg << (ebits + mbits)
+    E = (fl - e).clamp(min=emin)
+    n = round_mag(m, E - mbits + e - lx, neg, mode, r)
+    carry = n >= (1 << (mbits + 1))
+    n = torch.where(carry, n >> 1, n)
+    E = E + carry.to(torch.int64)
+    sub = (E == emin) & (n < (1 << mbits))
+    expf = torch.where(sub, torch.zeros_like(E), E + bias)
+    mant = torch.where(sub, n, n - (1 << mbits))
+    code = signbit | (expf << mbits) | mant
+    ovf = (E > emax) | ((E == emax) & (mant > maxmant))
+    maxcode = ((emax + bias) << mbits) | maxmant
+    if sat or mode == 2:
+        ovf_code = signbit | maxcode
+    else:
+        special = (((1 << ebits) - 1) << mbits) if specials == 0 else ((1 << (ebits + mbits)) - 1)
+        ovf_code = signbit | special
+        if mode == 3:
+            ovf_code = torch.where(neg == 1, ovf_code, signbit | maxcode)
+    code = torch.where(ovf, ovf_code, code)
+    zero = (ax == 0) | (n == 0)
+    if not subn:
+        zero = zero | sub
+    return torch.where(zero, signbit, code)
+
+
+def ldexp_f32(n: torch.Tensor, st: torch.Tensor, pow2: torch.Tensor) -> torch.Tensor:
+    """RNE32(n * 2**st) for integers |n| < 2**24 (one rounding)."""
+    f = n.to(torch.float32)
+    e1 = st.clamp(-126, 127)
+    e2 = st - e1
+    v = (f * pow2[e1 + 149]) * pow2[e2.clamp(-149, 127) + 149]
+    return torch.where(e2 < -149, f * 0.0, v)
+
+
+def decode_elem(code: torch.Tensor, e, P, pow2) -> torch.Tensor:
+    """fp32 values of element codes times 2**e."""
+    code = code.to(torch.int64)
+    if P[K.P_KIND] == 0:
+        bits, ie = P[1], P[4]
+        if P[5]:
+            v = ldexp_f32(code & ((1 << (bits - 1)) - 1), ie + e, pow2)
+            return torch.where(((code >> (bits - 1)) & 1) == 1, -v, v)
+        c = torch.where((code >= (1 << (bits - 1))) & (P[2] < 0), code - (1 << bits), code)
+        return ldexp_f32(c, ie + e, pow2)
+    ebits, mbits, bias, emin, specials = P[6], P[7], P[8], P[9], P[11]
+    neg = (code >> (ebits + mbits)) & 1
+    expf = (code >> mbits) & ((1 << ebits) - 1)
+    mant = code & ((1 << mbits) - 1)
+    top = (1 << ebits) - 1
+    sub = expf == 0
+    n = torch.where(sub, mant, mant + (1 << mbits))
+    st = torch.where(sub, torch.full_like(expf, emin), expf - bias) - mbits + e
+    v = ldexp_f32(n, st, pow2)
+    if specials == 0:
+        v = torch.where(expf == top, torch.where(mant == 0, torch.inf, torch.nan), v)
+    elif specials == 1:
+        v = torch.where((expf == top) & (mant == (1 << mbits) - 1), torch.nan, v)
+    return torch.where(neg == 1, -v, v)
+
+
+# ---- layout helpers --------------------------------------------------------------------------
+
+
+def _check_input(x: torch.Tensor, spec) -> None:
+    if not x.dtype.is_floating_point:
+        raise ValueError(f"invalid input dtype {x.dtype}: expected float16, bfloat16, float32 or "
+                         "float64")
+    if x.numel() == 0 and isinstance(spec, (BlockSpec, ScaledIntSpec)):
+        raise ValueError(f"empty input of shape {tuple(x.shape)}: format {spec.name} needs at "
+                         "least one element to form a block/slice")
+
+
+def _bits(x32: torch.Tensor) -> torch.Tensor:
+    return x32.contiguous().view(torch.int32).to(torch.int64) & _M32
+
+
+def _rows(x: torch.Tensor, ax: int, G: int | None):
+    """fp32 [rows, nblk, G] (zero-padded) moved view of x, and meta (lead shape, ax, post, L)."""
+    x32 = x.detach().to(torch.float32)
+    if x32.dim() == 0:
+        x32 = x32.reshape(1)
+    moved = x32.movedim(ax, -1)
+    L = moved.shape[-1]
+    lead = tuple(moved.shape[:-1])
+    rows = 1
+    for d in lead:
+        rows *= d
+    post = 1
+    for d in x32.shape[ax + 1:]:
+        post *= d
+    G = L if G is None else G
+    nblk = -(-L // G)
+    flat = moved.reshape(rows, L)
+    if nblk * G != L:
+        flat = torch.nn.functional.pad(flat, (0, nblk * G - L))
+    return flat.reshape(rows, nblk, G), (lead, ax, post, L)
+
+
+def _unrows(a: torch.Tensor, meta, keep: int | None = None) -> torch.Tensor:
+    lead, ax, _, L = meta
+    a = a.reshape(a.shape[0], -1)
+    if keep is not None:
+        a = a[:, :keep]
+    return a.reshape(lead + (a.shape[-1],)).movedim(-1, ax)
+
+
+def _logical_index(meta, rows: int, nblk: int, G: int, device) -> torch.Tensor:
+    _, _, post, L = meta
+    r = torch.arange(rows, device=device, dtype=torch.int64)[:, None, None]
+    i = (torch.arange(nblk, device=device, dtype=torch.int64)[None, :, None] * G
+         + torch.arange(G, device=device, dtype=torch.int64)[None, None, :])
+    return ((r // post) * L + i) * post + (r % post)
+
+
+def _rand(mode: int, seeds, meta, shape, device):
+    if mode != 4:
+        return torch.zeros((), dtype=torch.int64, device=device)
+    return philox_u32(seeds[0], seeds[1], _logical_index(meta, *shape, device))
+
+
+def _code_tensor(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    return codes.to(torch.uint8) if code_dtype_bits(bits) == 8 else codes
+
+
+# ---- encoders ------------------------------------------------------------------------------
+
+
+def quantize(x: torch.Tensor, spec, axis: int, mode: Rounding, seeds) -> QTensor:
+    _check_input(x, spec)
+    ax = normalize_axis(axis, x.dim(), spec)
+    shape = tuple(x.shape)
+    if isinstance(spec, FloatElem):
+        codes = _encode_standalone(x.detach().to(torch.float32).reshape(-1), spec, mode.code, seeds)
+        return QTensor(spec, _code_tensor(codes.reshape(shape), spec.bits), shape=shape, axis=ax)
+    if isinstance(spec, BlockSpec) and not spec.is_nvfp4:
+        codes, scales, meta = _encode_blocks(x, spec, ax, mode.code, seeds)
+        return QTensor(spec, _code_tensor(_unrows(codes, meta), spec.element_bits),
+                       _unrows(scales, meta).to(torch.uint8), shape=shape, axis=ax)
+    if isinstance(spec, BlockSpec):
+        return _nvfp4(x, spec, ax, mode.code, seeds)
+    return _scaled_int(x, spec, ax, mode.code, seeds)
+
+
+def _encode_standalone(x32: torch.Tensor, elem: FloatElem, mode: int, seeds) -> torch.Tensor:
+    P = _params(elem)
+    xb = _bits(x32)
+    idx = torch.arange(xb.numel(), device=xb.device, dtype=torch.int64)
+    r = philox_u32(seeds[0], seeds[1], idx) if mode == 4 else torch.zeros((), dtype=torch.int64,
+                                                                           device=xb.device)
+    ebits, mbits, emax, bias, maxmant = P[6], P[7], P[10], P[8], P[14]
+    signbit = ((xb >> 31) & 1) << (ebits + mbits)
+    ax = xb & 0x7FFFFFFF
+    finite = ax < 0x7F800000
+    codes = encode_elem(torch.where(finite, xb, torch.zeros_like(xb)), 0, P, mode, r)
+    top = (1 << ebits) - 1
+    maxcode = ((emax + bias) << mbits) | maxmant
+    if P[11] == 0:
+        nancode, infcode = (top << mbits) | (1 << max(mbits - 1, 0)), top << mbits
+    else:
+        nancode = infcode = (1 << (ebits + mbits)) - 1
+    inf_c = signbit | (maxcode if P[13] else infcode)
+    isnan = ax > 0x7F800000
+    if P[11] == 2:
+        nan_c = torch.full_like(xb, 1 << (ebits + mbits))
+        lost = int(isnan.sum())
+        if lost:
+            warnings.warn(f"{lost} NaN input(s) encoded as -0: format {elem.name} has no NaN code",
+                          NonFiniteWarning, stacklevel=4)
+    else:
+        nan_c = signbit | nancode
+    codes = torch.where(ax == 0x7F800000, inf_c, codes)
+    return torch.where(isnan, nan_c, codes)
+
+
+def _encode_blocks(x, spec: BlockSpec, ax: int, mode: int, seeds):
+    B = spec.block_size
+    blk, meta = _rows(x, ax, B)
+    rows, nblk, _ = blk.shape
+    xb = _bits(blk)
+    elem = spec.elem
+    P = _params(elem)
+    L = meta[3]
+    absb = xb & 0x7FFFFFFF
+    if spec.input_ftz:
+        tiny = absb < 0x800000
+        xb = torch.where(tiny, xb & 0x80000000, xb)
+        absb = torch.where(tiny, torch.zeros_like(absb), absb)
+    nonfin_el = absb >= 0x7F800000
+    nonfinite = nonfin_el.any(dim=2)
+    amax = torch.where(nonfin_el, torch.zeros_like(absb), absb).amax(dim=2)
+    emax_elem = elem.emax_elem if isinstance(elem, IntElem) else elem.emax
+    rule = RULE_CODE[spec.rule]
+    if rule == 0:
+        e = floor_log2_bits(amax) - emax_elem
+    elif rule == 1:
+        e = floor_log2_bits(amax) + (~is_pow2_bits(amax)).to(torch.int64) - emax_elem - 1
+    else:
+        af = amax.to(torch.int32).view(torch.float32)
+        rq = _bits(af / torch.tensor(elem.max_value, dtype=torch.float32, device=af.device))
+        e = torch.where(rq == 0, torch.full_like(rq, -100000),
+                        floor_log2_bits(rq) + (~is_pow2_bits(rq)).to(torch.int64))
+    sc = spec.scale
+    e = torch.where(amax == 0, torch.full_like(e, sc.e_min), e).clamp(min=sc.e_min)
+    if sc.nan_code is not None:
+        nonfinite = nonfinite | (e > sc.e_max)
+    else:
+        e = e.clamp(max=sc.e_max)
+        if bool(nonfinite.any()):
+            xf = x.detach().reshape(-1)
+            idx = int(torch.nonzero(~torch.isfinite(xf))[0])
+            raise NonFiniteError(f"input tensor has a non-finite value at flat index {idx} "
+                                 f"({float(xf[idx])}); format {spec.name} has no NaN scale code")
+    r = _rand(mode, seeds, meta, (rows, nblk, B), x.device)
+    codes = encode_elem(xb, e[:, :, None], P, mode, r)
+    pos = torch.arange(nblk * B, device=x.device).reshape(1, nblk, B)
+    codes = torch.where(nonfinite[:, :, None] | (pos >= L), torch.zeros_like(codes), codes)
+    scales = torch.where(nonfinite, torch.full_like(e, sc.nan_code or 0), e + sc.bias)
+    return codes, scales, meta
+
+
+def encode_floats(values: torch.Tensor, elem: FloatElem) -> torch.Tensor:
+    """RNE-saturating element codes of fp32 values (scale casts)."""
+    if not elem.saturate:
+        elem = replace(elem, saturate=True)
+    return encode_elem(_bits(values.to(torch.float32)), 0, _params(elem), 0, None)
+
+
+def _scale_cast(s: torch.Tensor, elem: FloatElem):
+    P = _params(elem)
+    pow2 = _pow2(s.device)
+    codes = encode_floats(s, elem)
+    dec = decode_elem(codes, 0, P, pow2)
+    tiny = int(encode_floats(torch.tensor([elem.min_normal], dtype=torch.float32), elem)[0])
+    codes = torch.where(dec == 0, torch.full_like(codes, tiny), codes)
+    return codes, decode_elem(codes, 0, P, pow2)
+
+
+def _scaled_int(x, spec: ScaledIntSpec, ax: int, mode: int, seeds) -> QTensor:
+    shape = tuple(x.shape)
+    if not bool(torch.isfinite(x).all()):
+        idx = int(torch.nonzero(~torch.isfinite(x.detach().reshape(-1)))[0])
+        raise NonFiniteError(f"input tensor has a non-finite value at flat index {idx}; scaled "
+                             f"integer format {spec.name} cannot represent it")
+    G = spec.group_size if spec.granularity == "group" else None
+    blk, meta = _rows(x, ax, G)
+    rows, ns, g = blk.shape
+    b = spec.bits
+    clip = torch.tensor(spec.clip_ratio, dtype=torch.float32)
+    if spec.granularity == "tensor":
+        red = lambda f, a: f(a).reshape(1, 1).expand(rows, ns)
+    else:
+        red = lambda f, a: f(a, dim=2)
+    if spec.symmetric:
+        a = red(torch.amax, blk.abs())
+        if spec.clip_ratio != 1.0:
+            a = a * clip
+        s_codes, s_dec = _scale_cast(a / torch.tensor(spec.divisor_value, dtype=torch.float32),
+                                     spec.scale.elem)
+        z = torch.zeros_like(s_codes)
+        lo, hi = -(1 << (b - 1)), (1 << (b - 1)) - 1
+    else:
+        lo_v = red(torch.amin, blk).clamp(max=0.0)
+        hi_v = red(torch.amax, blk).clamp(min=0.0)
+        if spec.clip_ratio != 1.0:
+            lo_v, hi_v = lo_v * clip, hi_v * clip
+        s_codes, s_dec = _scale_cast((hi_v - lo_v) / torch.tensor(float((1 << b) - 1)),
+                                     spec.scale.elem)
+        z = torch.round(-lo_v / s_dec).clamp(0, (1 << b) - 1).to(torch.int64)
+        lo, hi = 0, (1 << b) - 1
+    y = _bits(blk / s_dec[:, :, None])
+    neg, ax_, m, lx, _ = _decompose(y)
+    r = _rand(mode, seeds, meta, (rows, ns, g), x.device)
+    n = torch.where(ax_ == 0, torch.zeros_like(m), round_mag(m, -lx, neg, mode, r))
+    c = (torch.where(neg == 1, -n, n) + z[:, :, None]).clamp(lo, hi)
+    pos = torch.arange(ns * g, device=x.device).reshape(1, ns, g)
+    c = torch.where(pos >= meta[3], torch.zeros_like(c), c) & ((1 << b) - 1)
+    keep = ns * g if G is not None else meta[3]
+    codes = _unrows(c, meta, keep).to(torch.uint8)
+    if spec.granularity == "tensor":
+        ones = (1,) * len(shape)
+        sc = s_codes.reshape(-1)[:1].reshape(ones)
+        zp = None if spec.symmetric else z.reshape(-1)[:1].reshape(ones).to(torch.uint8)
+    else:
+        sc = _unrows(s_codes, meta)
+        zp = None if spec.symmetric else _unrows(z, meta).to(torch.uint8)
+    if not shape:
+        codes, sc = codes.reshape(()), sc.reshape(())
+        zp = None if zp is None else zp.reshape(())
+    return QTensor(spec, codes, sc, zp, shape=shape, axis=ax)
+
+
+def _nvfp4(x, spec: BlockSpec, ax: int, mode: int, seeds) -> QTensor:
+    shape = tuple(x.shape)
+    blk, meta = _rows(x, ax, spec.block_size)
+    rows, nblk, B = blk.shape
+    finite = torch.isfinite(blk)
+    absb = torch.where(finite, blk.abs(), torch.zeros_like(blk))
+    t = absb.amax() if absb.numel() else torch.tensor(0.0)
+    s_t = torch.where(t == 0, torch.ones_like(t), t / torch.tensor(NVFP4_TENSOR_DIV))
+    r = (absb.amax(dim=2) / torch.tensor(6.0)) / s_t
+    P4 = _params(E4M3)
+    sb_codes = encode_floats(torch.clamp(r, max=448.0), E4M3)
+    sb = decode_elem(sb_codes, 0, P4, _pow2(x.device))
+    d = s_t * sb
+    bad = ~finite.all(dim=2)
+    zero_blk = (d == 0) | bad
+    y = torch.where(zero_blk[:, :, None], torch.zeros_like(blk), blk / d[:, :, None])
+    rnd = _rand(mode, seeds, meta, (rows, nblk, B), x.device)
+    codes = encode_elem(_bits(y), 0, _params(spec.elem), mode, rnd)
+    pos = torch.arange(nblk * B, device=x.device).reshape(1, nblk, B)
+    codes = torch.where(zero_blk[:, :, None] | (pos >= meta[3]), torch.zeros_like(codes), codes)
+    sb_codes = torch.where(bad, torch.full_like(sb_codes, 0x7F), sb_codes)
+    return QTensor(spec, _unrows(codes, meta).to(torch.uint8), _unrows(sb_codes, meta).to(torch.uint8),
+                   tensor_scale=float(s_t), shape=shape, axis=ax)
+
+
+# ---- decoders ------------------------------------------------------------------------------
+
+
+def dequantize(q: QTensor) -> torch.Tensor:
+    spec = q.spec
+    shape = tuple(q.shape)
+    codes = q.codes.to(torch.int64)
+    pow2 = _pow2(codes.device)
+    if isinstance(spec, FloatElem):
+        return decode_elem(codes, 0, _params(spec), pow2).reshape(shape)
+    ax = q.axis
+    L = shape[ax] if shape else 1
+    if isinstance(spec, BlockSpec):
+        B = spec.block_size
+        scales = q.scales.to(torch.int64)
+        s_full = scales.repeat_interleave(B, dim=ax).narrow(ax, 0, codes.shape[ax])
+        if spec.is_nvfp4:
+            vals = decode_elem(codes, 0, _params(spec.elem), pow2)
+            d = decode_elem(s_full, 0, _params(E4M3), pow2) * torch.tensor(
+                q.tensor_scale, dtype=torch.float32, device=codes.device)
+            out = torch.where(s_full == 0x7F, torch.nan, vals * d)
+        else:
+            sc = spec.scale
+            out = decode_elem(codes, s_full - sc.bias, _params(spec.elem), pow2)
+            if sc.nan_code is not None:
+                out = torch.where(s_full == sc.nan_code, torch.nan, out)
+        return out.narrow(ax, 0, L).reshape(shape)
+    s_full = decode_elem(q.scales.to(torch.int64), 0, _params(spec.scale.elem), pow2)
+    zp = None if spec.symmetric else q.zero_points.to(torch.int64)
+    if spec.granularity == "group":
+        s_full = s_full.repeat_interleave(spec.group_size, dim=ax)
+        zp = None if zp is None else zp.repeat_interleave(spec.group_size, dim=ax)
+    b = spec.bits
+    c = torch.where(codes >= (1 << (b - 1)), codes - (1 << b), codes) if zp is None else codes - zp
+    out = s_full * c.to(torch.float32)
+    if spec.granularity == "group":
+        out = out.narrow(ax, 0, L)
+    return out.reshape(shape)
+
+
+class _StraightThrough(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, y):
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def fake_quant(x: torch.Tensor, spec, axis: int, mode: Rounding, seeds) -> torch.Tensor:
+    """dequantize(quantize(x)) with a straight-through gradient; output dtype = input dtype."""
+    with torch.no_grad():
+        y = quantize(x.detach(), spec, axis, mode, seeds).dequantize().to(x.dtype)
+    if x.requires_grad:
+        return _StraightThrough.apply(x, y)
+    return y
