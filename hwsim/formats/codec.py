@@ -167,7 +167,7 @@ def _run_block(xb, spec: BlockSpec, mode, seeds, meta, codes, scales, out):
     write_out = out is not None
     dummy_c = np.zeros((1, 1), np.uint8)
     dummy_f = np.zeros((1, 1), np.float32)
-    bad = K.block_codec(xb, B, P, elem.emax_elem if isinstance(elem, IntElem) else elem.emax,
+    bad = K.block_codec(xb, xb.view(np.float32), B, P, elem.emax_elem if isinstance(elem, IntElem) else elem.emax,
                         RULE_CODE[spec.rule], rq, sc.e_min, sc.e_max, sc.bias,
                         -1 if sc.nan_code is None else sc.nan_code, spec.input_ftz, mode.code,
                         seeds[0], seeds[1], meta[2], codes if write_codes else dummy_c,

@@ -282,13 +282,63 @@ def shared_exponent(amax, rule, emax_elem, rq):
     return c
 
 
+@nb.njit(cache=True, inline="always")
+def _fake_block_rne(xf, xb, row, start, end, e, P, out, pow2):
+    """Fused RNE fake quantization of one block with float arithmetic that is exact here.
+
+    x * 2**-st and c * 2**st are exact multiplies by powers of two whenever the product is normal;
+    a product below 2**-126 is far below half a step and rounds to (signed) zero either way.
+    Returns False (caller uses the integer path) when the exponents leave the safe range or an
+    input is an fp32 subnormal (float elements only)."""
+    if P[0] == 0:
+        st = P[4] + e
+        if st < -127 or st > 126:
+            return False
+        inv = pow2[149 - st]
+        scl = pow2[149 + st]
+        lo = np.float32(P[2])
+        hi = np.float32(P[3])
+        zero = np.float32(0.0)
+        if P[5]:
+            for i in range(start, end):
+                v = np.rint(xf[row, i] * inv)
+                out[row, i] = min(max(v, lo), hi) * scl
+        else:
+            for i in range(start, end):
+                v = np.rint(xf[row, i] * inv)
+                out[row, i] = (min(max(v, lo), hi) + zero) * scl
+        return True
+    if e < -127 or e > 127:
+        return False
+    mbits = P[7]
+    emin = P[9]
+    inv_e = pow2[149 - e]
+    scl_e = pow2[149 + e]
+    vmax = np.float32((np.int64(1) << mbits) + P[14]) * pow2[149 + P[10] - mbits]
+    for i in range(start, end):
+        b = np.int64(xb[row, i])
+        if (b & 0x7F800000) == 0 and (b & 0x7FFFFF) != 0:
+            return False
+    for i in range(start, end):
+        x = xf[row, i]
+        E = ((np.int64(xb[row, i]) >> 23) & 0xFF) - 127 - e
+        if E < emin:
+            E = emin
+        se = E - mbits
+        v = x * inv_e
+        y = np.rint(v * pow2[149 - se]) * pow2[149 + se]
+        y = min(max(y, -vmax), vmax)
+        out[row, i] = y * scl_e
+    return True
+
+
 # ---- kernels ---------------------------------------------------------------------------------
 
 
 @nb.njit(parallel=True, cache=True)
-def block_codec(xb, B, P, emax_elem, rule, rq, sc_min, sc_max, sc_bias, sc_nan, ftz, mode,
+def block_codec(xb, xf, B, P, emax_elem, rule, rq, sc_min, sc_max, sc_bias, sc_nan, ftz, mode,
                 seed_lo, seed_hi, post, codes, scales, out, write_codes, write_out, pow2):
-    """Encode MX/BFP blocks of xb [rows, L] (fp32 bits as int64-compatible uint32).
+    """Encode MX/BFP blocks of xb [rows, L] (fp32 bits as uint32; xf: the same memory as fp32).
 
     codes [rows, nb*B] and scales [rows, nb] receive the codes when ``write_codes``; out [rows, L]
     receives the decoded fp32 values when ``write_out`` (fused fake quantization). ``rq`` holds
@@ -304,16 +354,17 @@ def block_codec(xb, B, P, emax_elem, rule, rq, sc_min, sc_max, sc_bias, sc_nan, 
         for j in range(nblk):
             start = j * B
             end = min(start + B, L)
-            amax = np.int64(0)
-            nonfinite = False
-            for i in range(start, end):
-                a = np.int64(xb[row, i]) & 0x7FFFFFFF
-                if ftz and a < 0x800000:
-                    a = 0
-                if a >= 0x7F800000:
-                    nonfinite = True
-                elif a > amax:
-                    amax = a
+            amax_u = np.uint32(0)
+            if ftz:
+                for i in range(start, end):
+                    a = xb[row, i] & np.uint32(0x7FFFFFFF)
+                    if a >= np.uint32(0x800000) and a > amax_u:
+                        amax_u = a
+            else:
+                for i in range(start, end):  # branch-free so that it vectorizes
+                    amax_u = max(amax_u, xb[row, i] & np.uint32(0x7FFFFFFF))
+            amax = np.int64(amax_u)
+            nonfinite = amax >= 0x7F800000  # NaN bit patterns sort above +Inf
             if not nonfinite:
                 if amax == 0:
                     e = sc_min
@@ -339,6 +390,9 @@ def block_codec(xb, B, P, emax_elem, rule, rq, sc_min, sc_max, sc_bias, sc_nan, 
                 continue
             if write_codes:
                 scales[row, j] = e + sc_bias
+            elif mode == 0 and not ftz:
+                if _fake_block_rne(xf, xb, row, start, end, e, P, out, pow2):
+                    continue
             for i in range(start, start + B):
                 if i < end:
                     x = np.int64(xb[row, i])

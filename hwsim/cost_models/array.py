@@ -1,0 +1,427 @@
+"""R x C systolic array: WS/OS/IS dataflows, SRAM/DRAM traffic, stalls, area, energy (section 5).
+
+All quantities are closed forms (SCALE-Sim's mapping, Samajdar et al., ISPASS 2020), evaluated
+with numpy so that a sweep over array shapes and dataflows is one vectorised call
+(:meth:`SystolicArray.sweep`). Shapes: A is M x K activations, W is K x N weights, Y is M x N.
+Units: cycles, pJ, um^2, bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from .components import SRAM, Register
+from .fmt import FP16, FormatInfo, describe
+from .tech import Technology, get_technology
+from .units import PEConfig, build_pe
+
+DATAFLOWS = ("ws", "os", "is")
+_DF_CODE = {d: i for i, d in enumerate(DATAFLOWS)}
+
+
+def _check_dim(name: str, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+        raise ValueError(f"{name}={v!r} must be a positive integer")
+    return int(v)
+
+
+def _check_dataflow(dataflow: str) -> str:
+    d = str(dataflow).lower() if isinstance(dataflow, str) else dataflow
+    if d not in DATAFLOWS:
+        raise ValueError(f"dataflow={dataflow!r} is unknown; valid: {list(DATAFLOWS)}")
+    return d
+
+
+# --------------------------------------------------------------------------------------------
+# closed forms (numpy; broadcast over R, C, dataflow code, M, K, N)
+# --------------------------------------------------------------------------------------------
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def mapping(M, K, N, df, lanes=1):
+    """(S_R, S_C, T, K') of SCALE-Sim's mapping; df: 0 = WS, 1 = OS, 2 = IS (arrays broadcast)."""
+    M, K, N, df = (np.asarray(x, dtype=np.int64) for x in (M, K, N, df))
+    Kp = _cdiv(K, np.int64(lanes))
+    SR = np.where(df == 1, M, Kp)
+    SC = np.where(df == 2, M, N)
+    T = np.where(df == 0, M, np.where(df == 1, Kp, N))
+    return SR, SC, T, Kp
+
+
+def fold_cycles(SR, SC, T, R, C, df, compat=False):
+    """Compute cycles (no stalls) summed over folds.
+
+    default: WS/IS 2*S_R*F_C + S_C*F_R + F*(T-2); OS S_R*F_C + S_C*F_R + F*(T-2).
+    compat (scale-sim-v2): F*(2R+C+T-2) for WS/IS, F*(R+C+T-2) for OS.
+    """
+    SR, SC, T, R, C, df = (np.asarray(x, dtype=np.int64) for x in (SR, SC, T, R, C, df))
+    FR, FC = _cdiv(SR, R), _cdiv(SC, C)
+    F = FR * FC
+    kr = np.where(df == 1, 1, 2)
+    if compat:
+        return F * (kr * R + C + T - 2), FR, FC
+    return kr * SR * FC + SC * FR + F * (T - 2), FR, FC
+
+
+def _fold_tau(r, c, T, kr, R, C, compat):
+    if compat:
+        return kr * R + C + T - 2
+    return kr * r + c + T - 2
+
+
+def stall_cycles(t_mem, SR, SC, T, R, C, df, compat=False, double_buffer=True):
+    """DRAM stall cycles with per-fold memory time ``t_mem`` (cycles, uniform over folds).
+
+    double-buffered: t_mem + sum_{f>1} max(0, t_mem - tau_f); otherwise F * t_mem.
+    """
+    SR, SC, T, R, C, df = (np.asarray(x, dtype=np.int64) for x in (SR, SC, T, R, C, df))
+    t_mem = np.asarray(t_mem, dtype=np.float64)
+    FR, FC = _cdiv(SR, R), _cdiv(SC, C)
+    F = FR * FC
+    if not double_buffer:
+        return F * t_mem
+    kr = np.where(df == 1, 1, 2)
+    r_full, c_full = np.minimum(R, SR), np.minimum(C, SC)
+    r_last, c_last = SR - (FR - 1) * R, SC - (FC - 1) * C
+    total = np.zeros(np.broadcast(t_mem, SR, R, df).shape)
+    classes = (
+        ((FR - 1) * (FC - 1), r_full, c_full),
+        ((FR - 1) * np.minimum(FC, 1), r_full, c_last),
+        (np.minimum(FR, 1) * (FC - 1), r_last, c_full),
+        (np.ones_like(F), r_last, c_last),
+    )
+    for n, r, c in classes:
+        tau = _fold_tau(r, c, T, kr, R, C, compat)
+        total = total + n * np.maximum(0.0, t_mem - tau)
+    # first fold (0, 0): replace its overlap term by the full t_mem
+    r0 = np.where(FR > 1, r_full, SR)
+    c0 = np.where(FC > 1, c_full, SC)
+    tau0 = _fold_tau(r0, c0, T, kr, R, C, compat)
+    return total - np.maximum(0.0, t_mem - tau0) + t_mem
+
+
+# --------------------------------------------------------------------------------------------
+# configuration and results
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SRAMConfig:
+    """On-chip buffers (bytes). Each partition is banked; energy uses the bank capacity."""
+
+    ifmap_bytes: int = 256 * 1024
+    filter_bytes: int = 256 * 1024
+    ofmap_bytes: int = 128 * 1024
+    word_bits: int = 64
+    banks: int = 8
+
+    def __post_init__(self):
+        for k in ("ifmap_bytes", "filter_bytes", "ofmap_bytes", "word_bits", "banks"):
+            _check_dim(k, getattr(self, k))
+
+
+@dataclass(frozen=True)
+class GemmResult:
+    """Cost of one GEMM Y[M,N] = A[M,K] @ W[K,N] on one array (cycles, pJ, bytes)."""
+
+    M: int
+    K: int
+    N: int
+    rows: int
+    cols: int
+    dataflow: str
+    a_format: str
+    w_format: str
+    pe: str
+    lanes: int
+    folds: tuple[int, int]
+    compute_cycles: int
+    stall_cycles: int
+    cycles: int
+    utilization: float
+    mapping_efficiency: float
+    macs: int
+    pe_actions: int
+    latency_s: float
+    energy_pj: float
+    energy_breakdown: dict
+    sram_accesses: dict
+    sram_bits: dict
+    dram_bytes: dict
+    area_um2: float
+    assumptions: dict = field(default_factory=dict, repr=False)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def ops(self) -> int:
+        return 2 * self.macs
+
+    @property
+    def dram_total_bytes(self) -> int:
+        return int(sum(self.dram_bytes.values()))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AreaReport:
+    """Area of an array (um^2) with a breakdown by part."""
+
+    total_um2: float
+    breakdown: dict
+
+    @property
+    def total_mm2(self) -> float:
+        return self.total_um2 / 1e6
+
+    def __float__(self) -> float:
+        return float(self.total_um2)
+
+
+def _fmt_name(f: FormatInfo) -> str:
+    return f.name
+
+
+class SystolicArray:
+    """R x C array of PEs (scalar MACs or B-lane block dot-product units).
+
+    Parameters: rows, cols; dataflow 'ws' | 'os' | 'is'; scalesim_compat (charge the full array
+    on every fold, as scale-sim-v2); tech (Technology, library name or None); node (shortcut for
+    tech.at_node); sram (SRAMConfig); double_buffer; overhead_fraction; a_format / w_format /
+    acc: the default PE formats used by :meth:`area` and when :meth:`gemm` gets none.
+    """
+
+    def __init__(self, rows: int, cols: int, dataflow: str = "ws", scalesim_compat: bool = False, *,
+                 tech: Technology | str | None = None, node: Any = None, sram: SRAMConfig | None = None,
+                 double_buffer: bool = True, overhead_fraction: float = 0.0, a_format: Any = None,
+                 w_format: Any = None, acc: Any = None, out_format: Any = None, mxfp_window: int | None = 32):
+        self.rows = _check_dim("rows", rows)
+        self.cols = _check_dim("cols", cols)
+        self.dataflow = _check_dataflow(dataflow)
+        self.scalesim_compat = bool(scalesim_compat)
+        self.tech = get_technology(tech, node)
+        self.sram = sram or SRAMConfig()
+        self.double_buffer = bool(double_buffer)
+        if not (0 <= overhead_fraction < 10):
+            raise ValueError(f"overhead_fraction={overhead_fraction!r} must be in [0, 10)")
+        self.overhead_fraction = float(overhead_fraction)
+        self.a_format, self.w_format, self.acc = a_format, w_format, acc
+        self.out_format = out_format
+        self.mxfp_window = mxfp_window
+        t = self.tech
+        self._sram_units = {p: SRAM(getattr(self.sram, f"{p}_bytes"), self.sram.word_bits, self.sram.banks, tech=t)
+                            for p in ("ifmap", "filter", "ofmap")}
+        self._reg_bit = Register(1, tech=t)
+
+    def __repr__(self):
+        return (f"SystolicArray({self.rows}, {self.cols}, {self.dataflow!r}, scalesim_compat={self.scalesim_compat}, "
+                f"node={self.tech.node_nm:g}nm, library={self.tech.library!r})")
+
+    # ---------------------------------------------------------------- helpers
+    def pe_config(self, a_format=None, w_format=None, acc=None, k: int | None = None) -> PEConfig:
+        a = a_format if a_format is not None else self.a_format
+        w = w_format if w_format is not None else self.w_format
+        if a is None or w is None:
+            raise ValueError("a_format and w_format must be given (to gemm/area or to the SystolicArray constructor)")
+        return build_pe(a, w, acc if acc is not None else self.acc, window=self.mxfp_window, k=k, tech=self.tech)
+
+    def _out_info(self, out_format) -> FormatInfo:
+        o = out_format if out_format is not None else self.out_format
+        return FP16 if o is None else describe(o)
+
+    @staticmethod
+    def _reg_bits(f: FormatInfo, lanes: int) -> int:
+        return f.element_bits * lanes + (f.scale_bits if f.is_block else 0)
+
+    def _pe_area(self, cfg: PEConfig) -> float:
+        regs = self._reg_bits(cfg.a, cfg.lanes) + self._reg_bits(cfg.w, cfg.lanes)
+        return cfg.pe.area_um2 + regs * self._reg_bit.area_um2
+
+    def pe_area(self, a_format=None, w_format=None, acc=None) -> float:
+        """Area of one PE (um^2): the unit plus its activation and weight operand registers."""
+        return self._pe_area(self.pe_config(a_format, w_format, acc))
+
+    # ---------------------------------------------------------------- area
+    def area(self, a_format=None, w_format=None, acc=None, k: int | None = None) -> AreaReport:
+        """Area (um^2): R*C*A_PE + SRAM + edge units (R input quantizers/dequantizers, C
+        rescalers), plus overhead_fraction of that sum."""
+        cfg = self.pe_config(a_format, w_format, acc, k)
+        R, C = self.rows, self.cols
+        bd = {"pe_array": R * C * self._pe_area(cfg),
+              "sram_ifmap": self._sram_units["ifmap"].area_um2,
+              "sram_filter": self._sram_units["filter"].area_um2,
+              "sram_ofmap": self._sram_units["ofmap"].area_um2,
+              "act_quant": R * cfg.act_quant.area_um2 if cfg.act_quant else 0.0,
+              "dequant": R * cfg.dequant.area_um2 if cfg.dequant else 0.0,
+              "rescale": C * cfg.rescale.area_um2 if cfg.rescale else 0.0}
+        base = sum(bd.values())
+        bd["overhead"] = self.overhead_fraction * base
+        return AreaReport(base + bd["overhead"], bd)
+
+    # ---------------------------------------------------------------- gemm
+    def gemm(self, M: int, K: int, N: int, a_format: Any = None, w_format: Any = None, *, acc: Any = None,
+             out_format: Any = None, quantize_input: bool = True) -> GemmResult:
+        """Cost of Y[M,N] = A[M,K] @ W[K,N] (A in ``a_format``, W in ``w_format``).
+
+        quantize_input: charge the input quantizer (False when the input tensor is shared with a
+        previous GEMM that already quantized it).
+        """
+        M, K, N = _check_dim("M", M), _check_dim("K", K), _check_dim("N", N)
+        cfg = self.pe_config(a_format, w_format, acc, K)
+        res = self._evaluate(cfg, M, K, N, np.array([self.rows]),
+                             np.array([self.cols]), np.array([_DF_CODE[self.dataflow]]), self._out_info(out_format),
+                             quantize_input)
+        s = {k: (v[0] if isinstance(v, np.ndarray) else v) for k, v in res.items()}
+        area = self.area(cfg.a, cfg.w, cfg.acc, K)
+        warnings = []
+        if s["stall"] > 0.5 * (s["compute"] + s["stall"]):
+            warnings.append("bandwidth_bound: DRAM stalls exceed 50 % of the cycles")
+        return GemmResult(
+            M=M, K=K, N=N, rows=self.rows, cols=self.cols, dataflow=self.dataflow, a_format=cfg.a.name,
+            w_format=cfg.w.name, pe=cfg.pe.name, lanes=cfg.lanes, folds=(int(s["FR"]), int(s["FC"])),
+            compute_cycles=int(s["compute"]), stall_cycles=int(s["stall"]), cycles=int(s["compute"] + s["stall"]),
+            utilization=float(s["util"]), mapping_efficiency=float(s["map_eff"]), macs=M * K * N,
+            pe_actions=int(s["pe_actions"]), latency_s=float(s["compute"] + s["stall"]) / self.tech.clock_hz,
+            energy_pj=float(s["energy"]), energy_breakdown={k: float(v[0]) for k, v in res["energy_bd"].items()},
+            sram_accesses={k: int(v[0]) for k, v in res["sram_acc"].items()},
+            sram_bits={k: int(v[0]) for k, v in res["sram_bits"].items()},
+            dram_bytes={k: int(v[0]) for k, v in res["dram"].items()}, area_um2=area.total_um2,
+            assumptions={**self.tech.assumptions, "dataflow": self.dataflow, "scalesim_compat": self.scalesim_compat,
+                         "double_buffer": self.double_buffer, "sram": asdict(self.sram),
+                         "accumulator": cfg.acc.name, "notes_pe": list(cfg.notes)},
+            warnings=tuple(warnings))
+
+    def _evaluate(self, cfg: PEConfig, M: int, K: int, N: int, R, C, df, out: FormatInfo,
+                  quantize_input: bool) -> dict:
+        """Vectorised core over arrays R, C, df (broadcast) for one GEMM (M, K, N ints)."""
+        L = cfg.lanes
+        fa, fw = cfg.a, cfg.w
+        SR, SC, T, Kp = mapping(M, K, N, df, L)
+        compute, FR, FC = fold_cycles(SR, SC, T, R, C, df, self.scalesim_compat)
+        F = FR * FC
+        M64, K64, N64 = np.int64(M), np.int64(K), np.int64(N)
+        is_ws, is_os, is_is = df == 0, df == 1, df == 2
+        # ---- SRAM accesses (elements)
+        if_reads = np.where(is_is, M64 * K64, M64 * K64 * FC)
+        fi_reads = np.where(is_ws, K64 * N64, np.where(is_os, K64 * N64 * FR, K64 * N64 * FC))
+        of_writes = np.where(is_os, M64 * N64, M64 * N64 * FR)
+        ps_reads = np.where(is_os, 0, M64 * N64 * (FR - 1))
+        acc_bits = cfg.acc.bits
+
+        def elem_bits(f: FormatInfo, k):
+            g = f.group if f.group else (k if f.granularity in ("channel", "token") else None)
+            return f.element_bits + ((f.scale_bits + f.zp_bits) / g if g else 0.0)
+
+        if_bits = if_reads * elem_bits(fa, K64)
+        fi_bits = fi_reads * elem_bits(fw, K64)
+        of_bits = (of_writes + ps_reads) * acc_bits
+        # ---- DRAM bytes
+        Dx, Dw, Dout = fa.nbytes(M, K), fw.nbytes(N, K), out.nbytes(M, N)
+        half = 2 if self.double_buffer else 1
+        cap_if, cap_fi, cap_of = (getattr(self.sram, f"{p}_bytes") / half for p in ("ifmap", "filter", "ofmap"))
+        x_fits, w_fits = Dx <= cap_if, Dw <= cap_fi
+        dram_x = np.where(is_is | x_fits, Dx, Dx * FC)
+        dram_w = np.where(is_ws | w_fits, Dw, np.where(is_os, Dw * FR, Dw * FC))
+        psum_bytes = M64 * N64 * acc_bits / 8
+        spill = np.where(is_os | (psum_bytes <= cap_of), 0, np.ceil(2 * psum_bytes * (FR - 1))).astype(np.int64)
+        dram_out = np.full(np.shape(dram_x), Dout, dtype=np.int64)
+        dram_total = dram_x + dram_w + dram_out + spill
+        # ---- stalls
+        bytes_per_cycle = self.tech.bandwidth_gbps * 1e9 / self.tech.clock_hz
+        t_mem = dram_total / bytes_per_cycle / F
+        stall = np.ceil(stall_cycles(t_mem, SR, SC, T, R, C, df, self.scalesim_compat, self.double_buffer) - 1e-9)
+        stall = np.maximum(stall, 0).astype(np.int64)
+        # ---- energy
+        pe_actions = M64 * Kp * N64
+        e_act = cfg.pe.energy(cfg.action)
+        rb = self._reg_bit.energy_pj
+        a_reg, w_reg = self._reg_bits(fa, L), self._reg_bits(fw, L)
+        per_action_regs = np.where(is_ws, a_reg, np.where(is_os, a_reg + w_reg, w_reg)) * rb
+        stationary = np.where(is_ws, Kp * N64 * w_reg, np.where(is_is, Kp * M64 * a_reg, 0)) * rb
+        e_sram = {p: self._sram_units[p].energy_per_bit_pj for p in ("ifmap", "filter", "ofmap")}
+        bd = {
+            "pe": pe_actions * e_act,
+            "pe_registers": pe_actions * per_action_regs + stationary,
+            "sram_ifmap": (if_bits + dram_x * 8) * e_sram["ifmap"],
+            "sram_filter": (fi_bits + dram_w * 8) * e_sram["filter"],
+            "sram_ofmap": of_bits * e_sram["ofmap"],
+            "dram": dram_total * 8 * self.tech.dram_pj_per_bit,
+        }
+        zero = np.zeros_like(bd["pe"], dtype=np.float64)
+        if cfg.act_quant is not None and quantize_input:
+            g = cfg.act_group or K64
+            bd["act_quant"] = M64 * K64 * cfg.act_quant.energy("quantize") + M64 * _cdiv(K64, g) * cfg.act_quant.energy("scale")
+        else:
+            bd["act_quant"] = zero
+        bd["dequant"] = fi_reads * cfg.dequant.energy("dequant") if cfg.dequant is not None else zero
+        if cfg.rescale is not None:
+            groups = _cdiv(K64, (fw.group or fa.group)) if cfg.rescale_per_group else 1
+            bd["rescale"] = M64 * N64 * groups * cfg.rescale.energy("rescale")
+        else:
+            bd["rescale"] = zero
+        energy = sum(np.asarray(v, dtype=np.float64) for v in bd.values())
+        cycles = compute + stall
+        R64, C64 = np.asarray(R, dtype=np.int64), np.asarray(C, dtype=np.int64)
+        return {
+            "compute": compute, "stall": stall, "FR": FR, "FC": FC, "pe_actions": pe_actions,
+            "util": pe_actions / (compute * R64 * C64), "util_with_stalls": pe_actions / (cycles * R64 * C64),
+            "map_eff": SR * SC / (F * R64 * C64), "energy": energy,
+            "energy_bd": {k: np.asarray(v, dtype=np.float64) * np.ones_like(energy) for k, v in bd.items()},
+            "sram_acc": {"ifmap_reads": if_reads, "filter_reads": fi_reads, "ofmap_writes": of_writes,
+                         "psum_reads": ps_reads},
+            "sram_bits": {"ifmap": np.ceil(if_bits).astype(np.int64), "filter": np.ceil(fi_bits).astype(np.int64),
+                          "ofmap": of_bits.astype(np.int64)},
+            "dram": {"ifmap": dram_x.astype(np.int64), "filter": dram_w.astype(np.int64),
+                     "ofmap": dram_out.astype(np.int64), "psum_spill": spill},
+        }
+
+    # ---------------------------------------------------------------- sweep
+    def sweep(self, M: int, K: int, N: int, shapes, dataflows=DATAFLOWS, format_pairs=None):
+        """Vectorised sweep over array shapes x dataflows x format pairs for one GEMM.
+
+        shapes: iterable of (rows, cols); format_pairs: iterable of (a_format, w_format).
+        Returns a DataFrame with one row per point (cycles, energy, area, utilisation, DRAM bytes).
+        The SRAM, technology and flags of this array apply to every point.
+        """
+        import pandas as pd
+
+        M, K, N = _check_dim("M", M), _check_dim("K", K), _check_dim("N", N)
+        shapes = np.asarray(list(shapes), dtype=np.int64).reshape(-1, 2)
+        if (shapes <= 0).any():
+            raise ValueError(f"shapes must be positive (rows, cols) pairs, got {shapes[(shapes <= 0).any(1)][:3].tolist()}")
+        dfs = [_check_dataflow(d) for d in dataflows]
+        pairs = list(format_pairs) if format_pairs is not None else [(self.a_format, self.w_format)]
+        R = np.repeat(shapes[:, 0], len(dfs))
+        C = np.repeat(shapes[:, 1], len(dfs))
+        D = np.tile([_DF_CODE[d] for d in dfs], len(shapes))
+        frames = []
+        out = self._out_info(None)
+        for a_fmt, w_fmt in pairs:
+            cfg = self.pe_config(a_fmt, w_fmt, None, K)
+            r = self._evaluate(cfg, M, K, N, R, C, D, out, True)
+            pe_area = self._pe_area(cfg)
+            fixed = sum(u.area_um2 for u in self._sram_units.values())
+            edge = R * (cfg.act_quant.area_um2 if cfg.act_quant else 0.0) + R * (
+                cfg.dequant.area_um2 if cfg.dequant else 0.0) + C * (cfg.rescale.area_um2 if cfg.rescale else 0.0)
+            area = (R * C * pe_area + fixed + edge) * (1 + self.overhead_fraction)
+            frames.append(pd.DataFrame({
+                "rows": R, "cols": C, "dataflow": np.array(DATAFLOWS)[D], "a_format": cfg.a.name,
+                "w_format": cfg.w.name, "compute_cycles": r["compute"], "stall_cycles": r["stall"],
+                "cycles": r["compute"] + r["stall"], "utilization": r["util"], "energy_pj": r["energy"],
+                "area_um2": area, "dram_bytes": sum(v for v in r["dram"].values())}))
+        return pd.concat(frames, ignore_index=True)
+
+    def with_(self, **kwargs) -> "SystolicArray":
+        """Copy with some constructor arguments changed."""
+        params = dict(rows=self.rows, cols=self.cols, dataflow=self.dataflow, scalesim_compat=self.scalesim_compat,
+                      tech=self.tech, sram=self.sram, double_buffer=self.double_buffer,
+                      overhead_fraction=self.overhead_fraction, a_format=self.a_format, w_format=self.w_format,
+                      acc=self.acc, out_format=self.out_format, mxfp_window=self.mxfp_window)
+        params.update(kwargs)
+        return SystolicArray(**params)

@@ -1,0 +1,385 @@
+"""Technology data: libraries, node scaling, DRAM table, overrides (cost_model.md section 2).
+
+Numbers live in ``hwsim/cost_models/data/*.toml``; this module reads them and derives the
+primitive coefficients (per-bit adder cost, multiplier ``pp_cpa`` law, register / comparator / mux
+ratios, SRAM law) by named fits.  Everything is returned at the *library's* node; components
+multiply by :meth:`Technology.area_scale` / :meth:`Technology.energy_scale`.
+
+Units: area um^2, energy pJ, node nm.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+DATA_DIR = Path(__file__).with_name("data")
+LIBRARIES = ("horowitz45", "aladdin40")
+KB = 1024
+
+
+@lru_cache(maxsize=None)
+def _load_toml(path: str) -> dict:
+    with open(path, "rb") as fh:
+        return tomllib.load(fh)
+
+
+def load_data(name: str) -> dict:
+    """Parsed content of ``data/<name>.toml`` (cached; treat as read-only)."""
+    return _load_toml(str(DATA_DIR / f"{name}.toml"))
+
+
+def _library_data(library: str) -> dict:
+    if library in LIBRARIES:
+        return load_data(library)
+    p = Path(library)
+    if p.suffix == ".toml" and p.exists():
+        return _load_toml(str(p.resolve()))
+    raise ValueError(
+        f"library={library!r} is unknown; valid: {list(LIBRARIES)} or a path to a .toml library file"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# node scaling
+# --------------------------------------------------------------------------------------------
+
+def parse_node(node: Any) -> float:
+    """'45nm', '45', 45 -> 45.0 (nm). Raises ValueError naming the argument."""
+    if isinstance(node, (int, float)) and not isinstance(node, bool):
+        val = float(node)
+    elif isinstance(node, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*(nm)?\s*", node):
+        val = float(node.strip().removesuffix("nm"))
+    else:
+        raise ValueError(
+            f"node={node!r} is not a technology node; give nanometres such as '45nm', 28 or '7nm' "
+            f"(table nodes: {sorted(node_table(), reverse=True)})"
+        )
+    if not (0 < val <= max(node_table())):
+        raise ValueError(
+            f"node={node!r} is outside the supported range (0, {max(node_table()):g}] nm; "
+            f"add a node with Technology(node_nm=..., area_factor=..., energy_factor=...)"
+        )
+    return val
+
+
+def node_table(extra: Mapping[float, tuple[float, float]] | None = None) -> dict[float, tuple[float, float]]:
+    """{node_nm: (area factor, energy factor)} relative to 45 nm (Stillmaker & Baas 2017)."""
+    tab = {float(k): (float(v["area"]), float(v["energy"])) for k, v in load_data("nodes")["node"].items()}
+    if extra:
+        tab.update({float(k): (float(a), float(e)) for k, (a, e) in extra.items()})
+    return tab
+
+
+def node_factors(node_nm: float, extra: Mapping[float, tuple[float, float]] | None = None
+                 ) -> tuple[float, float, list[str]]:
+    """(area factor, energy factor, notes) of ``node_nm`` relative to 45 nm.
+
+    Table nodes are exact; between nodes log(factor) is linear in log(node); below the smallest
+    table node area ~ node and energy ~ sqrt(node) (IRDS-style, as hwcomponents), with energy
+    frozen below 1 nm.
+    """
+    tab = node_table(extra)
+    nodes = np.array(sorted(tab))
+    notes: list[str] = []
+    if node_nm in tab:
+        a, e = tab[node_nm]
+        return a, e, notes
+    lo = nodes[0]
+    if node_nm < lo:
+        a0, e0 = tab[float(lo)]
+        notes.append(f"node {node_nm:g} nm is below the table ({lo:g} nm): area ~ node, energy ~ sqrt(node)")
+        return a0 * node_nm / lo, e0 * math.sqrt(max(node_nm, 1.0) / lo), notes
+    la = np.log([tab[float(n)][0] for n in nodes])
+    le = np.log([tab[float(n)][1] for n in nodes])
+    x = math.log(node_nm)
+    a = float(np.exp(np.interp(x, np.log(nodes), la)))
+    e = float(np.exp(np.interp(x, np.log(nodes), le)))
+    notes.append(
+        f"node {node_nm:g} nm interpolated log-log between table nodes (Accelergy interpolates by "
+        "table index; differences of a few per cent)"
+    )
+    return a, e, notes
+
+
+# --------------------------------------------------------------------------------------------
+# derived primitive coefficients (at the library node)
+# --------------------------------------------------------------------------------------------
+
+def _geo_mean(values) -> float:
+    return float(np.exp(np.mean(np.log(np.asarray(values, dtype=float)))))
+
+
+def _horowitz_coefficients(lib: dict, ala: dict) -> dict[str, float]:
+    ref = lib["reference"]
+    c: dict[str, float] = {}
+    # IntAdder: linear law, log least squares over the 8/16/32-bit adds
+    adds = [ref[k] for k in ("int8_add", "int16_add", "int32_add")]
+    c["adder.area_per_bit"] = _geo_mean([r["area_um2"] / r["width"] for r in adds])
+    c["adder.energy_per_bit"] = _geo_mean([r["energy_pj"] / r["width"] for r in adds])
+    # IntMultiplier: pp_cpa law alpha*a*b + beta*(a+b), exact at 8x8 and 32x32
+    m8, m32 = ref["int8_mult"], ref["int32_mult"]
+    for attr, key in (("area", "area_um2"), ("energy", "energy_pj")):
+        mat = np.array([[64.0, 16.0], [1024.0, 64.0]])
+        alpha, beta = np.linalg.solve(mat, [m8[key], m32[key]])
+        c[f"multiplier.{attr}_alpha"] = float(alpha)
+        c[f"multiplier.{attr}_beta"] = float(beta)
+    # derived primitives: per-bit ratio to the Aladdin adder bit
+    comp = ala["component"]
+    add_a = comp["adder"]["area_um2"] / comp["adder"]["width"]
+    add_e = comp["adder"]["energy_pj"] / comp["adder"]["width"]
+    sh = comp["shifter"]
+    mux_bits = sh["width"] * sh["stages"]
+    ratios = {
+        "register": (comp["register"]["area_um2"] / comp["register"]["width"],
+                     comp["register"]["energy_pj"] / comp["register"]["width"]),
+        "comparator": (comp["comparator"]["area_um2"] / comp["comparator"]["width"],
+                       comp["comparator"]["energy_pj"] / comp["comparator"]["width"]),
+        "mux2": (sh["area_um2"] / mux_bits, sh["energy_pj"] / mux_bits),
+    }
+    for name, (a, e) in ratios.items():
+        c[f"{name}.area_per_bit"] = a / add_a * c["adder.area_per_bit"]
+        c[f"{name}.energy_per_bit"] = e / add_e * c["adder.energy_per_bit"]
+    # SRAM: E = k * (word/64) * (C/8KB)^0.5, k by log least squares over the 64-bit reads
+    srams = [ref[k] for k in ("sram_8kb_read64", "sram_32kb_read64", "sram_1mb_read64")]
+    c["sram.energy_exponent"] = 0.5
+    c["sram.energy_k"] = _geo_mean(
+        [r["energy_pj"] * (64 / r["word_bits"]) / math.sqrt(r["capacity_bytes"] / (8 * KB)) for r in srams]
+    )
+    c["sram.area_per_bit"] = lib["sram"]["cell_area_um2"] / lib["sram"]["array_efficiency"]
+    return c
+
+
+def _aladdin_coefficients(ala: dict) -> dict[str, float]:
+    comp = ala["component"]
+    c: dict[str, float] = {}
+    c["adder.area_per_bit"] = comp["adder"]["area_um2"] / comp["adder"]["width"]
+    c["adder.energy_per_bit"] = comp["adder"]["energy_pj"] / comp["adder"]["width"]
+    w2 = comp["multiplier"]["width"] ** 2
+    c["multiplier.area_alpha"] = comp["multiplier"]["area_um2"] / w2
+    c["multiplier.area_beta"] = 0.0
+    c["multiplier.energy_alpha"] = comp["multiplier"]["energy_pj"] / w2
+    c["multiplier.energy_beta"] = 0.0
+    for name in ("register", "comparator"):
+        c[f"{name}.area_per_bit"] = comp[name]["area_um2"] / comp[name]["width"]
+        c[f"{name}.energy_per_bit"] = comp[name]["energy_pj"] / comp[name]["width"]
+    sh = comp["shifter"]
+    c["mux2.area_per_bit"] = sh["area_um2"] / (sh["width"] * sh["stages"])
+    c["mux2.energy_per_bit"] = sh["energy_pj"] / (sh["width"] * sh["stages"])
+    # SRAM: no Aladdin SRAM; reuse the Horowitz law scaled from 45 nm to 40 nm (flagged).
+    hz = _horowitz_coefficients(load_data("horowitz45"), ala)
+    a40, e40, _ = node_factors(40.0)
+    c["sram.energy_exponent"] = 0.5
+    c["sram.energy_k"] = hz["sram.energy_k"] * e40
+    c["sram.area_per_bit"] = hz["sram.area_per_bit"] * a40
+    return c
+
+
+# --------------------------------------------------------------------------------------------
+# Technology
+# --------------------------------------------------------------------------------------------
+
+def _dram_types() -> dict[str, float]:
+    return {k: float(v["pj_per_bit"]) for k, v in load_data("dram")["type"].items()}
+
+
+@dataclass(frozen=True)
+class Technology:
+    """A technology point: library + node + Vdd + DRAM + overrides (immutable, hashable).
+
+    ``node_nm`` accepts 45, '45nm', ...; ``area_factor``/``energy_factor`` (relative to 45 nm)
+    define a node that is not in the table.  ``extra_nodes`` adds table entries
+    ``((node_nm, area_factor, energy_factor), ...)``.
+    """
+
+    library: str = "horowitz45"
+    node_nm: float | str = 45
+    vdd: float | None = None
+    dram_type: str = "HBM2"
+    dram_bandwidth_gbps: float | None = None
+    f_clk_hz: float | None = None
+    area_factor: float | None = None
+    energy_factor: float | None = None
+    extra_nodes: tuple[tuple[float, float, float], ...] = ()
+    overrides: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self):
+        _library_data(self.library)  # validates
+        if (self.area_factor is None) != (self.energy_factor is None):
+            raise ValueError("area_factor and energy_factor must be given together (both relative to 45 nm)")
+        if self.area_factor is not None:
+            if not (self.area_factor > 0 and self.energy_factor > 0):
+                raise ValueError(f"area_factor={self.area_factor}, energy_factor={self.energy_factor}: must be > 0")
+            if not (isinstance(self.node_nm, (int, float)) and self.node_nm > 0):
+                raise ValueError(f"node_nm={self.node_nm!r} must be a positive number of nm")
+            object.__setattr__(self, "node_nm", float(self.node_nm))
+        else:
+            object.__setattr__(self, "node_nm", self._parse_node(self.node_nm))
+        types = _dram_types()
+        if self.dram_type not in types:
+            raise ValueError(f"dram_type={self.dram_type!r} is unknown; valid: {sorted(types)}")
+        if self.vdd is not None and not self.vdd > 0:
+            raise ValueError(f"vdd={self.vdd!r} must be > 0 volts")
+        if self.dram_bandwidth_gbps is not None and not self.dram_bandwidth_gbps > 0:
+            raise ValueError(f"dram_bandwidth_gbps={self.dram_bandwidth_gbps!r} must be > 0")
+        if self.f_clk_hz is not None and not self.f_clk_hz > 0:
+            raise ValueError(f"f_clk_hz={self.f_clk_hz!r} must be > 0")
+        valid = set(self.base_coefficients) | {"dram.pj_per_bit"}
+        for key, val in self.overrides:
+            if key not in valid:
+                raise ValueError(f"override key {key!r} is unknown; valid keys: {sorted(valid)}")
+            if not (isinstance(val, (int, float)) and val >= 0):
+                raise ValueError(f"override {key!r}={val!r} must be a non-negative number")
+
+    def _parse_node(self, node) -> float:
+        extra = {float(n): (a, e) for n, a, e in self.extra_nodes}
+        if extra:
+            if isinstance(node, (int, float)) and float(node) in extra:
+                return float(node)
+        return parse_node(node)
+
+    # ---------------------------------------------------------------- data
+    @cached_property
+    def library_data(self) -> dict:
+        return _library_data(self.library)
+
+    @property
+    def library_node_nm(self) -> float:
+        return float(self.library_data["library"]["node_nm"])
+
+    @property
+    def library_vdd(self) -> float:
+        return float(self.library_data["library"]["vdd"])
+
+    @cached_property
+    def base_coefficients(self) -> dict[str, float]:
+        """Primitive coefficients at the library node (before overrides and node scaling)."""
+        ala = load_data("aladdin40")
+        if "reference" in self.library_data:
+            c = _horowitz_coefficients(self.library_data, ala)
+        else:
+            c = _aladdin_coefficients(self.library_data)
+        from .components import fit_fp_kappas  # lazy: components builds on Technology
+
+        c.update(fit_fp_kappas(self.library, c))
+        return c
+
+    @cached_property
+    def coefficients(self) -> dict[str, float]:
+        """Coefficients at the library node with the overrides applied."""
+        c = dict(self.base_coefficients)
+        c.update({k: float(v) for k, v in self.overrides if k in c})
+        return c
+
+    def coef(self, key: str) -> float:
+        return self.coefficients[key]
+
+    # ---------------------------------------------------------------- scaling
+    @cached_property
+    def _scales(self) -> tuple[float, float, tuple[str, ...]]:
+        extra = {float(n): (a, e) for n, a, e in self.extra_nodes}
+        if self.area_factor is not None:
+            a_to, e_to, notes = self.area_factor, self.energy_factor, [
+                f"user node {self.node_nm:g} nm: area x{self.area_factor}, energy x{self.energy_factor} vs 45 nm"]
+        else:
+            a_to, e_to, notes = node_factors(self.node_nm, extra)
+        a_from, e_from, _ = node_factors(self.library_node_nm)
+        e = e_to / e_from
+        if self.vdd is not None:
+            e *= (self.vdd / self.library_vdd) ** 2
+            notes.append(f"Vdd {self.vdd} V: energy scaled by (V/{self.library_vdd})^2 (CV^2 approximation)")
+        return a_to / a_from, e, tuple(notes)
+
+    @property
+    def area_scale(self) -> float:
+        """Multiply library-node areas by this to get areas at ``node_nm``."""
+        return self._scales[0]
+
+    @property
+    def energy_scale(self) -> float:
+        """Multiply library-node logic/SRAM energies by this (DRAM does not scale)."""
+        return self._scales[1]
+
+    @property
+    def dram_pj_per_bit(self) -> float:
+        for k, v in self.overrides:
+            if k == "dram.pj_per_bit":
+                return float(v)
+        return _dram_types()[self.dram_type]
+
+    @property
+    def bandwidth_gbps(self) -> float:
+        if self.dram_bandwidth_gbps is not None:
+            return float(self.dram_bandwidth_gbps)
+        return float(load_data("dram")["default_bandwidth_gbps"])
+
+    @property
+    def clock_hz(self) -> float:
+        return float(self.f_clk_hz or self.library_data["library"].get("f_clk_hz", 1e9))
+
+    # ---------------------------------------------------------------- api
+    def with_overrides(self, overrides: Mapping[str, float]) -> "Technology":
+        """New Technology with ``{"<component>.<field>": value}`` overrides (unknown keys fail)."""
+        merged = dict(self.overrides)
+        merged.update(overrides)
+        import dataclasses
+
+        return dataclasses.replace(self, overrides=tuple(sorted(merged.items())))
+
+    def at_node(self, node) -> "Technology":
+        import dataclasses
+
+        return dataclasses.replace(self, node_nm=node, area_factor=None, energy_factor=None)
+
+    @property
+    def assumptions(self) -> dict[str, Any]:
+        return {
+            "library": self.library,
+            "library_node_nm": self.library_node_nm,
+            "node_nm": self.node_nm,
+            "vdd": self.vdd or self.library_vdd,
+            "f_clk_hz": self.clock_hz,
+            "dram": f"{self.dram_type} {self.dram_pj_per_bit} pJ/bit, {self.bandwidth_gbps} GB/s",
+            "area_scale": self.area_scale,
+            "energy_scale": self.energy_scale,
+            "overrides": dict(self.overrides),
+            "notes": list(self._scales[2]),
+        }
+
+
+def get_technology(tech: "Technology | str | None" = None, node: Any = None) -> Technology:
+    """Coerce None / library name / Technology (+ optional node) into a Technology."""
+    if tech is None:
+        t = Technology()
+    elif isinstance(tech, Technology):
+        t = tech
+    elif isinstance(tech, str):
+        t = Technology(library=tech)
+    else:
+        raise ValueError(f"tech={tech!r} must be a Technology, a library name {list(LIBRARIES)} or None")
+    if node is not None:
+        t = t.at_node(node)
+    return t
+
+
+def load_user_file(path: str | Path) -> Technology:
+    """A Technology from a user TOML file.
+
+    Keys: ``library`` (name or path), ``node_nm``, ``vdd``, ``dram_type``,
+    ``dram_bandwidth_gbps``; ``[node."N"] area=..., energy=...`` tables add nodes;
+    ``[overrides]`` maps "<component>.<field>" to values.
+    """
+    data = _load_toml(str(Path(path).resolve()))
+    extra = tuple((float(k), float(v["area"]), float(v["energy"])) for k, v in data.get("node", {}).items())
+    kwargs = {k: data[k] for k in ("library", "node_nm", "vdd", "dram_type", "dram_bandwidth_gbps") if k in data}
+    t = Technology(extra_nodes=extra, **kwargs)
+    if data.get("overrides"):
+        t = t.with_overrides(data["overrides"])
+    return t

@@ -1,0 +1,316 @@
+"""Datapath units derived from format specs (cost_model.md section 4).
+
+A :class:`Unit` is a named set of compounds, one per action (``mac``, ``block_dot``,
+``dequant``, ``quantize``/``scale``, ``rescale``); its area is the sum of all compounds' areas.
+:func:`build_pe` picks the processing element and edge units for a (activation, weight) format
+pair; every width comes from :func:`hwsim.cost_models.fmt.describe`, never from a method name.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from .components import (
+    AdderTree, BarrelShifter, Comparator, Compound, FPAdder, FPMultiplier, FPReciprocal, FPToInt, IntAdder,
+    IntMultiplier, IntToFP, MaxTree, Mux2, Register, _clog2,
+)
+from .fmt import FP16, FP32, Accumulator, FormatInfo, accumulator, describe
+from .tech import Technology
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A datapath unit: ``compounds`` maps action name -> Compound (energy per action, area)."""
+
+    name: str
+    lanes: int
+    compounds: tuple[tuple[str, Compound], ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def area_um2(self) -> float:
+        return sum(c.area_um2 for _, c in self.compounds)
+
+    @property
+    def actions(self) -> dict[str, float]:
+        """Action name -> pJ per action."""
+        return {a: c.energy_pj for a, c in self.compounds}
+
+    def energy(self, action: str | None = None) -> float:
+        if action is None:
+            action = self.compounds[0][0]
+        return self.actions[action]
+
+    def breakdown(self, count: float = 1.0, path: str = "") -> list[dict]:
+        rows = []
+        for action, c in self.compounds:
+            rows.extend(c.breakdown(count, f"{path}/{self.name}:{action}" if path else f"{self.name}:{action}"))
+        return rows
+
+
+def _c(name, parts, action, tech):
+    return Compound(name, tuple((n, comp, k) for n, comp, k in parts if k), action, tech=tech)
+
+
+# --------------------------------------------------------------------------------------------
+# processing elements
+# --------------------------------------------------------------------------------------------
+
+def int_mac(a: int, b: int, acc: int = 32, tech: Technology | None = None) -> Unit:
+    """IntMAC(a, b, acc): IntMultiplier(a,b) + IntAdder(acc) + Register(acc); action ``mac``."""
+    t = tech
+    parts = [("mult", IntMultiplier(a, b, tech=t), 1), ("acc_add", IntAdder(acc, tech=t), 1),
+             ("acc_reg", Register(acc, tech=t), 1)]
+    return Unit(f"IntMAC({a}x{b},int{acc})", 1, (("mac", _c("IntMAC", parts, "mac", t)),))
+
+
+def _scale_combine(sa: FormatInfo, sw: FormatInfo, tech) -> tuple[str, Any, int]:
+    """Combining two block scales: IntAdder(s+1) for power-of-two scales, else an FPMultiplier
+    of the (widest) minifloat scale format."""
+    floats = [f.scale_float for f in (sa, sw) if not f.scale_pow2 and f.scale_float]
+    if floats:
+        e = max(f[0] for f in floats)
+        m = max(f[1] for f in floats)
+        return ("scale_mult", FPMultiplier(e, m, tech=tech), 1)
+    s = max(sa.scale_bits, sw.scale_bits)
+    return ("scale_add", IntAdder(s + 1, tech=tech), 1)
+
+
+def block_dot_int(fa: FormatInfo, fw: FormatInfo, acc: int = 32, tech: Technology | None = None) -> Unit:
+    """BlockDotInt: B multipliers, adder tree, exponent add, align shifter, accumulator."""
+    B = fa.block_size
+    a, b = fa.sig_bits, fw.sig_bits
+    t = tech
+    tree = AdderTree(B, a + b, tech=t)
+    wt = tree.out_bits
+    parts = [("mult", IntMultiplier(a, b, tech=t), B), ("tree", tree, 1), _scale_combine(fa, fw, t),
+             ("align", BarrelShifter(wt, max(acc - wt, 0), tech=t), 1), ("acc_add", IntAdder(acc, tech=t), 1),
+             ("acc_reg", Register(acc, tech=t), 1)]
+    return Unit(f"BlockDotInt({a}x{b},B{B},window{acc})", B, (("block_dot", _c("BlockDotInt", parts, "block_dot", t)),))
+
+
+def mxfp_window(fa: FormatInfo, fw: FormatInfo, window: int | None = 32) -> tuple[int, int]:
+    """(W_win, delta): product-exponent span delta and the fixed-point window min(pa+pb+delta, window)."""
+    delta = (fa.e_max - fa.e_min) + (fw.e_max - fw.e_min)
+    w = fa.sig_bits + fw.sig_bits + delta
+    return (w if window is None else min(w, window)), delta
+
+
+def block_dot_fp(fa: FormatInfo, fw: FormatInfo, acc: int = 32, window: int | None = 32,
+                 tech: Technology | None = None) -> Unit:
+    """BlockDotFP (MXFP, NVFP4, or MXFP x MXINT): per-lane exponent handling and alignment."""
+    B = fa.block_size
+    t = tech
+    e = max(fa.exp_bits, fw.exp_bits)
+    w_win, delta = mxfp_window(fa, fw, window)
+    tree = AdderTree(B, w_win, tech=t)
+    wt = tree.out_bits
+    parts = [("mult", IntMultiplier(fa.sig_bits, fw.sig_bits, tech=t), B),
+             ("exp_add", IntAdder(e + 2, tech=t), 2 * B),
+             ("lane_align", BarrelShifter(w_win, max(delta, 1), tech=t), B),
+             ("max_exp", MaxTree(B, e + 2, tech=t), 1), ("tree", tree, 1), _scale_combine(fa, fw, t),
+             ("align", BarrelShifter(wt, max(acc - wt, 0), tech=t), 1), ("acc_add", IntAdder(acc, tech=t), 1),
+             ("acc_reg", Register(acc, tech=t), 1)]
+    return Unit(f"BlockDotFP(p{fa.sig_bits}e{fa.exp_bits}xp{fw.sig_bits}e{fw.exp_bits},B{B},win{w_win})", B,
+                (("block_dot", _c("BlockDotFP", parts, "block_dot", t)),))
+
+
+def fp_mac(fa: FormatInfo, fw: FormatInfo, acc: Accumulator, tech: Technology | None = None) -> Unit:
+    """FPMAC: FPMultiplier(max e, max m) + FPAdder(acc) + Register(acc)."""
+    t = tech
+    e = max(fa.exp_bits, fw.exp_bits)
+    m = max(fa.man_bits, fw.man_bits)
+    parts = [("mult", FPMultiplier(e, m, tech=t), 1), ("acc_add", FPAdder(acc.e, acc.m, tech=t), 1),
+             ("acc_reg", Register(acc.bits, tech=t), 1)]
+    return Unit(f"FPMAC(e{e}m{m},{acc.name})", 1, (("mac", _c("FPMAC", parts, "mac", t)),))
+
+
+# --------------------------------------------------------------------------------------------
+# edge units
+# --------------------------------------------------------------------------------------------
+
+def dequant_to_fp16(fw: FormatInfo, tech: Technology | None = None) -> Unit:
+    """DequantToFP16: zero-point subtract (if any) + IntToFP(b -> fp16) + FPMultiplier(fp16)."""
+    t = tech
+    b = fw.sig_bits if fw.kind != "block_fp" else fw.element_bits
+    parts = [("zero_point", IntAdder(fw.element_bits, tech=t), 1 if fw.zp_bits else 0),
+             ("to_fp16", IntToFP(b, FP16.exp_bits, FP16.man_bits, tech=t), 1),
+             ("scale_mult", FPMultiplier(FP16.exp_bits, FP16.man_bits, tech=t), 1)]
+    return Unit(f"DequantToFP16({fw.name})", 1, (("dequant", _c("DequantToFP16", parts, "dequant", t)),))
+
+
+def act_quant_pow2(fa: FormatInfo, tech: Technology | None = None) -> Unit:
+    """ActQuantPow2 for MX/BFP activations: per block max + exponent; per element shift/round/clamp."""
+    t = tech
+    B, b = fa.block_size, fa.element_bits
+    per_block = [("amax", MaxTree(B, 15, tech=t), 1), ("exp_sub", IntAdder(9, tech=t), 1)]
+    per_elem = [("shift", BarrelShifter(12, b + 2, tech=t), 1), ("round", IntAdder(b, tech=t), 1),
+                ("clamp", Comparator(b, tech=t), 1), ("rebias", IntAdder(max(fa.exp_bits, 1), tech=t),
+                                                       1 if fa.kind == "block_fp" else 0)]
+    return Unit(f"ActQuantPow2({fa.name})", 1, (("quantize", _c("quantize", per_elem, "quantize", t)),
+                                                ("scale", _c("scale", per_block, "scale", t))))
+
+
+def act_quant_scaled(fa: FormatInfo, group: int, tech: Technology | None = None) -> Unit:
+    """ActQuantScaled for INT per-token/group activations.
+
+    Per group: FPReciprocal(fp16) of amax; per element: FPMultiplier(fp16) + FPToInt(b), plus the
+    amax reduction done as a streaming compare-select per element (two if asymmetric), so that
+    per-token groups of thousands of elements need no thousand-input tree (a documented choice;
+    the energy equals a (G-1)-node max tree up to one compare per group).
+    """
+    t = tech
+    n_trees = 2 if fa.zp_bits else 1
+    g = max(int(group), 1)
+    per_group = [("reciprocal", FPReciprocal(FP16.exp_bits, FP16.man_bits, tech=t), 1)]
+    per_elem = [("amax_compare", Comparator(15, tech=t), n_trees), ("amax_select", Mux2(15, tech=t), n_trees),
+                ("scale_mult", FPMultiplier(FP16.exp_bits, FP16.man_bits, tech=t), 1),
+                ("to_int", FPToInt(FP16.exp_bits, FP16.man_bits, fa.element_bits, tech=t), 1)]
+    return Unit(f"ActQuantScaled({fa.name},G{g})", 1, (("quantize", _c("quantize", per_elem, "quantize", t)),
+                                                        ("scale", _c("scale", per_group, "scale", t))))
+
+
+def output_rescale(acc_bits: int = 32, tech: Technology | None = None) -> Unit:
+    """OutputRescale: IntToFP(acc -> fp32) + 2 FPMultiplier(fp32); one action per output."""
+    t = tech
+    parts = [("to_fp32", IntToFP(acc_bits, FP32.exp_bits, FP32.man_bits, tech=t), 1),
+             ("scale_mult", FPMultiplier(FP32.exp_bits, FP32.man_bits, tech=t), 2)]
+    return Unit(f"OutputRescale(int{acc_bits})", 1, (("rescale", _c("OutputRescale", parts, "rescale", t)),))
+
+
+def group_rescale(acc_bits: int = 32, tech: Technology | None = None) -> Unit:
+    """GroupRescale: IntToFP + FPMultiplier + FPAdder(fp32) per (group, output)."""
+    t = tech
+    parts = [("to_fp32", IntToFP(acc_bits, FP32.exp_bits, FP32.man_bits, tech=t), 1),
+             ("scale_mult", FPMultiplier(FP32.exp_bits, FP32.man_bits, tech=t), 1),
+             ("acc_add", FPAdder(FP32.exp_bits, FP32.man_bits, tech=t), 1)]
+    return Unit(f"GroupRescale(int{acc_bits})", 1, (("rescale", _c("GroupRescale", parts, "rescale", t)),))
+
+
+def fp16_vector_adder(tech: Technology | None = None) -> Unit:
+    """One fp16 adder lane (Hadamard transforms, low-rank merges)."""
+    return Unit("FP16Adder", 1, (("add", _c("FP16Adder", [("add", FPAdder(5, 10, tech=tech), 1)], "add", tech)),))
+
+
+# --------------------------------------------------------------------------------------------
+# PE selection per format pair
+# --------------------------------------------------------------------------------------------
+
+SUPPORTED_PAIRS = (
+    "block int x block int (MXINT/BFP, same block size) -> BlockDotInt",
+    "block x block with a float side (MXFP, NVFP4, same block size) -> BlockDotFP",
+    "scaled int x scaled int (tensor/channel/token/group) -> IntMAC + OutputRescale/GroupRescale",
+    "float element x float element (fp32/fp16/bf16/fp8/...) -> FPMAC",
+    "float element activation x integer/block weight (weight-only) -> DequantToFP16 + FPMAC",
+)
+
+
+@dataclass(frozen=True)
+class PEConfig:
+    """The PE and its edge units for one (activation, weight) format pair.
+
+    pe: the unit in every array cell (``lanes`` MACs per action); act_quant: input quantizer
+    (None for float activations); dequant: weight-load dequantizer (weight-only formats);
+    rescale: per-output (or per group-output) rescaler; ``rescale_per_group``: True for
+    GroupRescale.
+    """
+
+    a: FormatInfo
+    w: FormatInfo
+    acc: Accumulator
+    pe: Unit
+    act_quant: Unit | None = None
+    act_group: int | None = None
+    dequant: Unit | None = None
+    rescale: Unit | None = None
+    rescale_per_group: bool = False
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def lanes(self) -> int:
+        return self.pe.lanes
+
+    @property
+    def action(self) -> str:
+        return self.pe.compounds[0][0]
+
+
+def _unsupported(fa, fw, why):
+    return ValueError(
+        f"cannot build a datapath unit for a_format={fa.name!r} x w_format={fw.name!r} ({why}); "
+        f"supported pairs: " + "; ".join(SUPPORTED_PAIRS)
+    )
+
+
+def build_pe(a_format: Any, w_format: Any, acc: Any = None, window: int | None = 32,
+             k: int | None = None, tech: Technology | None = None) -> PEConfig:
+    """PE + edge units for activation ``a_format`` x weight ``w_format``.
+
+    acc: accumulator (int width, 'int32', 'window(32)' or an FP format); defaults: int32 for INT,
+    window(32) for block units, fp32 for FP units. k: the reduction length (sizes per-token /
+    per-channel quantizers; default 4096).
+    """
+    fa, fw = describe(a_format), describe(w_format)
+    return _build_pe(fa, fw, None if acc is None else accumulator(acc, "int"), window, k or 4096, tech)
+
+
+@lru_cache(maxsize=8192)
+def _build_pe(fa: FormatInfo, fw: FormatInfo, acc: Accumulator | None, window, k: int, tech) -> PEConfig:
+    aq = None
+    group = None
+    if fa.is_block:
+        aq, group = act_quant_pow2(fa, tech), fa.block_size
+    elif fa.kind == "int":
+        group = fa.block_size if fa.granularity == "group" else k
+        aq = act_quant_scaled(fa, group, tech)
+
+    if fa.is_block and fw.is_block:
+        if fa.block_size != fw.block_size:
+            raise _unsupported(fa, fw, f"block sizes differ: {fa.block_size} vs {fw.block_size}")
+        acc = acc or Accumulator("window", 32)
+        if acc.kind == "fp":
+            raise _unsupported(fa, fw, "block dot-product units accumulate in a fixed-point window, not FP")
+        if fa.kind == "block_int" and fw.kind == "block_int":
+            pe = block_dot_int(fa, fw, acc.bits, tech)
+        else:
+            pe = block_dot_fp(fa, fw, acc.bits, window, tech)
+        return PEConfig(fa, fw, acc, pe, aq, group)
+    if fa.kind == "int" and fw.kind == "int":
+        acc = acc or Accumulator("int", 32)
+        if acc.kind == "fp":
+            raise _unsupported(fa, fw, "integer MACs accumulate in an integer register, not FP")
+        pe = int_mac(fa.sig_bits, fw.sig_bits, acc.bits, tech)
+        grouped = "group" in (fa.granularity, fw.granularity)
+        resc = group_rescale(acc.bits, tech) if grouped else output_rescale(acc.bits, tech)
+        return PEConfig(fa, fw, acc, pe, aq, group, None, resc, grouped)
+    if fa.kind == "fp" and fw.kind == "fp":
+        acc = acc or accumulator("fp32")
+        if acc.kind != "fp":
+            raise _unsupported(fa, fw, "FP MACs need an FP accumulator (e.g. 'fp32')")
+        return PEConfig(fa, fw, acc, fp_mac(fa, fw, acc, tech))
+    if fa.kind == "fp" and fw.kind in ("int", "block_int", "block_fp"):
+        acc = acc or accumulator("fp32")
+        if acc.kind != "fp":
+            raise _unsupported(fa, fw, "weight-only dequantized GEMMs need an FP accumulator")
+        return PEConfig(fa, fw, acc, fp_mac(fa, FP16, acc, tech), dequant=dequant_to_fp16(fw, tech),
+                        notes=("weight dequantized to fp16 on the weight-load path",))
+    raise _unsupported(fa, fw, f"{fa.kind} activations with {fw.kind} weights")
+
+
+def unit_table(a_format: Any, w_format: Any, acc: Any = None, k: int | None = None,
+               tech: Technology | None = None):
+    """DataFrame: each unit of the pair with its area and every action's energy (``hwsim cost units``)."""
+    import pandas as pd
+
+    cfg = build_pe(a_format, w_format, acc, k=k, tech=tech)
+    rows = []
+    for role, u in (("pe", cfg.pe), ("act_quant", cfg.act_quant), ("dequant", cfg.dequant), ("rescale", cfg.rescale)):
+        if u is None:
+            continue
+        for action, e in u.actions.items():
+            rows.append({"role": role, "unit": u.name, "lanes": u.lanes, "area_um2": u.area_um2, "action": action,
+                         "energy_pj": e, "energy_per_mac_pj": e / u.lanes if role == "pe" else float("nan")})
+    return pd.DataFrame(rows)

@@ -1,0 +1,502 @@
+"""Workload mapping: a quantized model description -> GEMMs and vector ops (cost_model.md section 6).
+
+Inputs are plain records (:class:`ModelSpec`, :class:`LinearSpec`, :class:`LowRank`). Builders:
+:func:`from_config` (a transformers config, a dict, a local path or a known model name, plus one
+format per linear role) and :func:`from_quantized` (a duck-typed description of a quantized model,
+e.g. what ``hwsim.quant`` produces; interface in docs/cost_models.md). :func:`cost_model` runs
+every GEMM on a :class:`~.array.SystolicArray` and returns a :class:`ModelCost`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Iterable, Mapping
+
+from .array import SystolicArray
+from .fmt import describe
+from .tech import load_data
+from .units import build_pe, fp16_vector_adder
+
+LLAMA_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+PHASES = ("prefill", "decode")
+
+
+@dataclass(frozen=True)
+class LowRank:
+    """Low-rank error-reconstruction branch Y += (X A) B (LQER / L2QER / QERA; identical cost).
+
+    rank k; A (K x k) in ``a_fmt``; B (k x N) in ``b_fmt``; XA quantized to ``xa_fmt`` before the
+    second GEMM; XAB to ``xab_fmt`` before the fp16 merge (None: no quantizer).
+    """
+
+    rank: int
+    a_fmt: Any = "mxint8"
+    b_fmt: Any = "mxint8"
+    xa_fmt: Any = None  # default: the linear's x_fmt
+    xab_fmt: Any = None
+
+    def __post_init__(self):
+        if not (isinstance(self.rank, int) and self.rank > 0):
+            raise ValueError(f"lowrank.rank={self.rank!r} must be a positive integer")
+
+
+@dataclass(frozen=True)
+class LinearSpec:
+    """One linear layer: Y[M,N] = X[M,K] W[K,N].
+
+    shares_input_with: name of an earlier linear of the same layer with the same input (q/k/v,
+    gate/up): its input quantizer is not charged again. pre_transform: None or ``hadamard(m)``
+    (an online Walsh-Hadamard transform of size m before this linear, e.g. OSTQuant's before
+    down_proj). act_quant: charge the input quantizer.
+    """
+
+    name: str
+    K: int
+    N: int
+    w_fmt: Any
+    x_fmt: Any
+    acc: Any = None
+    out_fmt: Any = None
+    shares_input_with: str | None = None
+    pre_transform: str | None = None
+    act_quant: bool = True
+    lowrank: LowRank | None = None
+
+    def __post_init__(self):
+        for f in ("K", "N"):
+            v = getattr(self, f)
+            if not (isinstance(v, int) and v > 0):
+                raise ValueError(f"linear {self.name!r}: {f}={v!r} must be a positive integer")
+        if self.pre_transform is not None:
+            hadamard_size(self.pre_transform, self.name)
+
+
+def hadamard_size(pre_transform: str, layer: str = "?") -> int:
+    m = re.fullmatch(r"\s*hadamard\((\d+)\)\s*", str(pre_transform))
+    if not m:
+        raise ValueError(f"linear {layer!r}: pre_transform={pre_transform!r}; valid: None or 'hadamard(m)'")
+    return int(m.group(1))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Model dims + phase + the per-layer linears.
+
+    phase 'prefill': M = batch*seq; 'decode': M = batch per step, with ``context`` tokens of KV.
+    layer_linears: one tuple of LinearSpec per layer.
+    """
+
+    name: str
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    d_head: int
+    layer_linears: tuple[tuple[LinearSpec, ...], ...]
+    phase: str = "prefill"
+    batch: int = 1
+    seq: int = 512
+    context: int = 512
+    include_attention: bool = False
+    attn_fmt: Any = "fp16"
+    kv_fmt: Any = "fp16"
+    vocab: int = 0
+
+    def __post_init__(self):
+        if self.phase not in PHASES:
+            raise ValueError(f"phase={self.phase!r} is unknown; valid: {list(PHASES)}")
+        for f in ("layers", "hidden", "intermediate", "heads", "kv_heads", "d_head", "batch", "seq", "context"):
+            v = getattr(self, f)
+            if not (isinstance(v, int) and v > 0):
+                raise ValueError(f"model {self.name!r}: {f}={v!r} must be a positive integer")
+        if len(self.layer_linears) != self.layers:
+            raise ValueError(f"model {self.name!r}: layer_linears has {len(self.layer_linears)} layers, expected {self.layers}")
+
+    @property
+    def M(self) -> int:
+        return self.batch * self.seq if self.phase == "prefill" else self.batch
+
+    @property
+    def tokens(self) -> int:
+        return self.M
+
+
+# --------------------------------------------------------------------------------------------
+# builders
+# --------------------------------------------------------------------------------------------
+
+def _get(cfg: Any, *names, default=None):
+    for n in names:
+        if isinstance(cfg, Mapping) and n in cfg:
+            return cfg[n]
+        if not isinstance(cfg, Mapping) and getattr(cfg, n, None) is not None:
+            return getattr(cfg, n)
+    return default
+
+
+def known_models() -> dict[str, dict]:
+    """Architectures shipped in data/models.toml (used when no config is at hand)."""
+    return load_data("models")["model"]
+
+
+def resolve_config(config: Any) -> Any:
+    """A transformers config / dict as is; a known name from data/models.toml; or a local path
+    (directory with config.json, or the json file) loaded with transformers.AutoConfig."""
+    if not isinstance(config, str):
+        return config
+    key = config.lower()
+    if key in known_models():
+        return dict(known_models()[key])
+    from pathlib import Path
+
+    p = Path(config)
+    if p.exists():
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(str(p.parent if p.is_file() else p))
+    raise ValueError(f"model={config!r} is not a known model {sorted(known_models())} nor a local config path")
+
+
+def model_dims(config: Any) -> dict:
+    cfg = resolve_config(config)
+    hidden = int(_get(cfg, "hidden_size", "n_embd", "d_model"))
+    heads = int(_get(cfg, "num_attention_heads", "n_head"))
+    dims = {
+        "name": str(_get(cfg, "name_or_path", "_name_or_path", "name", default="model") or "model"),
+        "layers": int(_get(cfg, "num_hidden_layers", "n_layer")),
+        "hidden": hidden,
+        "intermediate": int(_get(cfg, "intermediate_size", "ffn_dim", default=4 * hidden)),
+        "heads": heads,
+        "kv_heads": int(_get(cfg, "num_key_value_heads", default=heads)),
+        "d_head": int(_get(cfg, "head_dim", default=hidden // heads)),
+        "vocab": int(_get(cfg, "vocab_size", default=0)),
+    }
+    return dims
+
+
+def llama_linears(d: Mapping) -> list[tuple[str, int, int, str | None]]:
+    """(name, K, N, shares_input_with) of the seven LLaMA linears."""
+    h, i, kv = d["hidden"], d["intermediate"], d["kv_heads"] * d["d_head"]
+    q = d["heads"] * d["d_head"]
+    return [("q_proj", h, q, None), ("k_proj", h, kv, "q_proj"), ("v_proj", h, kv, "q_proj"),
+            ("o_proj", q, h, None), ("gate_proj", h, i, None), ("up_proj", h, i, "gate_proj"),
+            ("down_proj", i, h, None)]
+
+
+def from_config(config: Any, w: Any = "mxint4", a: Any = "mxint8", *, phase: str = "prefill", seq: int = 512,
+                batch: int = 1, context: int | None = None, acc: Any = None, lowrank: LowRank | int | None = None,
+                hadamard_down: bool = False, formats: Mapping[str, tuple[Any, Any]] | None = None,
+                include_attention: bool = False, name: str | None = None) -> ModelSpec:
+    """ModelSpec for a LLaMA-style decoder from a config with one (w, a) format for every linear.
+
+    formats: optional per-role override {"down_proj": (w_fmt, x_fmt), ...}. lowrank: a LowRank
+    or a rank (MXINT8 factors) for every linear. hadamard_down: OSTQuant-style online Hadamard
+    of size intermediate before down_proj.
+    """
+    d = model_dims(config)
+    if isinstance(lowrank, int):
+        lowrank = LowRank(lowrank)
+    formats = dict(formats or {})
+    per_layer = []
+    for lname, K, N, share in llama_linears(d):
+        wf, xf = formats.get(lname, (w, a))
+        pre = f"hadamard({K})" if (hadamard_down and lname == "down_proj") else None
+        per_layer.append(LinearSpec(lname, K, N, wf, xf, acc=acc, shares_input_with=share, pre_transform=pre,
+                                    lowrank=lowrank))
+    return ModelSpec(name or d["name"], d["layers"], d["hidden"], d["intermediate"], d["heads"], d["kv_heads"],
+                     d["d_head"], tuple(tuple(per_layer) for _ in range(d["layers"])), phase=phase, batch=batch,
+                     seq=seq, context=context or seq, include_attention=include_attention, vocab=d["vocab"])
+
+
+def _field(rec: Any, *names, default=None):
+    return _get(rec, *names, default=default)
+
+
+_LAYER_RE = re.compile(r"layers\.(\d+)\.")
+
+
+def from_quantized(desc: Any, config: Any = None, *, phase: str = "prefill", seq: int = 512, batch: int = 1,
+                   context: int | None = None, include_attention: bool = False) -> ModelSpec:
+    """ModelSpec from a duck-typed quantized-model description (see docs/cost_models.md).
+
+    ``desc.linears`` (or ``desc`` itself): a mapping name -> record or an iterable of records.
+    A record (object or dict) has: ``name`` (module path with ``layers.<i>.`` and the linear's
+    short name last; optional when the mapping key is the name), ``w_format``, ``x_format``
+    (alias ``a_format``); optional ``K``/``N`` (else from the config), ``acc``, ``rank`` (0/None:
+    no branch), ``a_lr_format``/``b_lr_format`` (low-rank factor formats, default mxint8),
+    ``xa_format``, ``xab_format``, ``pre_transform`` ('hadamard(m)' or 'hadamard'),
+    ``shares_input_with``. The config comes from ``config`` or ``desc.config``.
+    """
+    cfg = config if config is not None else _get(desc, "config")
+    if cfg is None:
+        raise ValueError("from_quantized: no config (pass config= or give the description a .config)")
+    d = model_dims(cfg)
+    recs = _get(desc, "linears", default=desc)
+    items = list(recs.items()) if isinstance(recs, Mapping) else [(None, r) for r in recs]
+    roles = {n: (K, N, s) for n, K, N, s in llama_linears(d)}
+    layers: dict[int, list[LinearSpec]] = {i: [] for i in range(d["layers"])}
+    for key, rec in items:
+        name = _field(rec, "name", default=key)
+        if name is None:
+            raise ValueError("from_quantized: a record has no name")
+        mt = _LAYER_RE.search(str(name))
+        if not mt:
+            raise ValueError(f"linear {name!r}: field name must contain 'layers.<index>.'")
+        li = int(mt.group(1))
+        if li not in layers:
+            raise ValueError(f"linear {name!r}: layer index {li} outside 0..{d['layers'] - 1}")
+        short = str(name).rsplit(".", 1)[-1]
+        K0, N0, share = roles.get(short, (None, None, None))
+        K = _field(rec, "K", "in_features", default=K0)
+        N = _field(rec, "N", "out_features", default=N0)
+        if K is None or N is None:
+            raise ValueError(f"linear {name!r}: field K/N missing and {short!r} is not a LLaMA linear {LLAMA_LINEARS}")
+        wf = _field(rec, "w_format", "w_fmt")
+        xf = _field(rec, "x_format", "a_format", "x_fmt")
+        if wf is None or xf is None:
+            raise ValueError(f"linear {name!r}: field w_format and x_format are required")
+        rank = _field(rec, "rank", default=0) or 0
+        lr = None
+        if rank:
+            lr = LowRank(int(rank), _field(rec, "a_lr_format", default="mxint8"),
+                         _field(rec, "b_lr_format", default="mxint8"), _field(rec, "xa_format"),
+                         _field(rec, "xab_format"))
+        pre = _field(rec, "pre_transform")
+        if pre == "hadamard":
+            pre = f"hadamard({int(K)})"
+        layers[li].append(LinearSpec(short, int(K), int(N), wf, xf, acc=_field(rec, "acc"),
+                                     shares_input_with=_field(rec, "shares_input_with", default=share),
+                                     pre_transform=pre, lowrank=lr))
+    return ModelSpec(d["name"], d["layers"], d["hidden"], d["intermediate"], d["heads"], d["kv_heads"], d["d_head"],
+                     tuple(tuple(v) for _, v in sorted(layers.items())), phase=phase, batch=batch, seq=seq,
+                     context=context or seq, include_attention=include_attention, vocab=d["vocab"])
+
+
+# --------------------------------------------------------------------------------------------
+# op-count identities
+# --------------------------------------------------------------------------------------------
+
+def hadamard_factor(m: int) -> tuple[int, int]:
+    """(K_f, n) with m = K_f * 2**n, as QuaRot: K_f = 1 for a power of two, else 4 x odd part."""
+    if not (isinstance(m, int) and m > 0):
+        raise ValueError(f"hadamard size m={m!r} must be a positive integer")
+    odd, n = m, 0
+    while odd % 2 == 0:
+        odd //= 2
+        n += 1
+    if odd == 1:
+        return 1, n
+    if n < 2:
+        raise ValueError(f"hadamard size m={m}: needs m = K_f * 2**n with K_f = 4 x odd (a Hadamard order)")
+    return 4 * odd, n - 2
+
+
+def hadamard_adds(m: int) -> int:
+    """Additions per token of a Kronecker fast Walsh-Hadamard transform of size m."""
+    kf, n = hadamard_factor(m)
+    return m * n + 2 ** n * kf * (kf - 1)
+
+
+def lqer_mult_counts(L: int, m: int, n: int, k: int) -> tuple[int, int]:
+    """(#mult_LQER, #mult_GPTQ) for X:[L, m], W:[m, n], rank k (LQER authors' identities)."""
+    return L * m * n + L * (m + n) * k, m * n + L * m * n
+
+
+def lqer_crossover(m: int, n: int, k: int) -> float:
+    """LQER needs fewer multiplies iff L < this bound = m*n/((m+n)*k)."""
+    return m * n / ((m + n) * k)
+
+
+# --------------------------------------------------------------------------------------------
+# costing
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class ModelCost:
+    """Result of :func:`cost_model`: per-linear table, totals and assumptions."""
+
+    per_layer: Any  # pandas DataFrame
+    totals: dict
+    area: dict
+    assumptions: dict
+    warnings: list = field(default_factory=list)
+
+    def summary(self):
+        import pandas as pd
+
+        return pd.Series(self.totals)
+
+
+def cost_model(model: ModelSpec, array: SystolicArray, *, lowrank_placement: str = "separate",
+               lowrank_array: SystolicArray | None = None, shared_mode: str = "widen",
+               overlap_transforms: bool = False, hadamard_impl: str = "fwht",
+               vector_lanes: int | None = None) -> ModelCost:
+    """Cost every GEMM and vector op of ``model`` on ``array``.
+
+    lowrank_placement: 'separate' (a second array of R*C/16 PEs running concurrently; latency =
+    max(main, branch) + merge) or 'shared' (branch GEMMs follow the main GEMM on the main array).
+    shared_mode: 'widen' (PE sized for the widest pair) or 'split' (ceil(b/b_port) passes).
+    hadamard_impl: 'fwht' (fp16 vector unit, ceil(adds/V) cycles per token) or 'gemm'.
+    """
+    import pandas as pd
+
+    if lowrank_placement not in ("separate", "shared"):
+        raise ValueError(f"lowrank_placement={lowrank_placement!r}; valid: ['separate', 'shared']")
+    if shared_mode not in ("widen", "split"):
+        raise ValueError(f"shared_mode={shared_mode!r}; valid: ['widen', 'split']")
+    if hadamard_impl not in ("fwht", "gemm"):
+        raise ValueError(f"hadamard_impl={hadamard_impl!r}; valid: ['fwht', 'gemm']")
+    M = model.M
+    V = vector_lanes or array.cols
+    vec = fp16_vector_adder(array.tech)
+    e_add = vec.energy("add")
+    if lowrank_array is None:  # R_lr * C_lr = R * C / 16 (the LQER hardware assumption)
+        lowrank_array = array.with_(rows=max(1, array.rows // 4), cols=max(1, array.cols // 4))
+    cache: dict = {}
+
+    def run(arr, m, k, n, xf, wf, acc, qin):
+        key = (id(arr), m, k, n, describe(xf), describe(wf), acc, qin)
+        if key not in cache:
+            cache[key] = arr.gemm(m, k, n, xf, wf, acc=acc, quantize_input=qin)
+        return cache[key]
+
+    rows = []
+    pairs_main, pairs_lr = set(), set()
+    for li, linears in enumerate(model.layer_linears):
+        quantized_inputs: set[str] = set()
+        for lin in linears:
+            share = lin.shares_input_with
+            qin = lin.act_quant and not (share is not None and share in quantized_inputs)
+            quantized_inputs.add(lin.name)
+            g = run(array, M, lin.K, lin.N, lin.x_fmt, lin.w_fmt, lin.acc, qin)
+            pairs_main.add((describe(lin.x_fmt), describe(lin.w_fmt), lin.acc))
+            row = {"layer": li, "linear": lin.name, "M": M, "K": lin.K, "N": lin.N, "w_fmt": g.w_format,
+                   "x_fmt": g.a_format, "macs": g.macs, "main_cycles": g.cycles, "compute_cycles": g.compute_cycles,
+                   "stall_cycles": g.stall_cycles, "energy_pj": g.energy_pj, "dram_bytes": g.dram_total_bytes,
+                   "weight_bytes": describe(lin.w_fmt).nbytes(lin.N, lin.K), "lowrank_macs": 0, "lowrank_cycles": 0,
+                   "transform_adds": 0, "transform_cycles": 0, "merge_cycles": 0}
+            extra_cycles = 0
+            # low-rank branch
+            if lin.lowrank is not None:
+                lr = lin.lowrank
+                xa = lr.xa_fmt if lr.xa_fmt is not None else lin.x_fmt
+                arr = lowrank_array if lowrank_placement == "separate" else array
+                g1 = run(arr, M, lin.K, lr.rank, lin.x_fmt, lr.a_fmt, None, False)
+                g2 = run(arr, M, lr.rank, lin.N, xa, lr.b_fmt, None, True)
+                passes = 1
+                if lowrank_placement == "shared" and shared_mode == "split":
+                    port = max(describe(lin.w_fmt).element_bits, 1)
+                    passes = max(math.ceil(describe(lr.a_fmt).element_bits / port),
+                                 math.ceil(describe(lr.b_fmt).element_bits / port))
+                lr_cycles = (g1.cycles + g2.cycles) * passes
+                lr_energy = (g1.energy_pj + g2.energy_pj) * passes
+                if passes > 1:  # shift-add of the partial results of each extra pass
+                    lr_energy += (passes - 1) * (M * lr.rank + M * lin.N) * e_add
+                if lr.xab_fmt is not None:
+                    cfg = build_pe(lr.xab_fmt, lr.xab_fmt, tech=array.tech, k=lin.N)
+                    if cfg.act_quant is not None:
+                        lr_energy += M * lin.N * cfg.act_quant.energy("quantize") + M * math.ceil(
+                            lin.N / (cfg.act_group or lin.N)) * cfg.act_quant.energy("scale")
+                merge = math.ceil(M * lin.N / V)
+                lr_energy += M * lin.N * e_add
+                row.update(lowrank_macs=g1.macs + g2.macs, lowrank_cycles=lr_cycles, merge_cycles=merge)
+                row["energy_pj"] += lr_energy
+                row["dram_bytes"] += g1.dram_total_bytes + g2.dram_total_bytes
+                row["weight_bytes"] += describe(lr.a_fmt).nbytes(lr.rank, lin.K) + describe(lr.b_fmt).nbytes(lin.N, lr.rank)
+                pairs_lr.add((describe(lin.x_fmt), describe(lr.a_fmt), None))
+                pairs_lr.add((describe(xa), describe(lr.b_fmt), None))
+                if lowrank_placement == "separate":
+                    layer_cycles = max(g.cycles, lr_cycles) + merge
+                else:
+                    layer_cycles = g.cycles + lr_cycles + merge
+            else:
+                layer_cycles = g.cycles
+            # online transform before this linear
+            if lin.pre_transform is not None:
+                msize = hadamard_size(lin.pre_transform, lin.name)
+                if hadamard_impl == "fwht":
+                    adds = hadamard_adds(msize) * M
+                    tc = M * math.ceil(hadamard_adds(msize) / V)
+                    row["energy_pj"] += adds * e_add
+                else:
+                    gh = run(array, M, msize, msize, "fp16", "fp16", None, False)
+                    adds, tc = gh.macs, gh.cycles
+                    row["energy_pj"] += gh.energy_pj
+                    row["dram_bytes"] += gh.dram_total_bytes
+                row.update(transform_adds=adds, transform_cycles=tc)
+                extra_cycles += 0 if overlap_transforms else tc
+            row["cycles"] = layer_cycles + extra_cycles
+            rows.append(row)
+        if model.include_attention:
+            rows.extend(_attention_rows(model, array, li, run))
+    df = pd.DataFrame(rows)
+    # areas
+    main_area = max(array.area(x, w, a).total_um2 for x, w, a in pairs_main)
+    if lowrank_placement == "shared" and shared_mode == "widen" and pairs_lr:
+        main_area = max([main_area] + [array.area(x, w, a).total_um2 for x, w, a in pairs_lr])
+    lr_area = max((lowrank_array.area(x, w, a).total_um2 for x, w, a in pairs_lr), default=0.0) \
+        if lowrank_placement == "separate" else 0.0
+    vec_area = V * vec.area_um2 if (pairs_lr or (df["transform_adds"] > 0).any()) else 0.0
+    area = {"main_array_um2": main_area, "lowrank_array_um2": lr_area, "vector_unit_um2": vec_area}
+    area["total_um2"] = sum(area.values())
+    cycles = int(df["cycles"].sum())
+    clk = array.tech.clock_hz
+    macs_useful = int(df["macs"].sum())
+    latency = cycles / clk
+    energy = float(df["energy_pj"].sum())
+    ops_useful = 2 * macs_useful
+    ops_total = ops_useful + 2 * int(df["lowrank_macs"].sum()) + int(df["transform_adds"].sum())
+    weight_bytes = int(df.loc[df["linear"] != "attention", "weight_bytes"].sum())
+    kv_bytes = 2 * model.layers * model.kv_heads * model.d_head * model.context * describe(model.kv_fmt).bpe() / 8
+    totals = {
+        "phase": model.phase, "tokens": model.tokens, "M": M, "cycles": cycles,
+        "compute_cycles": int(df["compute_cycles"].sum()), "stall_cycles": int(df["stall_cycles"].sum()),
+        "latency_s": latency, "energy_pj": energy, "energy_per_token_pj": energy / model.tokens,
+        "macs_useful": macs_useful, "ops_useful": ops_useful, "ops_total": ops_total,
+        "dram_bytes": int(df["dram_bytes"].sum()), "weight_bytes": weight_bytes,
+        "kv_cache_bytes_per_seq": int(math.ceil(kv_bytes)), "area_um2": area["total_um2"],
+        "area_mm2": area["total_um2"] / 1e6, "TOPS": ops_useful / latency / 1e12,
+        "TOPS_per_mm2": ops_useful / latency / 1e12 / (area["total_um2"] / 1e6),
+        "TOPS_per_W": ops_useful / energy,
+    }
+    warnings = []
+    if totals["stall_cycles"] > 0.5 * cycles:
+        warnings.append("bandwidth_bound: DRAM stalls exceed 50 % of the cycles")
+    assumptions = {**array.tech.assumptions, "array": repr(array), "lowrank_array": repr(lowrank_array),
+                   "lowrank_placement": lowrank_placement, "shared_mode": shared_mode,
+                   "hadamard_impl": hadamard_impl, "overlap_transforms": overlap_transforms, "vector_lanes": V,
+                   "include_attention": model.include_attention, "limitations": LIMITATIONS}
+    return ModelCost(df, totals, area, assumptions, warnings)
+
+
+def _attention_rows(model: ModelSpec, array: SystolicArray, li: int, run) -> list[dict]:
+    """Per-head QK^T (M_q, d_h, L_kv) and A.V (M_q, L_kv, d_h) at attn_fmt, times heads."""
+    Mq = model.M
+    Lkv = model.seq if model.phase == "prefill" else model.context
+    out = []
+    for nm, (m, k, n) in (("attn_qk", (Mq, model.d_head, Lkv)), ("attn_av", (Mq, Lkv, model.d_head))):
+        g = run(array, m, k, n, model.attn_fmt, model.attn_fmt, None, False)
+        kv_read = 0
+        if model.phase == "decode":
+            kv_read = int(math.ceil(Lkv * model.d_head * model.kv_heads * describe(model.kv_fmt).bpe() / 8))
+        out.append({"layer": li, "linear": nm, "M": m, "K": k, "N": n, "w_fmt": g.w_format, "x_fmt": g.a_format,
+                    "macs": g.macs * model.heads, "main_cycles": g.cycles * model.heads,
+                    "compute_cycles": g.compute_cycles * model.heads, "stall_cycles": g.stall_cycles * model.heads,
+                    "energy_pj": g.energy_pj * model.heads + kv_read * 8 * array.tech.dram_pj_per_bit,
+                    "dram_bytes": g.dram_total_bytes * model.heads + kv_read, "weight_bytes": 0,
+                    "lowrank_macs": 0, "lowrank_cycles": 0, "transform_adds": 0, "transform_cycles": 0,
+                    "merge_cycles": 0, "cycles": g.cycles * model.heads})
+    return out
+
+
+LIMITATIONS = (
+    "absolute numbers: libraries differ by 2-5x; compare within one library, node and array only",
+    "FP units rest on four kappa; FP-adder area matches to 25 %; FP8/FP6/FP4 are extrapolations",
+    "not modelled: leakage, clock tree, NoC, wires, SRAM bank conflicts, DRAM timing, PE pipeline depth, "
+    "softmax/norms/activations/RoPE",
+    "FPGA mode: five constants over seven numbers; FP16-heavy baselines keep large residuals",
+    "anchors conflict on MXINT versus MXFP efficiency",
+)

@@ -1,0 +1,118 @@
+"""Workload mapping, op counts and the CLI (cost_model.md sections 6 and 8)."""
+
+import pytest
+
+from hwsim.cli import main
+from hwsim.cost_models import (
+    LinearSpec, LowRank, SystolicArray, cost_model, describe, from_config, from_quantized, hadamard_adds,
+    lqer_crossover, lqer_mult_counts,
+)
+
+
+def test_lqer_footprint():
+    assert describe("bfp4").nbytes(11008, 4096) == 25_362_432
+    assert describe("mxint4_b16").nbytes(11008, 4096) == 25_362_432
+    assert describe("bfp8").nbytes(32, 4096) == 139_264  # A: K x k, quantized along K
+    assert describe("bfp8").nbytes(11008, 32) == 374_272  # B: k x N
+
+
+def test_op_count_identities():
+    lq, gp = lqer_mult_counts(1, 4096, 11008, 32)
+    assert lq - 4096 * 11008 == 483_328
+    assert lqer_crossover(4096, 11008, 32) == pytest.approx(93.29, abs=0.01)
+    for L in (93, 94):
+        lq, gp = lqer_mult_counts(L, 4096, 11008, 32)
+        assert (lq < gp) == (L <= 93)
+    assert hadamard_adds(11008) == 1_948_416
+    assert hadamard_adds(14336) == 516_096
+    assert hadamard_adds(4096) == 4096 * 12
+
+
+def _llama7b_layer(**kw):
+    return from_config("llama-2-7b", "bfp4", "bfp8", phase="decode", **kw)
+
+
+def test_branch_macs_and_shared_quantizer():
+    arr = SystolicArray(32, 32, "ws")
+    spec = _llama7b_layer(lowrank=LowRank(32, "bfp8", "bfp8"))
+    res = cost_model(spec, arr)
+    gate = res.per_layer[(res.per_layer.layer == 0) & (res.per_layer.linear == "gate_proj")].iloc[0]
+    assert gate.lowrank_macs == 483_328 and gate.macs == 45_088_768
+    # one input quantizer for linears that share an input: k_proj costs what q_proj costs minus it
+    g_q = arr.gemm(1, 4096, 4096, "bfp8", "bfp4")
+    g_k = arr.gemm(1, 4096, 4096, "bfp8", "bfp4", quantize_input=False)
+    assert g_q.energy_breakdown["act_quant"] > 0 and g_k.energy_breakdown["act_quant"] == 0
+    plain = cost_model(_llama7b_layer(), arr).per_layer
+    k_row = plain[(plain.layer == 0) & (plain.linear == "k_proj")].iloc[0]
+    q_row = plain[(plain.layer == 0) & (plain.linear == "q_proj")].iloc[0]
+    assert k_row.energy_pj < q_row.energy_pj  # same shape (MHA), no second quantizer
+
+
+def test_separate_vs_shared_placement():
+    arr = SystolicArray(32, 32, "ws")
+    spec = from_config("smollm2-135m", "bfp4", "bfp8", phase="prefill", seq=64, lowrank=LowRank(32, "bfp8", "bfp8"))
+    sep = cost_model(spec, arr, lowrank_placement="separate")
+    sh = cost_model(spec, arr, lowrank_placement="shared")
+    assert sh.totals["cycles"] > sep.totals["cycles"]
+    assert sh.area["total_um2"] < sep.area["total_um2"]
+    assert sep.totals["ops_total"] > sep.totals["ops_useful"]
+
+
+def test_hadamard_transform_costs_time():
+    arr = SystolicArray(32, 32, "ws")
+    base = cost_model(from_config("smollm2-135m", "bfp4", "bfp8", phase="decode"), arr).totals
+    had = cost_model(from_config("smollm2-135m", "bfp4", "bfp8", phase="decode", hadamard_down=True), arr)
+    assert had.totals["cycles"] > base["cycles"] and had.totals["ops_useful"] == base["ops_useful"]
+    ov = cost_model(from_config("smollm2-135m", "bfp4", "bfp8", phase="decode", hadamard_down=True), arr,
+                    overlap_transforms=True)
+    assert ov.totals["cycles"] == base["cycles"]
+    gemm = cost_model(from_config("smollm2-135m", "bfp4", "bfp8", phase="decode", hadamard_down=True), arr,
+                      hadamard_impl="gemm")
+    assert gemm.totals["energy_pj"] > had.totals["energy_pj"]
+
+
+def test_from_transformers_config_and_quantized_description():
+    from transformers import LlamaConfig
+
+    cfg = LlamaConfig(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=100)
+    spec = from_config(cfg, "mxint4", "mxint8", seq=16)
+    assert spec.layers == 2 and spec.layer_linears[0][1].N == 32 and spec.M == 16
+
+    class Desc:
+        config = cfg
+        linears = {f"model.layers.{i}.mlp.{n}": {"w_format": "mxint4", "x_format": "mxint8", "rank": 8 if i else 0}
+                   for i in range(2) for n in ("gate_proj", "up_proj", "down_proj")}
+
+    q = from_quantized(Desc(), seq=16)
+    assert [lin.name for lin in q.layer_linears[1]] == ["gate_proj", "up_proj", "down_proj"]
+    assert q.layer_linears[0][0].lowrank is None and q.layer_linears[1][2].lowrank.rank == 8
+    assert q.layer_linears[1][1].shares_input_with == "gate_proj"
+    res = cost_model(q, SystolicArray(8, 8))
+    assert len(res.per_layer) == 6
+    with pytest.raises(ValueError, match="w_format and x_format"):
+        from_quantized({"model.layers.0.mlp.up_proj": {"w_format": "mxint4"}}, cfg)
+
+
+def test_bad_workload_inputs():
+    with pytest.raises(ValueError, match="'q'.*K=0"):
+        LinearSpec("q", 0, 4, "mxint4", "mxint8")
+    with pytest.raises(ValueError, match="phase"):
+        from_config("smollm2-135m", phase="train")
+    with pytest.raises(ValueError, match="not a known model"):
+        from_config("no-such-model")
+    with pytest.raises(ValueError, match="pre_transform"):
+        LinearSpec("d", 4, 4, "mxint4", "mxint8", pre_transform="fft")
+
+
+def test_cli(capsys):
+    assert main(["cost", "lqer-table"]) == 0
+    out = capsys.readouterr().out
+    assert "L2QER MXINT W4A8" in out and "acc_bits = 24" in out
+    assert main(["cost", "model", "--model", "smollm2-135m", "--w", "mxint4", "--a", "mxint8", "--seq", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "down_proj" in out and "totals" in out and "decode" in out
+    assert main(["cost", "gemm", "--M", "8", "--K", "64", "--N", "16", "--rows", "4", "--cols", "4"]) == 0
+    assert main(["cost", "calibration"]) == 0
+    assert "int8 MAC" in capsys.readouterr().out
+    assert main(["cost", "gemm", "--M", "8", "--K", "64", "--N", "16", "--dataflow", "zz"]) == 1
