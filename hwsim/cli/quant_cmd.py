@@ -1,0 +1,163 @@
+"""``hwsim quantize``: quantize a model with a recipe, then compare perplexity with full precision.
+
+    hwsim quantize --model smollm2-135m --recipe l2qer --w mxint4 --a mxint8 --rank 32 \\
+        --calib austen --eval austen
+
+prints a table of perplexity (fp vs quantized), bits per weight and time per stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+__all__ = ["register", "handler", "run_quantize", "format_table"]
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "quantize", help="quantize a model with a recipe (rtn, gptq, lqer, l2qer, qera-*) and measure perplexity",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m", help="zoo name, local directory or HF id (default smollm2-135m)")
+    p.add_argument("--recipe", default="l2qer",
+                   help="preset name (see --list-recipes) or stages joined by '+', e.g. gptq+l2qer")
+    p.add_argument("--w", default=None, help="weight format (hwsim.formats name), e.g. mxint4, bfp4, int4_g128_asym")
+    p.add_argument("--a", default=None,
+                   help="activation format (X and, where the recipe quantizes them, XA/XAB and A/B); 'none' = bypass")
+    p.add_argument("--lowrank-fmt", default=None, help="format of the low-rank factors A and B ('none' = high precision)")
+    p.add_argument("--rank", type=int, default=None, help="rank k of the low-rank branch")
+    p.add_argument("--mode", choices=("fake", "exact"), default=None, help="emulation mode (default fake)")
+    p.add_argument("--calib", default="austen", help="calibration corpus (austen, brown, wikitext2, file:PATH)")
+    p.add_argument("--n-calib", type=int, default=32, help="calibration sequences (default 32)")
+    p.add_argument("--calib-len", type=int, default=512, help="tokens per calibration sequence (default 512)")
+    p.add_argument("--eval", default="austen", help="evaluation corpus, or 'none' to skip perplexity")
+    p.add_argument("--seq-len", type=int, default=512, help="evaluation window length (default 512)")
+    p.add_argument("--n-tokens", type=int, default=2048, help="evaluated tokens cap (default 2048; 0 = whole split)")
+    p.add_argument("--no-fp", action="store_true", help="skip the full-precision perplexity")
+    p.add_argument("--seed", type=int, default=0, help="calibration sampling seed")
+    p.add_argument("--save", default=None, help="directory to save the quantized model to")
+    p.add_argument("--json", default=None, help="write the results as JSON to this file")
+    p.add_argument("--list-recipes", action="store_true", help="list the recipe presets and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=handler)
+
+
+def handler(args) -> int:
+    from hwsim.quant import get_recipe, list_recipes
+
+    if args.list_recipes:
+        for name in list_recipes():
+            r = get_recipe(name)
+            lay = r.layer
+            print(f"{name:18s} stages={'+'.join(r.stages):16s} W={lay.w} X={lay.x} rank={lay.rank} "
+                  f"A={lay.a} B={lay.b} XA={lay.xa} XAB={lay.xab} axes={lay.lowrank_axes}")
+        return 0
+    res = run_quantize(args.model, args.recipe, w=args.w, a=args.a, lowrank=args.lowrank_fmt, rank=args.rank,
+                       mode=args.mode, calib=args.calib, n_calib=args.n_calib, calib_len=args.calib_len,
+                       eval_corpus=None if str(args.eval).lower() == "none" else args.eval,
+                       seq_len=args.seq_len, n_tokens=args.n_tokens or None, with_fp=not args.no_fp,
+                       seed=args.seed, save=args.save, progress=not args.quiet)
+    res.pop("_fp_result", None)
+    print(format_table([res]))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(res, fh, indent=1, default=str)
+    return 0
+
+
+def build_recipe(recipe: str, *, w=None, a=None, lowrank=None, rank=None, mode=None):
+    from hwsim.quant import get_recipe, validate_recipe, with_formats
+
+    r = with_formats(get_recipe(recipe), w=w, a=a, lowrank=lowrank, rank=rank, mode=mode)
+    return validate_recipe(r)
+
+
+def run_quantize(model_name: str, recipe: str, *, w=None, a=None, lowrank=None, rank=None, mode=None,
+                 calib: str = "austen", n_calib: int = 32, calib_len: int = 512, eval_corpus: str | None = "austen",
+                 seq_len: int = 512, n_tokens: int | None = 2048, with_fp: bool = True, seed: int = 0,
+                 save: str | None = None, progress: bool = True, fp_result: Any = None) -> dict[str, Any]:
+    """Load, (evaluate fp,) calibrate + quantize, evaluate; returns a plain dict of the results."""
+    import torch
+
+    from hwsim.eval import data as edata
+    from hwsim.eval import models as emodels
+    from hwsim.eval.perplexity import evaluate
+    from hwsim.quant import quantize_model, save_quantized
+
+    torch.manual_seed(seed)
+    rec = build_recipe(recipe, w=w, a=a, lowrank=lowrank, rank=rank, mode=mode)
+    times: dict[str, float] = {}
+    t = time.perf_counter()
+    model, tok = emodels.load(model_name, progress=progress)
+    times["load"] = time.perf_counter() - t
+    out: dict[str, Any] = {"model": model_name, "recipe": rec.name, "stages": list(rec.stages),
+                           "w": rec.layer.w, "x": rec.layer.x, "rank": rec.layer.rank if rec.reconstruction else 0,
+                           "lowrank": [rec.layer.a, rec.layer.b] if rec.reconstruction else None,
+                           "mode": rec.mode}
+    ev = dict(seq_len=seq_len, n_tokens=n_tokens, progress=progress, model_name=model_name)
+    if eval_corpus and with_fp:
+        if fp_result is None:
+            t = time.perf_counter()
+            fp_result = evaluate(model, tok, eval_corpus, "eval", **ev)
+            times["eval_fp"] = time.perf_counter() - t
+        out["fp"] = fp_result.as_dict()
+    calib_set = None
+    if rec.stat_kinds():
+        t = time.perf_counter()
+        calib_set = edata.calibration_set(tok, calib, n=n_calib, seq_len=calib_len, seed=seed)
+        times["calib_data"] = time.perf_counter() - t
+    t = time.perf_counter()
+    report = quantize_model(model, rec, calib_set, progress=progress)
+    times["quantize"] = time.perf_counter() - t
+    for k, v in report.timings.items():
+        if k != "total":
+            times[f"quantize.{k}"] = v
+    out["bits_per_weight"] = report.bits_per_weight
+    out["n_quantized"] = report.n_quantized
+    out["calib"] = report.calib
+    out["events"] = len(report.events)
+    if eval_corpus:
+        t = time.perf_counter()
+        res = evaluate(model, tok, eval_corpus, "eval", **ev)
+        times["eval_q"] = time.perf_counter() - t
+        out["quant"] = res.as_dict()
+    if save:
+        t = time.perf_counter()
+        save_quantized(model, save, extra={"cli": out})
+        times["save"] = time.perf_counter() - t
+    out["times"] = times
+    out["_fp_result"] = fp_result
+    return out
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    """Markdown table: one fp row (if present) then one row per quantized result, plus times."""
+    lines = []
+    first = results[0]
+    proto = (first.get("quant") or first.get("fp") or {}).get("protocol")
+    if proto:
+        lines.append(f"protocol: model={proto['model']} corpus={proto['corpus']}:{proto['split']} "
+                     f"seq_len={proto['seq_len']} n_tokens={proto['n_tokens']} metric={proto['metric']} "
+                     f"bos={proto['bos']} dtype={proto['dtype']}")
+    if first.get("calib"):
+        lines.append("calibration: " + ", ".join(f"{k}={v}" for k, v in first["calib"].items()))
+    lines.append("")
+    lines.append("| method | stages | W | X | rank | bits/weight | ppl | bits/byte | quantize s |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    fp = next((r["fp"] for r in results if r.get("fp")), None)
+    if fp:
+        lines.append(f"| fp | - | {proto['dtype'] if proto else 'fp32'} | - | - | 32 | {fp['ppl']:.3f} | "
+                     f"{fp['bits_per_byte']:.4f} | - |")
+    for r in results:
+        q = r.get("quant") or {}
+        ppl = f"{q['ppl']:.3f}" if q else "-"
+        bpb = f"{q['bits_per_byte']:.4f}" if q else "-"
+        lines.append(f"| {r['recipe']} | {'+'.join(r['stages'])} | {r['w']} | {r['x'] or '-'} | {r['rank'] or '-'} | "
+                     f"{r['bits_per_weight']:.3f} | {ppl} | {bpb} | {r['times'].get('quantize', 0):.1f} |")
+    lines.append("")
+    for r in results:
+        lines.append(f"time per stage [{r['recipe']}] (s): " + ", ".join(
+            f"{k}={v:.1f}" for k, v in r["times"].items()))
+    return "\n".join(lines)

@@ -1,0 +1,287 @@
+"""Public entry point: ``matmul(a, b, ...)`` with exact/fake emulation and backend dispatch."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .datapath import OUT_FLOATS, ExactAcc, FixedAcc, Fp32Acc, parse_accumulator
+from .operands import Prepared, is_torch, prepare
+
+log = logging.getLogger("hwsim.matmul")
+
+BACKENDS = ("auto", "numba", "torch", "triton")
+MODES = ("exact", "fake")
+
+
+def _lib_of(q):
+    return "torch" if is_torch(q.codes if hasattr(q, "codes") else q) else "numpy"
+
+
+def _check_acc_support(p: Prepared, acc, backend: str) -> None:
+    names = f"{p.facts_a.spec.name} x {p.facts_b.spec.name}"
+    if isinstance(acc, FixedAcc):
+        if p.sum_bits > 62 and p.case == "G":
+            raise ValueError(f"accumulator={acc.name!r} is not supported for {names}: the exact segment sum "
+                             f"needs {p.sum_bits} bits (> 62); use 'fp32' or 'exact'")
+        if p.case == "G" and p.sum_bits + 24 > 62:
+            raise ValueError(f"accumulator={acc.name!r} is not supported for {names} (case G): S_j * sigma "
+                             f"needs {p.sum_bits + 24} bits (> 62); use 'fp32' or 'exact'")
+    if backend == "triton" and not isinstance(acc, Fp32Acc):
+        raise ValueError(f"backend='triton' supports accumulator='fp32' only, got {acc.name!r}; "
+                         f"use backend='torch' or 'numba'")
+
+
+def _cast_out(y, out, lib: str):
+    """Cast an fp32 result to the output format (matmul.md §6)."""
+    if not isinstance(out, str):
+        import hwsim.formats as F
+
+        return F.quantize(y, out, axis=-1)
+    if out in ("fp32", "fp64"):
+        return y
+    if lib == "torch":
+        import torch
+
+        return y.to(torch.bfloat16 if out == "bf16" else torch.float16)
+    if out == "fp16":
+        return y.astype(np.float16)
+    # bf16 RNE from fp32 bits; numpy has no bf16 dtype, so the values are returned as fp32
+    u = np.ascontiguousarray(y, np.float32).view(np.uint32).astype(np.uint64)
+    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
+    r = np.where(np.isnan(y), u | 0x400000, r).astype(np.uint32)
+    return r.view(np.float32)
+
+
+def _reshape_out(y, p: Prepared):
+    return y.reshape(*p.batch_shape, p.N)
+
+
+def matmul(a, b, *, accumulator="fp32", out_format=None, mode: str = "exact", backend: str = "auto",
+           bias=None):
+    """y = a @ b as a block-scaled datapath computes it (matmul.md).
+
+    a: QTensor [..., M, K] blocked along its last axis; b: QTensor [K, N] blocked along axis 0
+    (a [N, K] weight quantized along -1 is passed as ``w_q.T``). accumulator: "fp32" (default),
+    "fixed:W:F[:wrap][:rne]", "exact" or a spec object. out_format: None (fp32; fp64 for "exact"),
+    "fp32", "bf16", "fp16", "fp64" (exact only) or a block format (returns a QTensor blocked along N).
+    mode: "exact" (this core) or "fake" (dequantize, then an fp32 GEMM). backend: "auto", "numba"
+    (numpy inputs), "torch", "triton" (CUDA, or CPU with TRITON_INTERPRET=1). bias: fp32 [N].
+    Returns a numpy array or torch tensor of shape [..., M, N] (or a QTensor).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is invalid; expected one of {MODES}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is invalid; expected one of {BACKENDS}")
+    acc = parse_accumulator(accumulator)
+    out = out_format
+    if out is None:
+        out = "fp64" if isinstance(acc, ExactAcc) else "fp32"
+    if isinstance(out, str) and out.lower() in OUT_FLOATS:
+        out = out.lower()
+        if out == "fp64" and not isinstance(acc, ExactAcc):
+            raise ValueError(f"out_format='fp64' needs accumulator='exact', got {acc.name!r}")
+    else:
+        import hwsim.formats as F
+
+        out = F.get(out)
+    if mode == "fake":
+        if not isinstance(acc, Fp32Acc):
+            raise ValueError(f"mode='fake' supports accumulator='fp32' only, got {acc.name!r}")
+        return fake_matmul(a, b, out_format=out, bias=bias)
+    p = prepare(a, b)
+    lib = "torch" if is_torch(p.kA) else "numpy"
+    if lib != ("torch" if is_torch(p.kB) else "numpy"):
+        raise ValueError("operands a and b must both hold numpy arrays or both torch tensors")
+    be = backend
+    if be == "auto":
+        if lib == "numpy":
+            be = "numba"
+        else:
+            from . import triton_backend
+
+            be = "triton" if (p.kA.is_cuda and isinstance(acc, Fp32Acc) and triton_backend.covers(p)) else "torch"
+    _check_acc_support(p, acc, be)
+    if be == "numba" and lib == "torch":
+        raise ValueError("backend='numba' needs numpy operands; got torch tensors (use backend='torch')")
+    if be in ("torch", "triton") and lib == "numpy":
+        p = _to_torch(p)
+    if be == "numba":
+        y = _run_numba(p, acc, out, bias)
+    elif be == "torch":
+        if isinstance(acc, ExactAcc) or (isinstance(acc, FixedAcc) and p.sum_bits > 62):
+            warnings.warn(f"the torch backend delegates accumulator={acc.name!r} for {p.facts_a.spec.name} x "
+                          f"{p.facts_b.spec.name} to the numba reference", stacklevel=2)
+            y = _run_numba(_to_numpy(p), acc, out, None if bias is None else _np(bias))
+            import torch
+
+            y = torch.as_tensor(y, device=p.kA.device)
+        else:
+            from . import torch_backend
+
+            y = torch_backend.finish(torch_backend.run_fp32_fixed(p, acc), p, bias)
+    else:
+        from . import torch_backend, triton_backend
+
+        if not triton_backend.covers(p):
+            log.info("triton: %s x %s is outside the int8 path; using the exact torch backend",
+                     p.facts_a.spec.name, p.facts_b.spec.name)
+            y = torch_backend.finish(torch_backend.run_fp32_fixed(p, acc), p, bias)
+        else:
+            y = torch_backend.finish(triton_backend.run_fp32(p), p, bias)
+    y = _reshape_out(y, p)
+    if isinstance(acc, ExactAcc) and isinstance(out, str):
+        if out == "fp64":
+            return y
+        with np.errstate(over="ignore"):   # exact: already rounded once to out (overflow -> inf)
+            y = y.float() if is_torch(y) else y.astype(np.float32)
+        if out in ("bf16", "fp16") and is_torch(y):
+            import torch
+
+            return y.to(torch.bfloat16 if out == "bf16" else torch.float16)
+        return y.astype(np.float16) if out == "fp16" else y
+    if isinstance(acc, ExactAcc):
+        y = y.float() if is_torch(y) else y.astype(np.float32)
+    return _cast_out(y, out, lib)
+
+
+def _np(x):
+    return x.detach().cpu().numpy() if is_torch(x) else np.asarray(x)
+
+
+def _run_numba(p: Prepared, acc, out, bias):
+    from . import reference
+
+    if isinstance(acc, ExactAcc):
+        target = out if isinstance(out, str) else "fp32"
+        return reference.run_exact(p, target, None if bias is None else _np(bias))
+    y = reference.run_fp32_fixed(p, acc)
+    if p.tA is not None or p.tB is not None:
+        t = np.float32(np.float32(1.0 if p.tA is None else p.tA) * np.float32(1.0 if p.tB is None else p.tB))
+        y = (y * t).astype(np.float32)
+    if bias is not None:
+        y = (y + np.asarray(_np(bias), np.float32).reshape(1, -1)).astype(np.float32)
+    return y
+
+
+def _to_torch(p: Prepared) -> Prepared:
+    import torch
+
+    t = lambda x: None if x is None else torch.as_tensor(np.ascontiguousarray(x))  # noqa: E731
+    return Prepared(t(p.kA), t(p.kB), t(p.spA), t(p.spB), p.case, p.L, p.J, p.K, p.EA, p.EB, p.dA, p.dB,
+                    p.tA, p.tB, p.facts_a, p.facts_b, p.batch_shape)
+
+
+def _to_numpy(p: Prepared) -> Prepared:
+    n = lambda x: None if x is None else _np(x)  # noqa: E731
+    return Prepared(n(p.kA), n(p.kB), n(p.spA), n(p.spB), p.case, p.L, p.J, p.K, p.EA, p.EB, p.dA, p.dB,
+                    p.tA, p.tB, p.facts_a, p.facts_b, p.batch_shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# fake mode
+# ---------------------------------------------------------------------------------------------
+
+
+def _dequant(x):
+    import hwsim.formats as F
+
+    if isinstance(x, F.QTensor):
+        return x.dequantize()
+    return x
+
+
+def fake_matmul(a, b, *, out_format="fp32", bias=None):
+    """dequantize(a) @ dequantize(b) in fp32 (torch with TF32 off, or numpy); not bit-reproducible."""
+    xa, xb = _dequant(a), _dequant(b)
+    if is_torch(xa) or is_torch(xb):
+        import torch
+
+        from .torch_backend import exact_float_matmul
+
+        xa = torch.as_tensor(xa).float()
+        xb = torch.as_tensor(xb, device=xa.device).float()
+        with exact_float_matmul():
+            y = torch.matmul(xa, xb)
+        if bias is not None:
+            y = y + torch.as_tensor(bias, dtype=torch.float32, device=y.device)
+        lib = "torch"
+    else:
+        y = np.matmul(np.asarray(xa, np.float32), np.asarray(xb, np.float32))
+        if bias is not None:
+            y = (y + np.asarray(bias, np.float32)).astype(np.float32)
+        lib = "numpy"
+    if isinstance(out_format, str) and out_format == "fp64":
+        raise ValueError("out_format='fp64' needs accumulator='exact' (not available in mode='fake')")
+    return _cast_out(y, out_format or "fp32", lib)
+
+
+def emulate(a, b, *, emulation: str = "exact", **kw):
+    """The switch QLinear uses: emulation="fake" (dequantize + fp32 GEMM) or "exact" (this core)."""
+    if emulation not in MODES:
+        raise ValueError(f"emulation={emulation!r} is invalid; expected one of {MODES}")
+    return matmul(a, b, mode=emulation, **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# error report: fake vs exact-fp32 vs exact-exact
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MatmulErrorReport:
+    """Differences between fake, exact-fp32 and exact-exact results of one operand pair.
+
+    All errors are absolute, in float64, over all finite outputs; ``*_rel`` divide by
+    max |exact|. ``bound_fp32`` / ``bound_fake`` are the matmul.md §7 bounds (max over outputs)
+    and ``*_within_bound`` say whether every output satisfies its bound.
+    """
+
+    shape: tuple
+    fake_vs_exact_max: float
+    fp32_vs_exact_max: float
+    fake_vs_fp32_max: float
+    fake_vs_exact_rel: float
+    fp32_vs_exact_rel: float
+    frac_fake_ne_fp32: float
+    fp32_within_bound: bool
+    fake_within_bound: bool
+
+
+def error_report(a, b, *, backend: str = "auto") -> MatmulErrorReport:
+    """Compare fake mode, exact mode with the fp32 accumulator, and exact mode with ExactAcc."""
+    import hwsim.formats as F
+
+    exact = _np(matmul(a, b, accumulator="exact", backend="numba" if _lib_of(a) == "numpy" else "torch"))
+    fp32 = _np(matmul(a, b, accumulator="fp32", backend=backend)).astype(np.float64)
+    fake = _np(matmul(a, b, mode="fake")).astype(np.float64)
+    exact = exact.astype(np.float64)
+    fin = np.isfinite(exact) & np.isfinite(fp32) & np.isfinite(fake)
+    d = lambda x, y: float(np.max(np.abs(x - y)[fin], initial=0.0))  # noqa: E731
+    scale = float(np.max(np.abs(exact[fin]), initial=0.0)) or 1.0
+    # bounds (matmul.md §7) need sum_k |a_k b_k| and sum_j |P_j|: use dequantized |a| @ |b| (exact in fp64
+    # for MX/BFP; an upper bound of sum_j |P_j| as well)
+    xa = np.abs(_np(_dequant(a)).astype(np.float64)).reshape(-1, a.shape[-1])
+    xb = np.abs(_np(_dequant(b)).astype(np.float64))
+    absprod = (xa @ xb).reshape(exact.shape)
+    p = prepare(a, b) if isinstance(a, F.QTensor) else None
+    K = a.shape[-1]
+    J = p.J if p is not None else K
+    c = 0 if (p is not None and p.case == "P") else 2
+    u = 2.0 ** -24
+    g = lambda n: n * u / (1 - n * u)  # noqa: E731
+    eta = 2.0 ** -150
+    delta = 0.0 if (p is not None and p.case == "P") else 4 * u
+    b32 = g(J + c) * absprod + J * eta
+    bfk = (g(K) + delta) * absprod + K * eta
+    e32 = np.abs(fp32 - exact)
+    efk = np.abs(fake - exact)
+    return MatmulErrorReport(
+        shape=tuple(exact.shape),
+        fake_vs_exact_max=d(fake, exact), fp32_vs_exact_max=d(fp32, exact), fake_vs_fp32_max=d(fake, fp32),
+        fake_vs_exact_rel=d(fake, exact) / scale, fp32_vs_exact_rel=d(fp32, exact) / scale,
+        frac_fake_ne_fp32=float(np.mean(fake[fin] != fp32[fin])) if fin.any() else 0.0,
+        fp32_within_bound=bool(np.all((e32 <= b32)[fin])), fake_within_bound=bool(np.all((efk <= bfk)[fin])))

@@ -1,0 +1,19 @@
+"""Quantization algorithms of ``hwsim.quant`` as pure functions on one weight matrix.
+
+Rounding (weight -> dequantized weight, codes via ``hwsim.formats``): :func:`rtn_quantize`,
+:func:`gptq_quantize`. Reconstruction (W, W̃, statistics -> low-rank A, B): :func:`lqer`,
+:func:`l2qer`, :func:`qera_approx`, :func:`qera_exact`; the dispatcher is
+``hwsim.quant.reconstruct.reconstruct``. Spec: shared/spec/algorithms.md §4.1–4.4.
+"""
+
+from .common import DampingWarning, QuantWarning, output_error
+from .gptq import GPTQInfo, gptq_quantize
+from .lowrank import Reconstruction, ReconstructInfo
+from .lqer import l2qer, lqer
+from .qera import qera_approx, qera_exact
+from .rtn import rtn_quantize
+
+__all__ = [
+    "DampingWarning", "GPTQInfo", "QuantWarning", "ReconstructInfo", "Reconstruction",
+    "gptq_quantize", "l2qer", "lqer", "output_error", "qera_approx", "qera_exact", "rtn_quantize",
+]

@@ -1,0 +1,409 @@
+"""Calibration statistics gathered by forward pre-hooks on linear inputs (algorithms.md §2).
+
+Kinds (``STAT_KINDS``):
+
+- ``mean_abs_lqer``: running max over forward calls of the per-call mean of |x| (LQER
+  convention, float32), finalised as ``clamp(s, 1e-4) / sqrt(min*max)``; the profiling batch
+  size is part of its key.
+- ``mean_sq``: float64 sum of x² per channel and a token count; finalised as the RMS
+  ``r = sqrt(Σx²/n)``.
+- ``rxx``: ``XᵀX`` formed in float32 (``outer_dtype``) and summed in float64 on CPU; finalised as
+  ``R = Σ/n`` [in, in]. GPTQ's Hessian is ``2T·R`` and reuses it.
+- ``mean_abs``: float64 sum of |x| per channel; finalised as the mean.
+
+One statistic object per ``input_key`` (q/k/v share one, gate/up share one). Hooks are always
+removed when collection ends, also on error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+import torch
+from torch import nn
+
+from .model import LinearGroup, ModelAdapter, get_adapter
+
+__all__ = [
+    "STAT_KINDS",
+    "MeanAbsLqer",
+    "MeanSq",
+    "Rxx",
+    "MeanAbs",
+    "LayerStats",
+    "StatsCollector",
+    "collect_stats",
+    "as_token_ids",
+    "capture_block_inputs",
+    "BlockInputs",
+]
+
+STAT_KINDS = ("mean_abs_lqer", "mean_sq", "rxx", "mean_abs")
+
+
+class _Stat:
+    kind = ""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.n = 0
+
+    def _check(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.dim:
+            raise ValueError(f"x: last dimension {x.shape[-1]} does not match the statistic's {self.dim}")
+        return x.detach().reshape(-1, self.dim)
+
+    def update(self, x: torch.Tensor) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def finalize(self) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def nbytes(self) -> int:
+        return 0
+
+
+class MeanAbsLqer(_Stat):
+    """LQER's activation magnitude: max over calls of mean |x| over the call's tokens."""
+
+    kind = "mean_abs_lqer"
+
+    def __init__(self, dim: int, clamp_min: float = 1e-4):
+        super().__init__(dim)
+        self.s = torch.zeros(dim, dtype=torch.float32)
+        self.clamp_min = clamp_min
+
+    def update(self, x):
+        x = self._check(x).float()
+        m = x.abs().mean(dim=0).cpu()
+        self.s = torch.maximum(self.s, m)
+        self.n += x.shape[0]
+
+    def finalize(self):
+        s = self.s.clamp(min=self.clamp_min)
+        return s / torch.sqrt(s.min() * s.max())
+
+    @property
+    def nbytes(self):
+        return 4 * self.dim
+
+
+class MeanSq(_Stat):
+    kind = "mean_sq"
+
+    def __init__(self, dim: int):
+        super().__init__(dim)
+        self.sum = torch.zeros(dim, dtype=torch.float64)
+
+    def update(self, x):
+        x = self._check(x)
+        self.sum += x.to(torch.float64).pow(2).sum(dim=0).cpu()
+        self.n += x.shape[0]
+
+    def finalize(self):
+        if self.n == 0:
+            raise ValueError("mean_sq: no tokens were recorded")
+        return torch.sqrt(self.sum / self.n)
+
+    @property
+    def nbytes(self):
+        return 8 * self.dim
+
+
+class Rxx(_Stat):
+    kind = "rxx"
+
+    def __init__(self, dim: int, outer_dtype: torch.dtype = torch.float32):
+        super().__init__(dim)
+        self.outer_dtype = outer_dtype
+        self.sum = torch.zeros(dim, dim, dtype=torch.float64)
+
+    def update(self, x):
+        x = self._check(x).to(self.outer_dtype)
+        self.sum += (x.T @ x).to(torch.float64).cpu()
+        self.n += x.shape[0]
+
+    def finalize(self):
+        if self.n == 0:
+            raise ValueError("rxx: no tokens were recorded")
+        return self.sum / self.n
+
+    @property
+    def nbytes(self):
+        return 8 * self.dim * self.dim
+
+
+class MeanAbs(_Stat):
+    kind = "mean_abs"
+
+    def __init__(self, dim: int):
+        super().__init__(dim)
+        self.sum = torch.zeros(dim, dtype=torch.float64)
+
+    def update(self, x):
+        x = self._check(x)
+        self.sum += x.to(torch.float64).abs().sum(dim=0).cpu()
+        self.n += x.shape[0]
+
+    def finalize(self):
+        if self.n == 0:
+            raise ValueError("mean_abs: no tokens were recorded")
+        return self.sum / self.n
+
+    @property
+    def nbytes(self):
+        return 8 * self.dim
+
+
+_STAT_CLASSES = {"mean_abs_lqer": MeanAbsLqer, "mean_sq": MeanSq, "rxx": Rxx, "mean_abs": MeanAbs}
+
+
+def stat_bytes(kind: str, dim: int) -> int:
+    return 8 * dim * dim if kind == "rxx" else 8 * dim
+
+
+@dataclass
+class LayerStats:
+    """Statistics of one input (shared by the linears of a group)."""
+
+    input_key: str
+    dim: int
+    stats: dict[str, _Stat]
+    batch_size: int | None = None
+    state_tag: str = ""
+    _final: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def n_tokens(self) -> int:
+        return max((s.n for s in self.stats.values()), default=0)
+
+    def update(self, x: torch.Tensor) -> None:
+        for s in self.stats.values():
+            s.update(x)
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        """Finalised statistics by kind name (the ``stats`` argument of ``reconstruct``)."""
+        for k, s in self.stats.items():
+            if k not in self._final:
+                self._final[k] = s.finalize()
+        return dict(self._final)
+
+    def __getitem__(self, kind: str) -> torch.Tensor:
+        if kind not in self.stats:
+            raise KeyError(f"statistic {kind!r} was not collected for {self.input_key}; have {sorted(self.stats)}")
+        return self.as_dict()[kind]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(s.nbytes for s in self.stats.values())
+
+
+def _check_kinds(kinds: Iterable[str]) -> tuple[str, ...]:
+    kinds = tuple(dict.fromkeys(kinds))
+    for k in kinds:
+        if k not in _STAT_CLASSES:
+            raise ValueError(f"kinds: unknown statistic {k!r}; valid: {', '.join(STAT_KINDS)}")
+    return kinds
+
+
+class StatsCollector(contextlib.AbstractContextManager):
+    """Context manager registering one forward pre-hook per input key.
+
+    ``groups`` is a list of ``LinearGroup``; the hook sits on the group's first linear (all of
+    them read the same tensor). On exit, every hook is removed (also after an exception).
+    """
+
+    def __init__(self, groups: list[LinearGroup], kinds: Iterable[str], *, outer_dtype: torch.dtype = torch.float32,
+                 batch_size: int | None = None, state_tag: str = ""):
+        self.kinds = _check_kinds(kinds)
+        self.groups = groups
+        self.outer_dtype = outer_dtype
+        self.stats: dict[str, LayerStats] = {}
+        self.batch_size = batch_size
+        self.state_tag = state_tag
+        self._handles: list[Any] = []
+
+    def __enter__(self):
+        for g in self.groups:
+            lin = g.linears[0]
+            dim = int(getattr(lin, "in_features", None) or lin.weight.shape[1])
+            objs = {}
+            for k in self.kinds:
+                objs[k] = Rxx(dim, self.outer_dtype) if k == "rxx" else _STAT_CLASSES[k](dim)
+            ls = LayerStats(g.input_key, dim, objs, self.batch_size, self.state_tag)
+            self.stats[g.input_key] = ls
+            self._handles.append(lin.register_forward_pre_hook(_make_hook(ls)))
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+        return False
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
+def _make_hook(ls: LayerStats):
+    def hook(module, args):
+        x = args[0] if args else None
+        if x is None:
+            return None
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            ls.update(x)
+        return None
+
+    return hook
+
+
+def as_token_ids(calib: Any) -> torch.Tensor:
+    """Token ids ``LongTensor [N, T]`` from ``calib`` (tensor, dict with ``input_ids``, or an
+    object with ``input_ids``/``ids``/``tokens``). Padded batches are rejected."""
+    mask = None
+    ids = calib
+    if isinstance(calib, dict) or hasattr(calib, "keys") and not isinstance(calib, torch.Tensor):
+        ids = calib["input_ids"]
+        mask = calib.get("attention_mask") if hasattr(calib, "get") else None
+    elif not isinstance(calib, torch.Tensor):
+        for attr in ("input_ids", "ids", "tokens"):
+            if hasattr(calib, attr):
+                ids = getattr(calib, attr)
+                mask = getattr(calib, "attention_mask", None)
+                break
+    if not isinstance(ids, torch.Tensor):
+        ids = torch.as_tensor(ids)
+    if ids.ndim != 2 or ids.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"calib: expected integer token ids [N, T], got shape {tuple(ids.shape)} dtype {ids.dtype}")
+    if mask is not None and not bool(torch.as_tensor(mask).bool().all()):
+        raise ValueError("calib: padded batches are not allowed (every token counts in every statistic)")
+    return ids.long()
+
+
+# ------------------------------------------------------------------------------------------------
+# Whole-model collection
+# ------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def collect_stats(model: nn.Module, calib: Any, kinds: Iterable[str], *, adapter: ModelAdapter | None = None,
+                  blocks: Iterable[int] | None = None, include_head: bool = False, batch_size: int = 2,
+                  outer_dtype: torch.dtype = torch.float32, progress: bool = True) -> dict[str, LayerStats]:
+    """Run the model over ``calib`` [N, T] in batches of ``batch_size`` and return the statistics
+    of every input key of the selected blocks (all by default), keyed by ``input_key``."""
+    adapter = adapter or get_adapter(model)
+    ids = as_token_ids(calib)
+    sel = set(range(len(adapter.blocks()))) if blocks is None else set(blocks)
+    groups = [g for i, g in adapter.all_linear_groups(include_head=include_head) if (i in sel) or (i is None)]
+    device = next(model.parameters()).device
+    with StatsCollector(groups, kinds, outer_dtype=outer_dtype, batch_size=batch_size) as col:
+        for start in _progress(range(0, ids.shape[0], batch_size), progress, "calibrate"):
+            model(ids[start:start + batch_size].to(device), use_cache=False)
+    return col.stats
+
+
+def _progress(it, enabled: bool, desc: str, total: int | None = None):
+    if not enabled:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc=desc, total=total, leave=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# Block input capture (algorithms.md §2.4)
+# ------------------------------------------------------------------------------------------------
+
+
+class _StopForward(Exception):
+    """Private sentinel that stops a forward pass at a block."""
+
+
+@dataclass
+class BlockInputs:
+    """Hidden states entering a block, split in mini-batches, plus the per-block context.
+
+    ``hidden``: list of [b, T, d] tensors (CPU, model dtype); ``ctx[block][b]``: keyword arguments
+    the model passes to that block for a mini-batch of b sequences.
+    """
+
+    hidden: list[torch.Tensor]
+    ctx: list[dict[int, dict[str, Any]]]
+
+    def context(self, block: int, h: torch.Tensor) -> dict[str, Any]:
+        return self.ctx[block][h.shape[0]]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(h.numel() * h.element_size() for h in self.hidden)
+
+
+@torch.no_grad()
+def capture_block_inputs(model: nn.Module, calib: Any, *, adapter: ModelAdapter | None = None, batch_size: int = 2,
+                         progress: bool = False) -> BlockInputs:
+    """Run the embeddings and stop at block 0; store the hidden states and every block's context.
+
+    The first mini-batch of each size runs to the last block so that the context of every block
+    is recorded (Gemma-3 alternates sliding and global attention); the others stop at block 0.
+    """
+    adapter = adapter or get_adapter(model)
+    ids = as_token_ids(calib)
+    blocks = adapter.blocks()
+    device = next(model.parameters()).device
+    hidden: list[torch.Tensor] = []
+    ctx: list[dict[int, dict[str, Any]]] = [dict() for _ in blocks]
+    state = {"full": False}
+
+    def make_hook(i):
+        def hook(module, args, kwargs):
+            h = args[0] if args else kwargs["hidden_states"]
+            b = h.shape[0]
+            kw = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+            if b not in ctx[i]:
+                ctx[i][b] = _detach_ctx(kw)
+            if i == 0:
+                hidden.append(h.detach().to("cpu"))
+            if not state["full"] or i == len(blocks) - 1:
+                raise _StopForward
+            return None
+
+        return hook
+
+    handles = [blk.register_forward_pre_hook(make_hook(i), with_kwargs=True) for i, blk in enumerate(blocks)]
+    try:
+        for start in _progress(range(0, ids.shape[0], batch_size), progress, "capture"):
+            chunk = ids[start:start + batch_size].to(device)
+            state["full"] = chunk.shape[0] not in ctx[-1]
+            try:
+                model(chunk, use_cache=False)
+            except _StopForward:
+                pass
+    finally:
+        for h in handles:
+            h.remove()
+    return BlockInputs(hidden, ctx)
+
+
+def _detach_ctx(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach()
+    if isinstance(obj, dict):
+        return {k: _detach_ctx(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return tuple(_detach_ctx(v) for v in obj)
+    if isinstance(obj, list):
+        return [_detach_ctx(v) for v in obj]
+    return obj
+
+
+def iter_batches(n: int, batch_size: int) -> Iterator[slice]:
+    for s in range(0, n, batch_size):
+        yield slice(s, min(n, s + batch_size))
+
+
+def rxx_budget_bytes(dims: Iterable[int]) -> int:
+    return sum(8 * d * d for d in dims)
+

@@ -1,0 +1,346 @@
+"""``quantize_model``: run a recipe (``[transform]* → rounding → [reconstruction]``) on a model.
+
+The pipeline streams block by block (algorithms.md §2.3): it captures the inputs of block 0
+once, then for each block collects the statistics its stages need with hooks (one statistic
+per shared input), quantizes the block's linears into ``QLinear`` modules, frees the
+statistics and advances the hidden states. With ``stats_source="fp"`` (LQER, QERA) the
+statistics come from the full-precision trajectory; with ``"sequential"`` (GPTQ) from the model
+whose earlier blocks, and earlier groups of the same block, are already quantized.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .calibrate import LayerStats, StatsCollector, _progress, as_token_ids, capture_block_inputs, stat_bytes
+from .config import Recipe, get_recipe, validate_recipe
+from .model import LinearGroup, ModelAdapter, fold_norms, get_adapter, set_module
+from .qlinear import ActQuantCache, QLinear, _to_torch
+
+__all__ = ["quantize_model", "QuantReport", "quantize_linear", "quantized_linears", "model_records"]
+
+
+@dataclass
+class QuantReport:
+    """What a pipeline run did: recipe, calibration provenance, per-layer metrics, recorded
+    fall-backs (``events``: ``{stage, layer, kind, value}``) and wall time per stage (seconds)."""
+
+    recipe: dict[str, Any]
+    calib: dict[str, Any]
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    bits_per_weight: float = 0.0
+    n_quantized: int = 0
+
+    def add_time(self, stage: str, seconds: float) -> None:
+        self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"recipe": self.recipe, "calib": self.calib, "layers": self.layers, "events": self.events,
+                "timings": self.timings, "bits_per_weight": self.bits_per_weight, "n_quantized": self.n_quantized}
+
+
+# ------------------------------------------------------------------------------------------------
+# Algorithm calls (the algorithms live in hwsim.quant.algorithms and hwsim.quant.reconstruct)
+# ------------------------------------------------------------------------------------------------
+
+
+def _split_result(res):
+    """(QTensor, info dict) from what a rounding function returns: a QTensor, or a tuple holding
+    one (e.g. ``(Wq, qtensor)`` or ``(Wq, qtensor, info)``)."""
+    import hwsim.formats as F
+
+    if isinstance(res, F.QTensor):
+        return res, {}
+    if isinstance(res, tuple):
+        q = next((r for r in res if isinstance(r, F.QTensor)), None)
+        if q is not None:
+            others = [r for r in res if not isinstance(r, (F.QTensor, torch.Tensor))]
+            return q, _info_dict(others[0] if others else None)
+    raise TypeError(f"rounding returned {type(res).__name__}; expected a QTensor (return_qtensor=True)")
+
+
+def _info_dict(info) -> dict[str, Any]:
+    if info is None:
+        return {}
+    if isinstance(info, dict):
+        return dict(info)
+    if hasattr(info, "__dataclass_fields__"):
+        return {k: getattr(info, k) for k in info.__dataclass_fields__}
+    return {"info": repr(info)}
+
+
+def _round(stage: str, W: torch.Tensor, fmt, stats: dict[str, torch.Tensor] | None, opts: dict, layer: str):
+    from . import algorithms as alg
+
+    if stage == "rtn":
+        # RTN is the format's own encoder with its scale rule and RNE (algorithms.md §4.1); the
+        # numba codec is used on CPU (bit-identical to alg.rtn_quantize's torch codec, faster).
+        from .algorithms.common import check_finite
+        from .qlinear import quantize_np
+
+        if opts:
+            raise ValueError(f"rtn: unexpected options {sorted(opts)}")
+        check_finite(W, "W", layer)
+        return quantize_np(W, fmt, axis=-1), {}
+    if stage == "gptq":
+        _wq, info = alg.gptq_quantize(W, stats["rxx"], fmt, return_info=True, layer=layer, **opts)
+        return info.qtensor, _info_dict(info)
+    raise ValueError(f"stage {stage!r} is not a rounding stage")
+
+
+def _reconstruct(method: str, W, Wq, stats, rank: int, cfg, opts: dict, layer: str):
+    from .reconstruct import reconstruct
+
+    axes = cfg.lowrank_axes
+    return reconstruct(method, W, Wq, stats, rank, fmt_a=cfg.a, fmt_b=cfg.b, axes=axes, layer=layer, **opts)
+
+
+# ------------------------------------------------------------------------------------------------
+# One linear
+# ------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def quantize_linear(linear: nn.Linear, cfg, recipe: Recipe, stats: LayerStats | None = None, *, name: str = "",
+                    input_key: str | None = None, act_cache: ActQuantCache | None = None,
+                    report: QuantReport | None = None) -> QLinear:
+    """Quantize one ``nn.Linear`` with the recipe's rounding and reconstruction into a QLinear."""
+    if not isinstance(linear, nn.Linear):
+        raise ValueError(f"{name}: expected an nn.Linear, got {type(linear).__name__} (already quantized?)")
+    W = linear.weight.detach().to(torch.float32).cpu()
+    if not bool(torch.isfinite(W).all()):
+        raise ValueError(f"{name}: weight has non-finite values; refusing to quantize")
+    out_f, in_f = W.shape
+    sdict = stats.as_dict() if stats is not None else {}
+    t0 = time.perf_counter()
+    q, rinfo = _round(recipe.rounding, W, cfg.w, sdict, recipe.stage_options(recipe.rounding), name)
+    t_round = time.perf_counter() - t0
+    Wq = _to_torch(q.dequantize()).to(torch.float32)
+    row: dict[str, Any] = {"layer": name, "in": in_f, "out": out_f, "w": cfg.w, "rank": 0,
+                           "w_err_fro": float(torch.linalg.vector_norm((W - Wq).double())),
+                           "t_round_s": t_round}
+    for k in ("loss", "saturated", "damping", "percdamp"):
+        if k in rinfo and isinstance(rinfo[k], (int, float)):
+            row[f"round_{k}"] = rinfo[k]
+    events = list(rinfo.get("events", ()) or ())
+    lowrank = None
+    method = recipe.reconstruction
+    t_rec = 0.0
+    if method is not None and cfg.rank > 0:
+        if cfg.rank > min(in_f, out_f):
+            raise ValueError(f"{name}: rank={cfg.rank} exceeds min(in={in_f}, out={out_f})")
+        t0 = time.perf_counter()
+        rec = _reconstruct(method, W, Wq, sdict, cfg.rank, cfg, recipe.stage_options(method), name)
+        t_rec = time.perf_counter() - t0
+        A, B = rec[0], rec[1]
+        info = getattr(rec, "info", None)
+        qa = getattr(info, "qa", None) if info is not None else None
+        qb = getattr(info, "qb", None) if info is not None else None
+        lowrank = {"A": qa if qa is not None else A.to(torch.float32), "B": qb if qb is not None else B.to(torch.float32),
+                   "xa_fmt": cfg.xa, "xab_fmt": cfg.xab}
+        row["rank"] = cfg.rank
+        if info is not None:
+            for k in ("err_l1", "sigma_tail", "j0", "j", "damping", "svd_dtype", "floored_channels"):
+                v = getattr(info, k, None)
+                if v is not None:
+                    row[k] = v
+            events.extend(getattr(info, "events", ()) or ())
+    row["t_reconstruct_s"] = t_rec
+    ql = QLinear(q, linear.bias, x_fmt=cfg.x, bias_fmt=cfg.bias, lowrank=lowrank, mode="fake", name=name,
+                 input_key=input_key, act_cache=act_cache, weight_deq=Wq)
+    ql.to(linear.weight.device)
+    ql.set_mode(recipe.mode)
+    row["bits_per_weight"] = ql.bits_per_weight()
+    if report is not None:
+        report.layers.append(row)
+        report.events.extend(dict(e) for e in events)
+        report.add_time("round", t_round)
+        report.add_time("reconstruct", t_rec)
+    return ql
+
+
+# ------------------------------------------------------------------------------------------------
+# Whole model
+# ------------------------------------------------------------------------------------------------
+
+
+def _plan(adapter: ModelAdapter, recipe: Recipe):
+    """[(block index or None, group, [(qualified name, module, LayerConfig)])] for the groups
+    that have at least one linear to quantize."""
+    plan = []
+    for bidx, group in adapter.all_linear_groups(include_head=True):
+        items = []
+        for qname, _short, lin in group.items():
+            cfg = recipe.layer_config(qname)
+            if cfg is None:
+                continue
+            if isinstance(lin, QLinear):
+                raise ValueError(f"{qname}: already a QLinear; quantize a fresh full-precision model")
+            if not isinstance(lin, nn.Linear):
+                raise ValueError(f"{qname}: expected nn.Linear, got {type(lin).__name__}")
+            if cfg.rank > min(lin.in_features, lin.out_features) and recipe.reconstruction is not None:
+                raise ValueError(f"{qname}: rank={cfg.rank} exceeds min(in={lin.in_features}, "
+                                 f"out={lin.out_features})")
+            items.append((qname, lin, cfg))
+        if items:
+            plan.append((bidx, group, items))
+    return plan
+
+
+@torch.no_grad()
+def quantize_model(model: nn.Module, recipe: str | Recipe | dict, calib: Any = None, *,
+                   adapter: ModelAdapter | None = None, progress: bool = True,
+                   max_resident_bytes: int | None = None) -> QuantReport:
+    """Quantize ``model`` in place with ``recipe`` (a preset name, a Recipe or its dict).
+
+    Args:
+        calib: token ids ``LongTensor [N, T]`` (unpadded) or an object carrying them; needed when
+            a stage uses statistics (GPTQ, L²QER, QERA).
+        max_resident_bytes: budget for the statistics held at once (one block's); exceeding it
+            raises a ValueError before collection.
+    Returns:
+        ``QuantReport``; it is also stored as ``model.hwsim_quant`` (used by ``save_quantized``).
+    """
+    recipe = validate_recipe(get_recipe(recipe))
+    adapter = adapter or get_adapter(model)
+    t_start = time.perf_counter()
+    plan = _plan(adapter, recipe)
+    kinds = recipe.stat_kinds()
+    ids = None
+    if kinds:
+        if calib is None:
+            raise ValueError(f"calib: recipe {recipe.name!r} needs calibration statistics ({', '.join(kinds)}); "
+                             "pass token ids [N, T]")
+        ids = as_token_ids(calib)
+    report = QuantReport(recipe=recipe.to_dict(), calib=_provenance(calib, ids, recipe))
+    if max_resident_bytes is not None and kinds:
+        for bidx, group, items in plan:
+            need = _block_stat_bytes([g for b, g, _ in plan if b == bidx], kinds)
+            if need > max_resident_bytes:
+                where = f"block {bidx}" if bidx is not None else "lm_head"
+                raise ValueError(f"max_resident_bytes={max_resident_bytes}: statistics of {where} need {need} bytes "
+                                 f"({', '.join(kinds)}); raise the budget or drop R-based stages")
+    if recipe.transforms:
+        t0 = time.perf_counter()
+        for t in recipe.transforms:
+            if t == "fold_norms":
+                fold_norms(model, adapter)
+        adapter = get_adapter(model)
+        plan = _plan(adapter, recipe)
+        report.add_time("transform", time.perf_counter() - t0)
+    caches: dict[str, ActQuantCache] = {}
+
+    def quantize_group(group: LinearGroup, items, stats: LayerStats | None):
+        cache = caches.setdefault(group.input_key, ActQuantCache())
+        for qname, lin, cfg in items:
+            ql = quantize_linear(lin, cfg, recipe, stats, name=qname, input_key=group.input_key, act_cache=cache,
+                                 report=report)
+            set_module(model, qname, ql)
+
+    if not kinds:
+        for _bidx, group, items in _progress(plan, progress, f"quantize[{recipe.name}]"):
+            quantize_group(group, items, None)
+    else:
+        _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, progress)
+    _finish(model, report, recipe)
+    report.timings["total"] = time.perf_counter() - t_start
+    return report
+
+
+def _block_stat_bytes(groups: list[LinearGroup], kinds) -> int:
+    total = 0
+    for g in groups:
+        dim = g.linears[0].in_features
+        total += sum(stat_bytes(k, dim) for k in kinds)
+    return total
+
+
+def _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, progress):
+    bs = int(recipe.calib_batch_size)
+    t0 = time.perf_counter()
+    binp = capture_block_inputs(model, ids, adapter=adapter, batch_size=bs)
+    report.add_time("calibrate", time.perf_counter() - t0)
+    hs = binp.hidden
+    blocks = adapter.blocks()
+    by_block: dict[Any, list] = {}
+    for bidx, group, items in plan:
+        by_block.setdefault(bidx, []).append((group, items))
+    tag = f"{recipe.name}:{recipe.stats_source}"
+    it = _progress(range(len(blocks)), progress, f"quantize[{recipe.name}]", total=len(blocks))
+    for i in it:
+        block = blocks[i]
+        todo = by_block.get(i, [])
+
+        def run_block(hook_groups):
+            t = time.perf_counter()
+            with StatsCollector(hook_groups, kinds, batch_size=bs, state_tag=tag) as col:
+                outs = [adapter.block_forward(block, h, binp.context(i, h)) for h in hs]
+            report.add_time("calibrate", time.perf_counter() - t)
+            return col.stats, outs
+
+        if recipe.stats_source == "fp":
+            stats, outs = run_block([g for g, _ in todo])
+            for group, items in todo:
+                quantize_group(group, items, stats[group.input_key])
+            del stats
+            hs = outs
+        else:
+            for group, items in todo:
+                stats, _ = run_block([group])
+                quantize_group(group, items, stats[group.input_key])
+                del stats
+            t = time.perf_counter()
+            hs = [adapter.block_forward(block, h, binp.context(i, h)) for h in hs]
+            report.add_time("propagate", time.perf_counter() - t)
+    head = by_block.get(None)
+    if head:
+        group, items = head[0]
+        t = time.perf_counter()
+        norm = adapter.final_norm()
+        with StatsCollector([group], kinds, batch_size=bs, state_tag=tag) as col:
+            ls = col.stats[group.input_key]
+            for h in hs:
+                ls.update(norm(h) if norm is not None else h)
+        report.add_time("calibrate", time.perf_counter() - t)
+        quantize_group(group, items, ls)
+
+
+def _provenance(calib, ids, recipe) -> dict[str, Any]:
+    prov: dict[str, Any] = {}
+    if ids is not None:
+        prov.update({"n_seq": int(ids.shape[0]), "seq_len": int(ids.shape[1]), "batch_size": recipe.calib_batch_size,
+                     "stats_source": recipe.stats_source})
+    meta = getattr(calib, "provenance", None) or getattr(calib, "meta", None)
+    if callable(meta):
+        meta = meta()
+    if isinstance(meta, dict):
+        prov.update({k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool, type(None)))})
+    elif meta is not None and hasattr(meta, "__dataclass_fields__"):
+        prov.update({k: getattr(meta, k) for k in meta.__dataclass_fields__
+                     if isinstance(getattr(meta, k), (str, int, float, bool, type(None)))})
+    return prov
+
+
+def quantized_linears(model: nn.Module) -> list[tuple[str, QLinear]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, QLinear)]
+
+
+def model_records(model: nn.Module):
+    """``QLinearRecord`` of every QLinear in the model (input for the cost model)."""
+    return [m.record() for _, m in quantized_linears(model)]
+
+
+def _finish(model: nn.Module, report: QuantReport, recipe: Recipe) -> None:
+    qls = quantized_linears(model)
+    num = sum(m.bits_per_weight() * m.in_features * m.out_features for _, m in qls)
+    den = sum(m.in_features * m.out_features for _, m in qls)
+    report.bits_per_weight = num / den if den else 0.0
+    report.n_quantized = len(qls)
+    model.hwsim_quant = report
