@@ -32,7 +32,8 @@ def _one_numba_thread():
     yield
     numba.set_num_threads(n0)
 PROFILE = settings(max_examples=12, deadline=None, derandomize=True,
-                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                          HealthCheck.filter_too_much])
 NAMES = all_names()
 COMBOS = [(n, m) for n in NAMES for m in (("rne",) if n in ("bf16", "fp16", "fp32") else ROUNDINGS)]
 
@@ -238,6 +239,10 @@ def test_sign_symmetry(name, mode):
     @PROFILE
     @given(_vec())
     def prop(x):
+        if isinstance(spec, F.ScaledIntSpec) and spec.scale_bits == 16:
+            # a saturated scale (amax/D above the fp16 max) clamps +x to 2^(b-1)-1 but -x to -2^(b-1)
+            lim = np.float32(60000 * (2 ** (spec.bits - 1) - 1))
+            x = np.clip(x, -lim, lim)
         a = summary(_q(x, full))["decoded"]
         b = summary(_q(-x, full))["decoded"]
         ok = (b == -a) | (np.isnan(a) & np.isnan(b))
@@ -268,7 +273,7 @@ def test_monotonicity(name, mode):
             x = np.sort(np.concatenate([(frac * M).astype(np.float32), np.float32([M, -M])]))
         d = summary(_q(x, full))["decoded"]
         d = d[~np.isnan(d)]
-        assert (np.diff(d.astype(np.float64)) >= 0).all(), f"{full}: not monotone for {x} -> {d}"
+        assert (d[1:] >= d[:-1]).all(), f"{full}: not monotone for {x} -> {d}"
 
     prop()
 
