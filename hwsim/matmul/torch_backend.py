@@ -99,6 +99,16 @@ def scale_wide(hi: torch.Tensor, lo: torch.Tensor, E) -> torch.Tensor:
     return torch.where((hi_m == 0) & (lo_m == 0), torch.zeros_like(v), v)
 
 
+def _mixed_scale(S: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
+    """RNE32(S * 2**E) for int64 S: fast two-step ldexp where |S| < 2**24, integer rounding elsewhere."""
+    pj = ldexp_small(S.clamp(-(1 << 24) + 1, (1 << 24) - 1).to(torch.float32), E)
+    wide = S.abs() >= (1 << 24)
+    if bool(wide.any()):
+        h, l_ = split64(S[wide])
+        pj[wide] = scale_wide(h, l_, E.expand_as(S)[wide])
+    return pj
+
+
 def split64(S: torch.Tensor):
     return S >> 32, S & M32
 
@@ -269,17 +279,14 @@ def run_fp32_fixed(p: Prepared, acc) -> torch.Tensor:
                         elif p.sum_bits <= 24:
                             pj = ldexp_small(S.to(torch.float32), E)
                         else:
-                            small = S.abs() < (1 << 24)
-                            h, l_ = split64(S)
-                            pj = torch.where(small, ldexp_small(S.to(torch.float32), E), scale_wide(h, l_, E))
+                            pj = _mixed_scale(S, E)
                     else:
                         if wide:
                             sf = scale_wide(hi, lo, 0)
                         elif p.sum_bits <= 24:
                             sf = S.to(torch.float32)
                         else:
-                            h, l_ = split64(S)
-                            sf = scale_wide(h, l_, 0)
+                            sf = _mixed_scale(S, torch.zeros_like(S))
                         pj = sf * sig
                     pj = torch.where(nz, pj, zero)
                     if sp is not None:
