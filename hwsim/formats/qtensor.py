@@ -210,9 +210,7 @@ def _as_uint(a, bits: int):
     if is_torch(a):
         import torch
 
-        if bits == 8:
-            return a.to(torch.uint8)
-        return a.to(torch.int64)  # 16/32-bit codes: int64 holding the unsigned pattern
+        return a.to({8: torch.uint8, 16: torch.uint16, 32: torch.uint32}[bits])
     return np.asarray(a).astype({8: np.uint8, 16: np.uint16, 32: np.uint32}[bits])
 
 

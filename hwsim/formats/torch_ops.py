@@ -228,8 +228,12 @@ def _rand(mode: int, seeds, meta, shape, device):
     return philox_u32(seeds[0], seeds[1], _logical_index(meta, *shape, device))
 
 
+_TORCH_UINT = {8: torch.uint8, 16: torch.uint16, 32: torch.uint32}
+
+
 def _code_tensor(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    return codes.to(torch.uint8) if code_dtype_bits(bits) == 8 else codes
+    """Codes in the unsigned container of formats.md §5 (uint8 / uint16 / uint32)."""
+    return codes.to(_TORCH_UINT[code_dtype_bits(bits)])
 
 
 # ---- encoders ------------------------------------------------------------------------------
@@ -393,6 +397,7 @@ def _scaled_int(x, spec: ScaledIntSpec, ax: int, mode: int, seeds) -> QTensor:
     else:
         sc = _unrows(s_codes, meta)
         zp = None if spec.symmetric else _unrows(z, meta).to(torch.uint8)
+    sc = _code_tensor(sc, spec.scale_bits)
     if not shape:
         codes, sc = codes.reshape(()), sc.reshape(())
         zp = None if zp is None else zp.reshape(())
