@@ -10,7 +10,8 @@ import warnings
 import pytest
 import torch
 
-pytestmark = pytest.mark.model
+# Runs the whole model several times (minutes on 2 cores): opt in with --runslow.
+pytestmark = [pytest.mark.model, pytest.mark.slow]
 
 N_CALIB, CALIB_LEN = 8, 256
 EVAL = dict(seq_len=256, n_tokens=512, progress=False)
