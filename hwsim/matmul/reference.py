@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from hwsim.formats.numba_kernels import _bitlen
 from numba import njit, prange
 
 from .operands import NAN_E, Prepared
@@ -30,13 +31,18 @@ def _pow2(pow2, e):
     return pow2[e + 149]
 
 
-@njit(cache=True)
-def _bitlen(x):
-    n = 0
-    while x > 0:
-        x >>= 1
-        n += 1
-    return n
+@njit(cache=True, inline="always")
+def _acc_add(A, t, lim, wrap):
+    """A + t in a two's-complement accumulator of lim = 2**W states: wrap or saturate."""
+    s = A + t
+    half_lim = lim >> 1
+    if wrap:
+        return ((s + half_lim) & (lim - 1)) - half_lim
+    if s > half_lim - 1:
+        return half_lim - 1
+    if s < -half_lim:
+        return -half_lim
+    return s
 
 
 @njit(cache=True)
@@ -199,15 +205,7 @@ def _fixed_add(A, N, X, W, F, wrap, rne):
                 if rem > half or (rem == half and (q & 1) == 1):
                     q += 1
             t = q
-    s = A + t
-    half_lim = lim >> 1
-    if wrap:
-        return ((s + half_lim) & (lim - 1)) - half_lim
-    if s > half_lim - 1:
-        return half_lim - 1
-    if s < -half_lim:
-        return -half_lim
-    return s
+    return _acc_add(A, t, lim, wrap)
 
 
 @njit(cache=True)
@@ -266,15 +264,7 @@ def _fixed_add_wide(A, hi, lo, X, W, F, wrap, rne):
                 t = -q if neg else q
             else:
                 t = -(q + (1 if nz else 0)) if neg else q
-    s = A + t
-    half_lim = lim >> 1
-    if wrap:
-        return ((s + half_lim) & (lim - 1)) - half_lim
-    if s > half_lim - 1:
-        return half_lim - 1
-    if s < -half_lim:
-        return -half_lim
-    return s
+    return _acc_add(A, t, lim, wrap)
 
 
 @njit(parallel=True, cache=True)
