@@ -104,28 +104,54 @@ def dequantize(q: QTensor):
     return q.dequantize()
 
 
-def fake_quant(x, fmt, axis: int = -1, *, rounding=None, seed=None):
+def fake_quant(x, fmt, axis: int = -1, *, rounding=None, seed=None, out=None):
     """dequantize(quantize(x)) in the input's array type; torch inputs get a straight-through
-    gradient. numpy MX/BFP/element formats run a fused numba kernel (no codes materialised)."""
+    gradient. numpy MX/BFP/element formats run a fused numba kernel (no codes materialised).
+
+    out: optional float32 numpy array of x's shape (numpy inputs only) that receives the result,
+    as in numpy's ufuncs; it is returned. A C-contiguous ``out`` with the block axis last is
+    written in place by the kernel, with no temporary."""
     spec, mode, seeds = resolve(fmt, rounding, seed)
     if is_torch(x):
+        if out is not None:
+            raise ValueError("out= is supported for numpy inputs only (torch inputs keep autograd: "
+                             "use out.copy_(fake_quant(x, ...)))")
         from . import torch_ops
 
         return torch_ops.fake_quant(x, spec, axis, mode, seeds)
     x = _check_numpy_input(x)
     _check_size(x, spec)
     ax = normalize_axis(axis, x.ndim, spec)
+    _check_out(out, x.shape)
     if isinstance(spec, BlockSpec) and not spec.is_nvfp4:
         xb, meta = _rows_view(x, ax)
-        out = np.empty(xb.shape, np.float32)
-        _run_block(xb, spec, mode, seeds, meta, None, None, out)
-        return _from_rows(out, meta)
-    if isinstance(spec, FloatElem):
-        xb = np.ascontiguousarray(x.astype(np.float32)).reshape(-1).view(np.uint32)
-        out = np.empty(xb.shape, np.float32)
-        _run_elem(xb, spec, mode, seeds, None, out)
-        return out.reshape(x.shape)
-    return _quantize_numpy(x, spec, ax, mode, seeds).dequantize()
+        direct = out is not None and ax == x.ndim - 1 and out.flags.c_contiguous
+        res = out.reshape(xb.shape) if direct else np.empty(xb.shape, np.float32)
+        _run_block(xb, spec, mode, seeds, meta, out=res)
+        res = out if direct else _from_rows(res, meta)
+    elif isinstance(spec, FloatElem):
+        xb = np.ascontiguousarray(x.astype(np.float32, copy=False)).reshape(-1).view(np.uint32)
+        direct = out is not None and out.flags.c_contiguous
+        res = out.reshape(-1) if direct else np.empty(xb.shape, np.float32)
+        _run_elem(xb, spec, mode, seeds, None, res)
+        res = out if direct else res.reshape(x.shape)
+    else:
+        res = _quantize_numpy(x, spec, ax, mode, seeds).dequantize()
+    if out is not None and res is not out:
+        np.copyto(out, res)
+        return out
+    return res
+
+
+def _check_out(out, shape):
+    if out is None:
+        return
+    if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != tuple(shape):
+        got = f"{type(out).__name__} {getattr(out, 'dtype', '')} {getattr(out, 'shape', '')}"
+        raise ValueError(f"invalid out= ({got.strip()}): expected a float32 numpy array of shape "
+                         f"{tuple(shape)}")
+    if not out.flags.writeable:
+        raise ValueError("invalid out=: the array is read-only")
 
 
 # ---- numpy implementation ------------------------------------------------------------------
@@ -148,7 +174,8 @@ def _from_rows(a: np.ndarray, meta, last=None):
     return np.moveaxis(a, -1, ax)
 
 
-def _run_block(xb, spec: BlockSpec, mode, seeds, meta, codes, scales, out):
+def _run_block(xb, spec: BlockSpec, mode, seeds, meta, codes=None, scales=None, out=None):
+    """Encode blocks into codes/scales, or (codes None) fake-quantize them into out."""
     B = spec.block_size
     rows, L = xb.shape
     nblk = -(-L // B)
@@ -163,16 +190,15 @@ def _run_block(xb, spec: BlockSpec, mode, seeds, meta, codes, scales, out):
             amax = np.where(np.isfinite(pad), pad, 0).reshape(rows, nblk, B).max(axis=2)
             rq = (amax / np.float32(elem.max_value)).astype(np.float32).view(np.uint32)
     sc = spec.scale
-    write_codes = codes is not None
-    write_out = out is not None
-    dummy_c = np.zeros((1, 1), np.uint8)
-    dummy_f = np.zeros((1, 1), np.float32)
-    bad = K.block_codec(xb, xb.view(np.float32), B, P, elem.emax_elem if isinstance(elem, IntElem) else elem.emax,
-                        RULE_CODE[spec.rule], rq, sc.e_min, sc.e_max, sc.bias,
-                        -1 if sc.nan_code is None else sc.nan_code, spec.input_ftz, mode.code,
-                        seeds[0], seeds[1], meta[2], codes if write_codes else dummy_c,
-                        scales if write_codes else dummy_c, out if write_out else dummy_f,
-                        write_codes, write_out, K.POW2_F32)
+    emax_elem = elem.emax_elem if isinstance(elem, IntElem) else elem.emax
+    sc_nan = -1 if sc.nan_code is None else sc.nan_code
+    common = (B, P, emax_elem, RULE_CODE[spec.rule], rq, sc.e_min, sc.e_max)
+    if codes is None:
+        bad = K.block_fake(xb, xb.view(np.float32), *common, sc_nan, spec.input_ftz, mode.code,
+                           seeds[0], seeds[1], meta[2], out, K.POW2_F32)
+    else:
+        bad = K.block_codec(xb, *common, sc.bias, sc_nan, spec.input_ftz, mode.code, seeds[0],
+                            seeds[1], meta[2], codes, scales)
     if bad:
         xf = _from_rows(xb.view(np.float32), meta)
         idx = int(np.flatnonzero(~np.isfinite(xf))[0])
@@ -224,7 +250,7 @@ def _quantize_numpy(x: np.ndarray, spec, ax: int, mode: Rounding, seeds) -> QTen
         nblk = -(-xb.shape[1] // B)
         codes = np.empty((xb.shape[0], nblk * B), _UINT[code_dtype_bits(spec.element_bits)])
         scales = np.empty((xb.shape[0], nblk), np.uint8)
-        _run_block(xb, spec, mode, seeds, meta, codes, scales, None)
+        _run_block(xb, spec, mode, seeds, meta, codes, scales)
         return QTensor(spec, _from_rows(codes, meta), _from_rows(scales, meta), shape=shape, axis=ax)
     if isinstance(spec, BlockSpec):
         return _nvfp4_numpy(x, spec, ax, mode, seeds)

@@ -283,131 +283,207 @@ def shared_exponent(amax, rule, emax_elem, rq):
 
 
 @nb.njit(cache=True, inline="always")
-def _fake_block_rne(xf, xb, row, start, end, e, P, out, pow2):
-    """Fused RNE fake quantization of one block with float arithmetic that is exact here.
+def _fake_block_rne(xr, br, start, n, e, P, ftz, orow, scratch, pow2):
+    """Fused RNE fake quantization of the block [start, start + n) of a row (xr: fp32 values, br:
+    their bits). Callers pass a literal ``n`` for full blocks so that the loops vectorize without
+    remainders.
 
-    x * 2**-st and c * 2**st are exact multiplies by powers of two whenever the product is normal;
-    a product below 2**-126 is far below half a step and rounds to (signed) zero either way.
-    Returns False (caller uses the integer path) when the exponents leave the safe range or an
-    input is an fp32 subnormal (float elements only)."""
+    Vectorizable float arithmetic that is exact here: multiplies by 2**±e are exact whenever the
+    product is normal, and a product below 2**-126 is far below half a step, so it rounds to
+    (signed) zero either way. Minifloat elements round the fp32 significand to ``mbits`` bits with
+    an integer add on the bit pattern (RNE), or, below the element's normal range, on the fixed
+    subnormal step. Returns False (caller takes the integer path) when e leaves the safe range:
+    inside it an fp32-subnormal input can only land in the element's subnormal range, and with
+    ``ftz`` it rounds to (signed) zero, as flushing it first would."""
     if P[0] == 0:
         st = P[4] + e
-        if st < -127 or st > 126:
+        if st < -127 or st > 126 or (ftz and st < -125):
             return False
         inv = pow2[149 - st]
         scl = pow2[149 + st]
         lo = np.float32(P[2])
         hi = np.float32(P[3])
         zero = np.float32(0.0)
-        if P[5]:
-            for i in range(start, end):
-                v = np.rint(xf[row, i] * inv)
-                out[row, i] = min(max(v, lo), hi) * scl
-        else:
-            for i in range(start, end):
-                v = np.rint(xf[row, i] * inv)
-                out[row, i] = (min(max(v, lo), hi) + zero) * scl
+        if P[5]:  # sign-magnitude keeps -0
+            for k in range(n):
+                orow[start + k] = min(max(np.rint(xr[start + k] * inv), lo), hi) * scl
+        else:  # two's complement has no -0
+            for k in range(n):
+                orow[start + k] = (min(max(np.rint(xr[start + k] * inv), lo), hi) + zero) * scl
         return True
-    if e < -127 or e > 127:
-        return False
     mbits = P[7]
     emin = P[9]
+    if e > 127 or e < -127 or e < -126 - emin or (ftz and e < -125 + mbits - emin):
+        return False
+    shift = np.uint32(23 - mbits)
+    half = np.uint32((1 << (23 - mbits - 1)) - 1)
+    mask = ~np.uint32((1 << (23 - mbits)) - 1)
+    one = np.uint32(1)
     inv_e = pow2[149 - e]
     scl_e = pow2[149 + e]
+    sub_in = pow2[149 + mbits - emin]
+    sub_out = pow2[149 + emin - mbits]
+    thr = pow2[149 + emin]
     vmax = np.float32((np.int64(1) << mbits) + P[14]) * pow2[149 + P[10] - mbits]
-    for i in range(start, end):
-        b = np.int64(xb[row, i])
-        if (b & 0x7F800000) == 0 and (b & 0x7FFFFF) != 0:
-            return False
-    for i in range(start, end):
-        x = xf[row, i]
-        E = ((np.int64(xb[row, i]) >> 23) & 0xFF) - 127 - e
-        if E < emin:
-            E = emin
-        se = E - mbits
-        v = x * inv_e
-        y = np.rint(v * pow2[149 - se]) * pow2[149 + se]
-        y = min(max(y, -vmax), vmax)
-        out[row, i] = y * scl_e
+    for k in range(n):
+        b = br[start + k]
+        scratch[k] = (b + half + ((b >> shift) & one)) & mask
+    rounded = scratch.view(np.float32)
+    for k in range(n):
+        v = xr[start + k] * inv_e
+        y_sub = np.rint(v * sub_in) * sub_out
+        y = rounded[k] * inv_e
+        if abs(v) < thr:
+            y = y_sub
+        orow[start + k] = min(max(y, -vmax), vmax) * scl_e
     return True
 
 
 # ---- kernels ---------------------------------------------------------------------------------
 
 
-@nb.njit(parallel=True, cache=True)
-def block_codec(xb, xf, B, P, emax_elem, rule, rq, sc_min, sc_max, sc_bias, sc_nan, ftz, mode,
-                seed_lo, seed_hi, post, codes, scales, out, write_codes, write_out, pow2):
-    """Encode MX/BFP blocks of xb [rows, L] (fp32 bits as uint32; xf: the same memory as fp32).
+@nb.njit(cache=True, inline="always")
+def block_amax(br, start, n, ftz):
+    """Largest |x| bit pattern of the block br[start:start + n] (FTZ: fp32 subnormals ignored)."""
+    amax = np.uint32(0)
+    if ftz:
+        for k in range(n):
+            a = br[start + k] & np.uint32(0x7FFFFFFF)
+            if a >= np.uint32(0x800000) and a > amax:
+                amax = a
+    else:
+        for k in range(n):  # branch-free so that it vectorizes
+            amax = max(amax, br[start + k] & np.uint32(0x7FFFFFFF))
+    return np.int64(amax)
 
-    codes [rows, nb*B] and scales [rows, nb] receive the codes when ``write_codes``; out [rows, L]
-    receives the decoded fp32 values when ``write_out`` (fused fake quantization). ``rq`` holds
-    RNE32(amax/max_elem) bits per block for RCEIL. ``sc_nan`` < 0 means the scale has no NaN code:
-    a non-finite block then sets the returned flag.
-    """
+
+@nb.njit(cache=True, inline="always")
+def block_exponent(amax, rule, emax_elem, rq_bits, sc_min, sc_max, sc_nan):
+    """(clamped shared exponent, non-finite flag) of a block with abs-max bits ``amax``.
+
+    The flag is set for a NaN/Inf input, or an exponent above sc_max when the scale has a NaN
+    code (``sc_nan`` >= 0); without one the exponent saturates at sc_max."""
+    if amax >= 0x7F800000:  # NaN bit patterns sort above +Inf
+        return np.int64(0), True
+    if amax == 0:
+        return np.int64(sc_min), False
+    e = shared_exponent(amax, rule, emax_elem, rq_bits)
+    if e < sc_min:
+        e = sc_min
+    if e > sc_max:
+        if sc_nan >= 0:
+            return e, True
+        e = sc_max
+    return e, False
+
+
+@nb.njit(cache=True)
+def _fake_block_exact(br, start, end, e, P, ftz, mode, seed_lo, seed_hi, idx0, idx_step, orow,
+                      pow2):
+    """Encode-then-decode of one block element by element with the integer path (any rounding;
+    the SR index of element i is idx0 + i * idx_step)."""
+    for i in range(start, end):
+        x = np.int64(br[i])
+        if ftz and (x & 0x7FFFFFFF) < 0x800000:
+            x = x & 0x80000000
+        r = np.int64(0)
+        if mode == 4:
+            r = philox_u32(seed_lo, seed_hi, idx0 + i * idx_step)
+        orow[i] = decode_elem(encode_elem(x, e, P, mode, r), e, P, pow2)
+
+
+@nb.njit(cache=True, inline="always")
+def _fake_block(xr, br, start, n, orow, scratch, P, emax_elem, rule, rq_bits, sc_min, sc_max,
+                sc_nan, ftz, mode, seed_lo, seed_hi, idx0, idx_step, pow2):
+    """Fake-quantize the block [start, start + n) of one row; True when it is non-finite."""
+    e, nonfinite = block_exponent(block_amax(br, start, n, ftz), rule, emax_elem, rq_bits, sc_min,
+                                  sc_max, sc_nan)
+    if nonfinite:
+        for k in range(n):
+            orow[start + k] = np.float32(np.nan)
+    elif mode != 0 or not _fake_block_rne(xr, br, start, n, e, P, ftz, orow, scratch, pow2):
+        _fake_block_exact(br, start, start + n, e, P, ftz, mode, seed_lo, seed_hi, idx0, idx_step,
+                          orow, pow2)
+    return nonfinite
+
+
+@nb.njit(parallel=True, cache=True)
+def block_codec(xb, B, P, emax_elem, rule, rq, sc_min, sc_max, sc_bias, sc_nan, ftz, mode,
+                seed_lo, seed_hi, post, codes, scales):
+    """Encode MX/BFP blocks of xb [rows, L] (fp32 bits as uint32) into codes [rows, nb*B] (zero
+    past the tail) and scales [rows, nb]. ``rq`` holds RNE32(amax/max_elem) bits per block for RCEIL (rule 2). ``sc_nan`` < 0 means
+    the scale has no NaN code: a non-finite block then sets the returned flag."""
     rows, L = xb.shape
     nblk = (L + B - 1) // B
     bad_rows = np.zeros(rows, dtype=np.int64)
     for row in prange(rows):
+        br = xb[row]
         p_i = row // post
         q_i = row - p_i * post
         for j in range(nblk):
             start = j * B
             end = min(start + B, L)
-            amax_u = np.uint32(0)
-            if ftz:
-                for i in range(start, end):
-                    a = xb[row, i] & np.uint32(0x7FFFFFFF)
-                    if a >= np.uint32(0x800000) and a > amax_u:
-                        amax_u = a
-            else:
-                for i in range(start, end):  # branch-free so that it vectorizes
-                    amax_u = max(amax_u, xb[row, i] & np.uint32(0x7FFFFFFF))
-            amax = np.int64(amax_u)
-            nonfinite = amax >= 0x7F800000  # NaN bit patterns sort above +Inf
-            if not nonfinite:
-                if amax == 0:
-                    e = sc_min
-                else:
-                    e = shared_exponent(amax, rule, emax_elem, np.int64(rq[row, j]))
-                    if e < sc_min:
-                        e = sc_min
-                if e > sc_max:
-                    if sc_nan >= 0:
-                        nonfinite = True
-                    else:
-                        e = sc_max
+            rq_bits = np.int64(rq[row, j]) if rule == 2 else np.int64(0)
+            e, nonfinite = block_exponent(block_amax(br, start, end - start, ftz), rule, emax_elem,
+                                          rq_bits, sc_min, sc_max, sc_nan)
             if nonfinite:
                 if sc_nan < 0:
                     bad_rows[row] = 1
-                if write_codes:
-                    scales[row, j] = max(sc_nan, 0)
-                    for i in range(start, start + B):
-                        codes[row, i] = 0
-                if write_out:
-                    for i in range(start, end):
-                        out[row, i] = np.float32(np.nan)
+                scales[row, j] = max(sc_nan, 0)
+                for i in range(start, start + B):
+                    codes[row, i] = 0
                 continue
-            if write_codes:
-                scales[row, j] = e + sc_bias
-            elif mode == 0 and not ftz:
-                if _fake_block_rne(xf, xb, row, start, end, e, P, out, pow2):
-                    continue
+            scales[row, j] = e + sc_bias
             for i in range(start, start + B):
+                c = np.int64(0)
                 if i < end:
-                    x = np.int64(xb[row, i])
+                    x = np.int64(br[i])
                     if ftz and (x & 0x7FFFFFFF) < 0x800000:
                         x = x & 0x80000000
                     r = np.int64(0)
                     if mode == 4:
                         r = philox_u32(seed_lo, seed_hi, (p_i * L + i) * post + q_i)
                     c = encode_elem(x, e, P, mode, r)
-                    if write_out:
-                        out[row, i] = decode_elem(c, e, P, pow2)
-                else:
-                    c = np.int64(0)
-                if write_codes:
-                    codes[row, i] = c
+                codes[row, i] = c
+    return bad_rows.sum()
+
+
+@nb.njit(parallel=True, cache=True)
+def block_fake(xb, xf, B, P, emax_elem, rule, rq, sc_min, sc_max, sc_nan, ftz, mode, seed_lo,
+               seed_hi, post, out, pow2):
+    """Fused fake quantization (encode then decode, no codes kept) of MX/BFP blocks of xb
+    [rows, L] (fp32 bits; xf: the same memory as fp32) into out [rows, L]. Arguments as
+    :func:`block_codec`. RNE blocks take the vectorized :func:`_fake_block_rne` path; blocks of
+    32 and 16 get loops with literal trip counts (several times faster than a runtime count)."""
+    rows, L = xb.shape
+    nblk = (L + B - 1) // B
+    bad_rows = np.zeros(rows, dtype=np.int64)
+    for row in prange(rows):
+        scratch = np.empty(B, np.uint32)
+        br = xb[row]
+        xr = xf[row]
+        orow = out[row]
+        p_i = row // post
+        idx0 = p_i * L * post + (row - p_i * post)
+        bad = False
+        for j in range(nblk):
+            start = j * B
+            n = min(B, L - start)
+            rq_bits = np.int64(rq[row, j]) if rule == 2 else np.int64(0)
+            if n == 32:
+                bad |= _fake_block(xr, br, start, 32, orow, scratch, P, emax_elem, rule, rq_bits,
+                                   sc_min, sc_max, sc_nan, ftz, mode, seed_lo, seed_hi, idx0, post,
+                                   pow2)
+            elif n == 16:
+                bad |= _fake_block(xr, br, start, 16, orow, scratch, P, emax_elem, rule, rq_bits,
+                                   sc_min, sc_max, sc_nan, ftz, mode, seed_lo, seed_hi, idx0, post,
+                                   pow2)
+            else:
+                bad |= _fake_block(xr, br, start, n, orow, scratch, P, emax_elem, rule, rq_bits,
+                                   sc_min, sc_max, sc_nan, ftz, mode, seed_lo, seed_hi, idx0, post,
+                                   pow2)
+        if bad and sc_nan < 0:
+            bad_rows[row] = 1
     return bad_rows.sum()
 
 

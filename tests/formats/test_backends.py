@@ -222,3 +222,34 @@ def test_gpu_matches_cpu(name, mode):
         a = summary(F.quantize(torch.from_numpy(x), full, seed=seed))
         b = summary(F.quantize(torch.from_numpy(x).cuda(), full, seed=seed))
         assert_same_summary(a, b, f"{full} cpu vs gpu")
+
+
+def _tiny_blocks(rng) -> np.ndarray:
+    """Blocks whose abs-max sits at 2**k for every k in [-149, -80] plus a few normal ones, filled
+    with values down to 30 binades below it (fp32 subnormals included): they exercise the edges of
+    the fused fake-quant fast path (scale exponents near -127, subnormal inputs, FTZ)."""
+    rows = []
+    for k in range(-149, -79):
+        mant = rng.uniform(1, 2, 64) * rng.choice([-1.0, 1.0], 64)
+        row = mant * np.exp2(k - rng.integers(0, 30, 64).astype(np.float64))
+        row[::32] = np.exp2(k) * rng.uniform(1, 2, 2)
+        rows.append(row)
+    return np.concatenate([np.array(rows), rng.standard_normal((4, 64))]).astype(np.float32)
+
+
+BLOCK_NAMES = [n for n in NAMES if isinstance(F.get(n), F.BlockSpec) and not F.get(n).is_nvfp4]
+
+
+@pytest.mark.parametrize("name", BLOCK_NAMES + ["mxfp8_e4m3_ftz", "mxfp4_ftz", "mxfp6_e2m3_ftz"])
+def test_fused_fake_quant_equals_quantize_then_dequantize(name):
+    """The fused numba fake-quant kernel (a vectorized float path for RNE, with an integer
+    fallback) gives the bits of quantize() followed by dequantize(), for every rounding mode."""
+    rng = np.random.default_rng(abs(hash(name)) % 2 ** 32)
+    x = np.concatenate([_all_data(rng)[:, :64], _tiny_blocks(rng), _adversarial(rng)[:, :32].reshape(-1, 64)])
+    for mode in ROUNDINGS:
+        seed = 7 if mode == "sr" else None
+        full = with_rounding(name, mode)
+        for arr, axis in ((x, -1), (np.ascontiguousarray(x[:40].T), 0)):
+            exp = F.quantize(arr, full, axis=axis, seed=seed).dequantize()
+            got = F.fake_quant(arr, full, axis=axis, seed=seed)
+            assert_same_float_bits(got, exp, f"{full} axis={axis}")

@@ -301,6 +301,37 @@ def test_fake_quant_numpy_and_straight_through():
     np.testing.assert_array_equal(xt.grad.numpy(), g.numpy())
 
 
+@pytest.mark.parametrize("name", ["mxint8", "mxfp4", "fp8_e4m3", "int4_g32_asym", "nvfp4"])
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_fake_quant_out_argument(name, axis):
+    """out= receives exactly the allocating result (written in place when C-contiguous with the
+    block axis last, else through a temporary), is returned, and may be the input itself."""
+    x = np.random.default_rng(2).standard_normal((64, 96)).astype(np.float32)
+    exp = F.fake_quant(x, name, axis=axis)
+    out = np.full_like(x, np.nan)
+    assert F.fake_quant(x, name, axis=axis, out=out) is out
+    np.testing.assert_array_equal(out.view(np.uint32), exp.view(np.uint32))
+    strided = np.full((96, 64), np.nan, np.float32).T  # not C-contiguous
+    F.fake_quant(x, name, axis=axis, out=strided)
+    np.testing.assert_array_equal(strided.view(np.uint32), exp.view(np.uint32))
+    inplace = x.copy()
+    F.fake_quant(inplace, name, axis=axis, out=inplace)
+    np.testing.assert_array_equal(inplace.view(np.uint32), exp.view(np.uint32))
+
+
+def test_fake_quant_out_errors():
+    x = np.ones((4, 32), np.float32)
+    for bad in (np.empty((4, 31), np.float32), np.empty((4, 32), np.float64), [[0.0] * 32] * 4):
+        with pytest.raises(ValueError, match="out="):
+            F.fake_quant(x, "mxint8", out=bad)
+    ro = np.empty((4, 32), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        F.fake_quant(x, "mxint8", out=ro)
+    with pytest.raises(ValueError, match="numpy inputs only"):
+        F.fake_quant(torch.ones(4, 32), "mxint8", out=np.empty((4, 32), np.float32))
+
+
 def test_from_codes_validation():
     spec = F.get("mxint4")
     with pytest.raises(ValueError):
