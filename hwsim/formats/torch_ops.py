@@ -294,14 +294,28 @@ def _encode_blocks(x, spec: BlockSpec, ax: int, mode: int, seeds):
     elem = spec.elem
     P = _params(elem)
     L = meta[3]
-    absb = xb & 0x7FFFFFFF
     if spec.input_ftz:
-        tiny = absb < 0x800000
-        xb = torch.where(tiny, xb & 0x80000000, xb)
-        absb = torch.where(tiny, torch.zeros_like(absb), absb)
+        xb = torch.where((xb & 0x7FFFFFFF) < 0x800000, xb & 0x80000000, xb)
+    e, nonfinite = _block_exponents(xb & 0x7FFFFFFF, spec, x)
+    r = _rand(mode, seeds, meta, (rows, nblk, B), x.device)
+    codes = encode_elem(xb, e[:, :, None], P, mode, r)
+    pos = torch.arange(nblk * B, device=x.device).reshape(1, nblk, B)
+    codes = torch.where(nonfinite[:, :, None] | (pos >= L), torch.zeros_like(codes), codes)
+    sc = spec.scale
+    scales = torch.where(nonfinite, torch.full_like(e, sc.nan_code or 0), e + sc.bias)
+    return codes, scales, meta
+
+
+def _block_exponents(absb: torch.Tensor, spec: BlockSpec, x: torch.Tensor):
+    """(clamped shared exponent int64 [rows, nblk], non-finite mask) from the |x| bit patterns
+    ``absb`` [rows, nblk, B] (int32 or int64; FTZ already applied). Raises NonFiniteError for a
+    non-finite block when the scale has no NaN code (x: the input, to name the bad index)."""
+    elem = spec.elem
+    if spec.input_ftz:
+        absb = torch.where(absb < 0x800000, torch.zeros_like(absb), absb)
     nonfin_el = absb >= 0x7F800000
     nonfinite = nonfin_el.any(dim=2)
-    amax = torch.where(nonfin_el, torch.zeros_like(absb), absb).amax(dim=2)
+    amax = torch.where(nonfin_el, torch.zeros_like(absb), absb).amax(dim=2).to(torch.int64)
     emax_elem = elem.emax_elem if isinstance(elem, IntElem) else elem.emax
     rule = RULE_CODE[spec.rule]
     if rule == 0:
@@ -324,12 +338,54 @@ def _encode_blocks(x, spec: BlockSpec, ax: int, mode: int, seeds):
             idx = int(torch.nonzero(~torch.isfinite(xf))[0])
             raise NonFiniteError(f"input tensor has a non-finite value at flat index {idx} "
                                  f"({float(xf[idx])}); format {spec.name} has no NaN scale code")
-    r = _rand(mode, seeds, meta, (rows, nblk, B), x.device)
-    codes = encode_elem(xb, e[:, :, None], P, mode, r)
-    pos = torch.arange(nblk * B, device=x.device).reshape(1, nblk, B)
-    codes = torch.where(nonfinite[:, :, None] | (pos >= L), torch.zeros_like(codes), codes)
-    scales = torch.where(nonfinite, torch.full_like(e, sc.nan_code or 0), e + sc.bias)
-    return codes, scales, meta
+    return e, nonfinite
+
+
+def _fake_blocks_rne(x: torch.Tensor, spec: BlockSpec, ax: int) -> torch.Tensor:
+    """Fused RNE fake quantization of MX/BFP blocks (fp32 result of x's shape), the torch mirror of
+    numba_kernels._fake_block_rne: float arithmetic on blocks whose exponent makes it exact, the
+    integer codec on the others (gathered, usually none)."""
+    B = spec.block_size
+    blk, meta = _rows(x, ax, B)
+    bits = blk.view(torch.int32)
+    e, nonfinite = _block_exponents(bits & 0x7FFFFFFF, spec, x)
+    elem = spec.elem
+    P = _params(elem)
+    ftz = spec.input_ftz
+    e3 = e[:, :, None]
+    p2 = _pow2(x.device)
+    if isinstance(elem, IntElem):
+        st = e3 + elem.ie
+        fast = (st >= (-125 if ftz else -127)) & (st <= 126)
+        y = torch.round(blk * p2[149 - st.clamp(-127, 126)]).clamp_(float(elem.c_min), float(elem.c_max))
+        if elem.encoding != "signmag":
+            y = y + 0.0  # two's complement has no -0
+        y = y * p2[149 + st.clamp(-127, 126)]
+    else:
+        mbits, emin = elem.mbits, elem.emin
+        lo = max(-127, -126 - emin, -125 + mbits - emin if ftz else -127)
+        fast = (e3 >= lo) & (e3 <= 127)
+        ec = e3.clamp(-127, 127)
+        shift = 23 - mbits
+        half = (1 << (shift - 1)) - 1
+        rounded = ((bits + half + ((bits >> shift) & 1)) & ~((1 << shift) - 1)).view(torch.float32)
+        inv_e = p2[149 - ec]
+        v = blk * inv_e
+        y = torch.where(v.abs() < 2.0 ** emin,
+                        torch.round(v * 2.0 ** (mbits - emin)) * 2.0 ** (emin - mbits),
+                        rounded * inv_e)
+        vmax = float(elem.max_value)
+        y = y.clamp_(-vmax, vmax) * p2[149 + ec]
+    slow = ~fast & ~nonfinite[:, :, None]
+    if bool(slow.any()):
+        r_i, b_i = torch.nonzero(slow[:, :, 0], as_tuple=True)
+        xb = _bits(blk[r_i, b_i])
+        if ftz:
+            xb = torch.where((xb & 0x7FFFFFFF) < 0x800000, xb & 0x80000000, xb)
+        es = e[r_i, b_i][:, None]
+        y[r_i, b_i] = decode_elem(encode_elem(xb, es, P, 0, None), es, P, p2)
+    y = torch.where(nonfinite[:, :, None], torch.nan, y)
+    return _unrows(y, meta, meta[3])
 
 
 def encode_floats(values: torch.Tensor, elem: FloatElem) -> torch.Tensor:
@@ -482,7 +538,11 @@ class _StraightThrough(torch.autograd.Function):
 def fake_quant(x: torch.Tensor, spec, axis: int, mode: Rounding, seeds) -> torch.Tensor:
     """dequantize(quantize(x)) with a straight-through gradient; output dtype = input dtype."""
     with torch.no_grad():
-        y = quantize(x.detach(), spec, axis, mode, seeds).dequantize().to(x.dtype)
+        if mode is Rounding.RNE and isinstance(spec, BlockSpec) and not spec.is_nvfp4:
+            _check_input(x, spec)
+            y = _fake_blocks_rne(x.detach(), spec, normalize_axis(axis, x.dim(), spec)).to(x.dtype)
+        else:
+            y = quantize(x.detach(), spec, axis, mode, seeds).dequantize().to(x.dtype)
     if x.requires_grad:
         return _StraightThrough.apply(x, y)
     return y

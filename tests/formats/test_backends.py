@@ -242,8 +242,8 @@ BLOCK_NAMES = [n for n in NAMES if isinstance(F.get(n), F.BlockSpec) and not F.g
 
 @pytest.mark.parametrize("name", BLOCK_NAMES + ["mxfp8_e4m3_ftz", "mxfp4_ftz", "mxfp6_e2m3_ftz"])
 def test_fused_fake_quant_equals_quantize_then_dequantize(name):
-    """The fused numba fake-quant kernel (a vectorized float path for RNE, with an integer
-    fallback) gives the bits of quantize() followed by dequantize(), for every rounding mode."""
+    """The fused fake-quant paths (numba kernel and torch, each a float path for RNE with an integer
+    fallback) give the bits of quantize() followed by dequantize(), for every rounding mode."""
     rng = np.random.default_rng(abs(hash(name)) % 2 ** 32)
     x = np.concatenate([_all_data(rng)[:, :64], _tiny_blocks(rng), _adversarial(rng)[:, :32].reshape(-1, 64)])
     for mode in ROUNDINGS:
@@ -253,3 +253,5 @@ def test_fused_fake_quant_equals_quantize_then_dequantize(name):
             exp = F.quantize(arr, full, axis=axis, seed=seed).dequantize()
             got = F.fake_quant(arr, full, axis=axis, seed=seed)
             assert_same_float_bits(got, exp, f"{full} axis={axis}")
+            got_t = F.fake_quant(torch.from_numpy(arr), full, axis=axis, seed=seed).numpy()
+            assert_same_float_bits(got_t, exp, f"{full} torch axis={axis}")
