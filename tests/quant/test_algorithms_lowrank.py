@@ -13,6 +13,7 @@ import torch
 import hwsim.formats as F
 from hwsim.quant.algorithms import (DampingWarning, QuantWarning, Reconstruction, l2qer, lqer,
                                     output_error, qera_approx, qera_exact, rtn_quantize)
+from hwsim.quant.algorithms import qera as qera_mod
 from hwsim.quant.reconstruct import METHODS, reconstruct
 
 D64 = torch.float64
@@ -172,6 +173,185 @@ def test_diagonal_covariance_exact_equals_approx_and_l2qer():
     scale = float(AB_exact.abs().max())
     assert torch.allclose(AB_exact, AB_approx, rtol=0, atol=1e-10 * scale)
     assert torch.allclose(AB_exact, AB_l2, rtol=0, atol=1e-10 * scale)
+
+
+# ---- QERA-exact: the Gram route (default) against an independent full-SVD reference --------
+
+def _loud_problem(n_in, n_out, loud, seed, n_samples=None):
+    """Correlated inputs with 4 loud channels (×``loud``); N = 2·in samples unless given."""
+    g = _gen(seed)
+    N = n_samples or 2 * n_in
+    X = torch.randn(N, n_in, generator=g, dtype=D64)
+    X = X + X @ torch.randn(n_in, n_in, generator=g, dtype=D64) * (0.5 / n_in ** 0.5)
+    X[:, :4] *= loud
+    R = X.T @ X / N
+    W = torch.randn(n_out, n_in, generator=g, dtype=D64) * 0.02
+    return W, rtn_quantize(W, "mxint4").to(D64), R
+
+
+def _reference_ab(W, Wq, R, k, damping=None):
+    """Independent reference in numpy: C* = L⁻¹ [L E]_k with L = Fᵀ (numpy Cholesky of R, damped
+    like hwsim when it was) and the full float64 SVD of the explicitly formed M = L E;
+    L⁻¹ U_k Σ_k V_kᵀ = L⁻¹ M V_k V_kᵀ = E V_k V_kᵀ. Returns (C*, all σ of M)."""
+    R = np.asarray(R, np.float64)
+    R = 0.5 * (R + R.T)
+    if damping is not None:
+        R = R + damping * np.mean(np.diag(R)) * np.eye(R.shape[0])
+    E = (W - Wq).T.numpy()
+    M = np.linalg.cholesky(R).T @ E
+    _, s, Vt = np.linalg.svd(M, full_matrices=False)
+    return torch.from_numpy(E @ Vt[:k].T @ Vt[:k]), s
+
+
+def _rel(C, ref):
+    return float(torch.linalg.norm(C - ref) / torch.linalg.norm(ref))
+
+
+@pytest.mark.parametrize("n_in,n_out,k", [(96, 64, 8), (64, 96, 8), (80, 80, 16), (33, 50, 32)])
+def test_gram_route_matches_full_svd_reference_on_random_data(n_in, n_out, k):
+    W, Wq, R = _loud_problem(n_in, n_out, 1.0, seed=n_in + n_out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = qera_exact(W, Wq, R, k)
+    assert res.info.solver == "gram" and res.info.events == ()
+    assert 0 <= res.info.gram_bound <= qera_mod.GRAM_TOL
+    ref, s = _reference_ab(W, Wq, R, k)
+    assert _rel(res.A @ res.B, ref) < 1e-11
+    assert res.info.sigma_tail == pytest.approx(float(np.sum(s[k:] ** 2)), rel=1e-10, abs=1e-300)
+    assert res.info.j == pytest.approx(float(np.sum(s[k:] ** 2)), rel=1e-10, abs=1e-300)
+    svd = qera_exact(W, Wq, R, k, solver="svd")
+    assert svd.info.solver == "svd" and svd.info.gram_bound is None
+    assert _rel(res.A @ res.B, svd.A @ svd.B) < 1e-11
+
+
+@pytest.mark.parametrize("loud,n_samples,solver", [
+    (100.0, None, "gram"),       # σ_1/σ_k ≈ 50
+    (1000.0, None, "gram"),      # σ_1/σ_k ≈ 500: still certified below GRAM_TOL
+    (100.0, 40, "gram"),         # N < in: singular R, damped Cholesky
+    (1e4, None, "svd"),          # σ_1/σ_k ≈ 5e3: certificate too weak, full SVD used
+    (1e4, 40, "svd"),
+])
+def test_gram_route_on_ill_conditioned_rxx(loud, n_samples, solver):
+    W, Wq, R = _loud_problem(96, 64, loud, seed=3, n_samples=n_samples)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = qera_exact(W, Wq, R, 8)
+    assert [type(w.message) for w in caught] == ([DampingWarning] if n_samples else [])
+    assert (res.info.damping is not None) == bool(n_samples)
+    assert res.info.solver == solver
+    kinds = [e["kind"] for e in res.info.events]
+    assert ("gram_fallback" in kinds) == (solver == "svd")
+    if solver == "svd":
+        assert res.info.gram_bound > qera_mod.GRAM_TOL
+    ref, s = _reference_ab(W, Wq, R, 8, res.info.damping)
+    assert _rel(res.A @ res.B, ref) < 1e-9
+    assert res.info.sigma_tail == pytest.approx(float(np.sum(s[8:] ** 2)), rel=1e-9)
+    if not n_samples:  # J reaches the analytic minimum (damping moves it, see the tests below)
+        assert output_error(W, Wq, R, *res) == pytest.approx(_jstar(W, Wq, R, 8), rel=1e-8)
+
+
+def test_gram_route_agrees_with_sqrtm_reference_on_loud_channels():
+    pytest.importorskip("scipy")
+    W, Wq, R = _loud_problem(128, 128, 20.0, seed=5)
+    fast = qera_exact(W, Wq, R, 16)
+    ref = qera_exact(W, Wq, R, 16, factor="sqrtm")
+    assert fast.info.solver == "gram" and ref.info.solver == "svd"
+    assert _rel(fast.A @ fast.B, ref.A @ ref.B) < 1e-9
+    assert fast.info.j == pytest.approx(ref.info.j, rel=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(120, 60), (60, 120), (90, 90)])
+def test_gram_topk_certificate_bounds_the_true_angle(shape):
+    """M = U diag(σ) Vᵀ with σ_1/σ_k from 1 to 1e5 and a 1% gap at k: the bound is never
+    below the true angle to the exact subspaces, and tight enough to pass at moderate range."""
+    g = _gen(17)
+    n_in, n_out = shape
+    m, k = min(shape), 8
+    U, _ = torch.linalg.qr(torch.randn(n_in, m, generator=g, dtype=D64))
+    V, _ = torch.linalg.qr(torch.randn(n_out, m, generator=g, dtype=D64))
+    for head in (1.0, 1e2, 1e3, 1e5):
+        sig = torch.cat([torch.logspace(math.log10(head), 0, k, dtype=D64),
+                         0.99 * torch.linspace(1, 0.1, m - k, dtype=D64)])
+        M = (U * sig) @ V.T
+        Uk, Sk, Vhk, tail, bound = qera_mod.gram_topk(M, k)
+        ang_v = float(torch.linalg.matrix_norm(Vhk.T - V[:, :k] @ (V[:, :k].T @ Vhk.T), ord=2))
+        ang_u = float(torch.linalg.matrix_norm(Uk - U[:, :k] @ (U[:, :k].T @ Uk), ord=2))
+        assert max(ang_u, ang_v) <= bound, (head, ang_u, ang_v, bound)
+        assert torch.allclose(Sk, sig[:k], rtol=1e-9, atol=0)
+        assert tail == pytest.approx(float(torch.sum(sig[k:] ** 2)), rel=1e-9)
+        if head <= 1e2:
+            assert bound < 1e-10
+        C = (Uk * Sk) @ Vhk
+        assert _rel(C, (U[:, :k] * sig[:k]) @ V[:, :k].T) <= 4 * bound + 1e-14
+
+
+def test_blocked_triangular_product_and_gram_match_dense_products():
+    g = _gen(29)
+    n = 600  # > the 256 leaf: two levels of recursion, uneven halves
+    T = torch.triu(torch.randn(n, n, generator=g, dtype=D64))
+    X = torch.randn(n, 70, generator=g, dtype=D64)
+    assert torch.allclose(qera_mod._upper_matmul(T, X), T @ X, rtol=0, atol=1e-12)
+    assert torch.allclose(qera_mod._upper_matmul(T.T.contiguous().T, X.T.contiguous().T), T @ X,
+                          rtol=0, atol=1e-12)  # strided (transposed) operands
+    Y = torch.randn(90, n, generator=g, dtype=D64)
+    G = qera_mod._gram_upper(Y)
+    assert torch.allclose(torch.triu(G), torch.triu(Y.T @ Y), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_in,n_out", [(530, 270), (270, 530)])
+def test_gram_route_on_blocked_sizes_matches_reference(n_in, n_out):
+    W, Wq, R = _loud_problem(n_in, n_out, 20.0, seed=31)
+    res = qera_exact(W, Wq, R, 16)
+    assert res.info.solver == "gram" and res.info.events == ()
+    ref, s = _reference_ab(W, Wq, R, 16)
+    assert _rel(res.A @ res.B, ref) < 1e-10
+    assert res.info.sigma_tail == pytest.approx(float(np.sum(s[16:] ** 2)), rel=1e-10)
+
+
+def test_gram_fallback_gives_the_full_svd_result(gaussian_problem, monkeypatch):
+    W, Wq, Sigma = gaussian_problem
+    svd = qera_exact(W, Wq, Sigma, 8, solver="svd")
+    monkeypatch.setattr(qera_mod, "GRAM_TOL", 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # recorded, not warned: nothing is degraded
+        res = qera_exact(W, Wq, Sigma, 8, layer="blk1.k")
+    assert res.info.solver == "svd" and res.info.gram_bound > 0
+    assert res.info.events == ({"stage": "qera-exact", "layer": "blk1.k", "kind": "gram_fallback",
+                                "value": res.info.gram_bound},)
+    assert torch.equal(res.A, svd.A) and torch.equal(res.B, svd.B)
+
+
+def test_gram_route_rank_deficient_error_and_full_rank():
+    g = _gen(23)
+    n_in, n_out = 48, 40
+    R = _loud_problem(n_in, n_out, 10.0, seed=2)[2]
+    W = torch.randn(n_out, n_in, generator=g, dtype=D64)
+    # rank(E) = 3 < k = 8: the rank-k optimum is E itself, certified without a gap
+    E = torch.randn(n_in, 3, generator=g, dtype=D64) @ torch.randn(3, n_out, generator=g,
+                                                                   dtype=D64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = qera_exact(W, W - E.T, R, 8)
+        zero = qera_exact(W, W.clone(), R, 8)  # W̃ = W: E = 0
+        full = qera_exact(W, rtn_quantize(W, "mxint3").to(D64), R, n_out)  # k = min(in, out)
+    assert res.info.solver == "gram" and res.info.gram_bound == 0.0
+    assert _rel(res.A @ res.B, E) < 1e-10
+    assert zero.info.solver == "gram" and torch.isfinite(zero.A).all()
+    assert torch.equal(zero.B, torch.zeros_like(zero.B)) and zero.info.sigma_tail == 0.0
+    E_full = (W - rtn_quantize(W, "mxint3").to(D64)).T
+    assert full.info.solver == "gram" and _rel(full.A @ full.B, E_full) < 1e-10
+
+
+def test_gram_route_with_eigh_factor_and_solver_errors(gaussian_problem):
+    W, Wq, Sigma = gaussian_problem
+    res = qera_exact(W, Wq, Sigma, 8, factor="eigh")
+    assert res.info.solver == "gram"
+    assert _rel(res.A @ res.B, _reference_ab(W, Wq, Sigma, 8)[0]) < 1e-10
+    assert qera_exact(W, Wq, Sigma, 8, svd_dtype="float32").info.solver == "svd"
+    with pytest.raises(ValueError, match="solver"):
+        qera_exact(W, Wq, Sigma, 8, solver="lanczos")
+    with pytest.raises(ValueError, match="float64"):
+        qera_exact(W, Wq, Sigma, 8, solver="gram", svd_dtype="float32")
 
 
 # ---- singular R: damped fall-back -----------------------------------------------------------

@@ -32,6 +32,13 @@ class ReconstructInfo:
         shape: (out, in) of the weight.
         svd_dtype: dtype the SVD actually ran in ("float64" after a float32 retry).
         factor: QERA-exact factorisation ("cholesky", "eigh", "sqrtm"); None otherwise.
+        solver: QERA-exact: how the top-k singular triplets of L E were computed: "gram"
+            (eigendecomposition of the smaller Gram matrix, certified) or "svd" (full SVD);
+            None for the other methods.
+        gram_bound: QERA-exact with the Gram route: the a-posteriori bound on the angles
+            between the computed and the exact top-k singular subspaces of L E (the route falls
+            back to the full SVD above ``qera.GRAM_TOL``, then ``solver`` is "svd"); None when
+            the Gram route was not tried.
         damping: QERA-exact: the relative damping δ that made R factorisable
             (R + δ·mean(diag R)·I), None when R was used as given.
         eig_clamped: QERA-exact with factor="eigh": number of eigenvalues raised to 1e-10·λ_max.
@@ -56,6 +63,8 @@ class ReconstructInfo:
     shape: tuple[int, int]
     svd_dtype: str
     factor: str | None = None
+    solver: str | None = None
+    gram_bound: float | None = None
     damping: float | None = None
     eig_clamped: int = 0
     floored_channels: int = 0
@@ -181,12 +190,15 @@ class Timer:
 def finish(method: str, layer: str | None, W: torch.Tensor, Wq: torch.Tensor, E: torch.Tensor,
            A: torch.Tensor, B: torch.Tensor, S_all: torch.Tensor, k: int, svd_used: torch.dtype,
            residual_fn, fmt_a, fmt_b, axes, events: list[dict], timer: Timer,
-           j_from_residual: bool = False, **info_fields) -> Reconstruction:
+           j_from_residual: bool = False, sigma_tail: float | None = None,
+           **info_fields) -> Reconstruction:
     """Quantize the factors, compute the diagnostics and wrap everything in a Reconstruction.
 
     ``residual_fn(A_q, B_q)`` returns the [in, out] residual ``S (A_q B_q − E)`` in the method's
     scaled space (S·D, or L·D for QERA-exact, formed as (L A_q) B_q − L E). With
     ``j_from_residual`` the squared Frobenius norm of that residual is stored as ``info.j``.
+    ``sigma_tail`` (Σ_{i>k} σ_i², when the caller computed it without all singular values)
+    overrides the sum over ``S_all[k:]``; ``S_all`` is then unused.
     Outputs are float64 when W is float64, float32 otherwise.
     """
     out_dtype = torch.float64 if W.dtype == torch.float64 else torch.float32
@@ -202,7 +214,9 @@ def finish(method: str, layer: str | None, W: torch.Tensor, Wq: torch.Tensor, E:
         method=method, layer=layer, rank=k, shape=(int(W.shape[0]), int(W.shape[1])),
         svd_dtype=str(svd_used).replace("torch.", ""),
         w_err_fro=float(torch.linalg.vector_norm((W.to(torch.float64) - Wq.to(torch.float64)))),
-        err_l1=err_l1, sigma_tail=float(torch.sum(S_all.to(torch.float64)[k:] ** 2)),
+        err_l1=err_l1,
+        sigma_tail=(float(torch.sum(S_all.to(torch.float64)[k:] ** 2)) if sigma_tail is None
+                    else float(sigma_tail)),
         events=tuple(events), qa=qa, qb=qb, axes=(axis_a, axis_b),
         runtime_s=timer.elapsed(), **info_fields)
     return Reconstruction(A_q.to(out_dtype), B_q.to(out_dtype), info)

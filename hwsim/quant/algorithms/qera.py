@@ -4,12 +4,22 @@ output error J(C) = tr((C − E)ᵀ R (C − E)), E = (W − W̃)ᵀ, R = E[xᵀ
 QERA-exact uses any factor L with LᵀL = R: J(C) = ‖L(C − E)‖_F², so by Eckart–Young
 C* = L⁻¹ [L E]_k and J* = Σ_{i>k} σ_i(L E)². The paper's symmetric square root (scipy ``sqrtm``)
 is one such L; a Cholesky factor gives the same C* (whenever σ_k > σ_{k+1}) far more cheaply.
+
+Only the top-k singular triplets of M = L E are needed. The default route ("gram") takes them
+from the eigendecomposition (LAPACK ``dsyevr``, top q = 2k eigenpairs only) of the smaller Gram
+matrix (MᵀM, or M Mᵀ when out > in), refines them by a Rayleigh–Ritz SVD of M on that
+subspace, and certifies the result with an a-posteriori (Wedin) bound on the subspace angles;
+when the bound exceeds ``GRAM_TOL`` (a Gram matrix squares σ_1/σ_k, so extreme outlier channels
+can cost accuracy) the full SVD of M is used instead and the fall-back is recorded as an event.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 
+import numpy as np
 import torch
 
 from .common import (DampingWarning, as_tensor, check_finite, check_rank, check_weight_pair,
@@ -28,6 +38,14 @@ EIG_RTOL = 1e-10
 #: QERA-approx: channels with r_i = 0 are floored to this fraction of max(r).
 RMS_FLOOR = 1e-8
 FACTORS = ("cholesky", "eigh", "sqrtm")
+#: How the top-k singular triplets of M = L E are computed (``solver=``).
+SOLVERS = ("gram", "svd")
+#: Gram route: largest certified angle (radians, spectral norm) between the computed and the
+#: exact top-k left/right singular subspaces of L E; above it the full SVD is used (recorded).
+GRAM_TOL = 1e-8
+#: Gram route: Ritz vectors computed beyond k, q = min(m, k + max(k, GRAM_EXTRA_MIN)).
+GRAM_EXTRA_MIN = 8
+_UNIT_ROUNDOFF = 2.0 ** -53
 
 
 def qera_approx(W, Wq, r, rank: int = 32, *, fmt_a=None, fmt_b=None, axes="reduction",
@@ -74,20 +92,21 @@ def _cholesky_ladder(R: torch.Tensor, events: list[dict], layer: str | None):
     if not mean_diag > 0:
         raise ValueError(f"qera-exact: R of layer {layer!r} has mean diagonal {mean_diag}; "
                          f"it is not a second-moment matrix of any signal")
-    eye = torch.eye(R.shape[0], dtype=R.dtype)
 
     def attempt(M):
         F, info = torch.linalg.cholesky_ex(M)
         if int(info) != 0:
             return None
         piv = torch.diagonal(F)
-        if not bool(torch.isfinite(F).all()) or float((piv * piv).min()) < PIVOT_RTOL * mean_diag:
+        finite = math.isfinite(float(F.sum())) or bool(torch.isfinite(F).all())  # sum: 1 pass
+        if not finite or float((piv * piv).min()) < PIVOT_RTOL * mean_diag:
             return None
         return F
 
     F = attempt(R)
     if F is not None:
         return F, None
+    eye = torch.eye(R.shape[0], dtype=R.dtype, device=R.device)
     for delta in DAMPING_LADDER:
         F = attempt(R + (delta * mean_diag) * eye)
         if F is not None:
@@ -99,9 +118,149 @@ def _cholesky_ladder(R: torch.Tensor, events: list[dict], layer: str | None):
                      f"{DAMPING_LADDER[-1]:g}·mean(diag R); R is not a valid second moment")
 
 
+_BLAS_CONTROLLER = None  # threadpoolctl.ThreadpoolController, built on first use
+
+
+@contextlib.contextmanager
+def _scipy_blas_single_thread():
+    """Run the BLAS libraries loaded in the process (scipy's and numpy's OpenBLAS) with one thread
+    inside the block, restored afterwards (threadpoolctl; torch's own pool is untouched).
+
+    Measured on a shared 2-core machine: OpenBLAS worker threads alternating with torch's own
+    thread pool made ``dsyevr`` calls 3–10x slower and erratic (up to seconds). One thread is
+    stable; on an idle machine it is ~1.6x slower than two (0.63 s vs 0.38 s at 2048).
+    """
+    global _BLAS_CONTROLLER
+    from threadpoolctl import ThreadpoolController
+
+    import scipy.linalg  # noqa: F401  (loads scipy's BLAS before the controller looks)
+
+    if _BLAS_CONTROLLER is None:
+        _BLAS_CONTROLLER = ThreadpoolController()
+    with _BLAS_CONTROLLER.limit(limits=1, user_api="blas"):
+        yield
+
+
+#: Block size below which the triangular product / Gram matrix are plain matmuls.
+_BLOCK_LEAF = 256
+
+
+def _upper_matmul(T: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """T @ X for an upper-triangular T [n, n], skipping its zero blocks (a recursive trmm:
+    9/16 of the flops of the dense product at n = 2048; torch has no trmm)."""
+    n = T.shape[0]
+    if n <= _BLOCK_LEAF:
+        return T @ X
+    out = torch.empty(n, X.shape[1], dtype=torch.promote_types(T.dtype, X.dtype),
+                      device=X.device)
+
+    def rec(i0: int, i1: int) -> None:
+        o = out[i0:i1]
+        if i1 - i0 <= _BLOCK_LEAF:
+            torch.matmul(T[i0:i1, i0:i1], X[i0:i1], out=o)
+            return
+        h = (i0 + i1) // 2
+        rec(i0, h)
+        rec(h, i1)
+        o[: h - i0].addmm_(T[i0:h, h:i1], X[h:i1])
+
+    rec(0, n)
+    return out
+
+
+def _gram_upper(X: torch.Tensor) -> torch.Tensor:
+    """XᵀX [n, n] with only the upper triangle (and the diagonal blocks) computed: the blocks
+    strictly below the diagonal are left unset (a recursive syrk, 9/16 of the dense flops at
+    n = 2048)."""
+    n = X.shape[1]
+    if n <= _BLOCK_LEAF:
+        return X.T @ X
+    G = torch.empty(n, n, dtype=X.dtype, device=X.device)
+
+    def rec(j0: int, j1: int) -> None:
+        if j1 - j0 <= _BLOCK_LEAF:
+            torch.matmul(X[:, j0:j1].T, X[:, j0:j1], out=G[j0:j1, j0:j1])
+            return
+        h = (j0 + j1) // 2
+        rec(j0, h)
+        rec(h, j1)
+        torch.matmul(X[:, j0:h].T, X[:, h:j1], out=G[j0:h, h:j1])
+
+    rec(0, n)
+    return G
+
+
+def _spectral_norm(X: torch.Tensor) -> float:
+    """‖X‖₂ of a tall [n, k] matrix from its k×k Gram matrix (k is small)."""
+    return math.sqrt(max(float(torch.linalg.eigvalsh(X.T @ X)[-1]), 0.0))
+
+
+def gram_topk(M: torch.Tensor, k: int):
+    """Top-k singular triplets of M [in, out] (float64) from its smaller Gram matrix, certified.
+
+    1. ``G = MᵀM`` [out, out] if out <= in, else ``G = M Mᵀ`` [in, in] (float64; one
+       triangle, by blocks).
+    2. The q = min(m, k + max(k, 8)) largest eigenpairs of G (LAPACK ``dsyevr`` with an index
+       range: one tridiagonal reduction, then only q eigenvectors; m = min(in, out)).
+    3. Rayleigh–Ritz on that subspace, without squaring: SVD of ``M Z`` [in, q] (right side)
+       or ``Zᵀ M`` [q, out] (left side) gives U_k, σ_k and V_k.
+    4. Certificate (Wedin's sin Θ theorem, residual form): with R = M V_k − U_k Σ_k,
+       S = Mᵀ U_k − V_k Σ_k and σ_{k+1} ≤ (λ̂_{k+1} + η)^½ (η = 4·m·u·λ_1, u = 2⁻⁵³: the usual
+       normwise estimate of the error of forming G and of the eigensolver), the angles
+       between the computed and the exact top-k left and right singular subspaces are both
+       ≤ ``max(‖R‖₂, ‖S‖₂) / (σ_k − σ_{k+1})``; ∞ when that gap is not positive (σ_k =
+       σ_{k+1}: the rank-k optimum is not unique). The bound is 0 when k = m or when
+       ‖M − M V_k V_kᵀ‖_F <= 4·m·u·‖M‖_F (rank(M) <= k to working precision: [M]_k = M,
+       whatever basis was found).
+
+    Returns ``(U_k [in, k], σ_k [k], Vh_k [k, out], tail, bound)`` with ``tail`` =
+    ‖M − M V_k V_kᵀ‖_F² (= Σ_{i>k} σ_i² for the exact V_k) and ``bound`` the certified angle.
+    """
+    import scipy.linalg
+
+    n_in, n_out = M.shape
+    m = min(n_in, n_out)
+    dt = torch.float64
+    if k == 0:
+        return (M.new_zeros(n_in, 0), M.new_zeros(0), M.new_zeros(0, n_out),
+                float(torch.linalg.vector_norm(M)) ** 2, 0.0)
+    right = n_out <= n_in
+    q = min(m, k + max(k, GRAM_EXTRA_MIN))
+    G = _gram_upper(M if right else M.T)  # upper triangle of MᵀM (or M Mᵀ) only
+    # G.numpy().T is the Fortran-ordered view scipy wants; its lower triangle, the one read
+    # (lower=True), is G's upper triangle. No copy is made; G is overwritten.
+    with _scipy_blas_single_thread():
+        lam, Z = scipy.linalg.eigh(G.cpu().numpy().T, lower=True, overwrite_a=True,
+                                   check_finite=False, subset_by_index=[m - q, m - 1],
+                                   driver="evr")
+    del G
+    lam = torch.from_numpy(np.ascontiguousarray(lam[::-1])).to(dt)  # descending
+    Z = torch.from_numpy(np.ascontiguousarray(Z[:, ::-1])).to(device=M.device, dtype=dt)
+    if right:
+        Uh, S, Wh = torch.linalg.svd(M @ Z, full_matrices=False)
+        U, V = Uh[:, :k], Z @ Wh[:k].T
+    else:
+        Wl, S, Vh = torch.linalg.svd(Z.T @ M, full_matrices=False)
+        U, V = Z @ Wl[:, :k], Vh[:k].T.contiguous()
+    Sk = S[:k]
+    Y = M @ V  # = U_k Σ_k up to rounding
+    res_u = _spectral_norm(Y - U * Sk)  # R = M V_k − U_k Σ_k
+    res_v = _spectral_norm(M.T @ U - V * Sk)  # S = Mᵀ U_k − V_k Σ_k
+    tail = float(torch.linalg.vector_norm(M - Y @ V.T)) ** 2
+    eps_m = 4.0 * m * _UNIT_ROUNDOFF
+    if m <= k or tail <= (eps_m * float(torch.linalg.vector_norm(M))) ** 2:
+        # k = m, or rank(M) <= k to working precision: [M]_k = M, whatever basis was found
+        bound = 0.0
+    else:
+        lam1 = max(float(lam[0]), float(S[0]) ** 2)
+        gap = float(Sk[-1]) - math.sqrt(max(float(lam[k]), 0.0) + eps_m * lam1)
+        bound = max(res_u, res_v) / gap if gap > 0 else math.inf
+    return U, Sk, V.T, tail, bound
+
+
 def qera_exact(W, Wq, R, rank: int = 32, *, factor: str = "cholesky", fmt_a=None, fmt_b=None,
-               axes="reduction", svd_dtype="float64", layer: str | None = None,
-               compute_j: bool = True) -> Reconstruction:
+               axes="reduction", svd_dtype="float64", solver: str | None = None,
+               layer: str | None = None, compute_j: bool = True) -> Reconstruction:
     """QERA-exact (Theorem 1) with a factor L of R (LᵀL = R), all in float64.
 
     Args:
@@ -110,6 +269,12 @@ def qera_exact(W, Wq, R, rank: int = 32, *, factor: str = "cholesky", fmt_a=None
             (L = Λ^½ Qᵀ, eigenvalues below 1e-10·λ_max clamped and counted) or "sqrtm"
             (scipy's symmetric square root, the reference route; slow, for checks/benchmarks).
         svd_dtype: SVD of L E, "float64" (default) or "float32".
+        solver: top-k singular triplets of L E: "gram" (eigendecomposition of the smaller
+            Gram matrix plus a Rayleigh–Ritz SVD, certified by an a-posteriori bound, see
+            :func:`gram_topk`; falls back to "svd" above ``GRAM_TOL``, recorded as a
+            "gram_fallback" event without a warning) or "svd" (full economy SVD). Default:
+            "gram" for cholesky/eigh in float64, "svd" for the sqrtm reference route and for
+            ``svd_dtype="float32"``. "gram" needs float64.
         compute_j: fill ``info.j0`` / ``info.j`` (J under the R given).
     A Cholesky failure (singular/indefinite R) retries with R + δ·mean(diag R)·I,
     δ in 1e-8, 1e-6, 1e-4, 1e-2, emitting a ``DampingWarning`` and recording δ in
@@ -122,12 +287,19 @@ def qera_exact(W, Wq, R, rank: int = 32, *, factor: str = "cholesky", fmt_a=None
     dtype = parse_dtype(svd_dtype, "svd_dtype")
     if factor not in FACTORS:
         raise ValueError(f"factor={factor!r} is not valid: expected one of {list(FACTORS)}")
+    if solver is None:
+        solver = "gram" if factor != "sqrtm" and dtype == torch.float64 else "svd"
+    if solver not in SOLVERS:
+        raise ValueError(f"solver={solver!r} is not valid: expected one of {list(SOLVERS)}")
+    if solver == "gram" and dtype != torch.float64:
+        raise ValueError("solver='gram' needs svd_dtype='float64' (a Gram matrix squares the "
+                         "condition number); use solver='svd' for a float32 SVD")
     R = as_tensor(R, "rxx").to(torch.float64)
     if tuple(R.shape) != (n_in, n_in):
         raise ValueError(f"rxx must be [in, in] = [{n_in}, {n_in}], got {tuple(R.shape)}")
     check_finite(R, "rxx", layer)
     R_given = R
-    R = 0.5 * (R + R.T)
+    R = (R + R.T.contiguous()).mul_(0.5)  # exactly symmetric; the blocked transpose is faster
     events: list[dict] = []
     E = (W.to(torch.float64) - Wq.to(torch.float64)).T
     damping = None
@@ -152,11 +324,10 @@ def qera_exact(W, Wq, R, rank: int = 32, *, factor: str = "cholesky", fmt_a=None
     else:
         F, damping = _cholesky_ladder(R, events, layer)
         if factor == "cholesky":
-            LE = F.T @ E
+            LE = _upper_matmul(F.T, E)
             apply_L = lambda D: F.T @ D  # noqa: E731
             solve_L = lambda U: torch.linalg.solve_triangular(F.T, U, upper=True)  # noqa: E731
         else:  # sqrtm, the reference route
-            import numpy as np
             import scipy.linalg
 
             Rd = R if damping is None else R + (damping * float(torch.diagonal(R).mean())) * \
@@ -167,7 +338,20 @@ def qera_exact(W, Wq, R, rank: int = 32, *, factor: str = "cholesky", fmt_a=None
             apply_L = lambda D: Ls @ D  # noqa: E731
             solve_L = lambda U: torch.linalg.solve(Ls, U)  # noqa: E731
 
-    U, Sk, Vh, S_all, used = truncated_svd(LE, k, dtype, events, "qera-exact", layer)
+    gram_bound = tail = None
+    if solver == "gram":
+        try:
+            U, Sk, Vh, tail, gram_bound = gram_topk(LE, k)
+        except (np.linalg.LinAlgError, torch.linalg.LinAlgError, ValueError):
+            gram_bound = math.inf
+        if not gram_bound <= GRAM_TOL:
+            # Recorded without a warning: the result is the full-SVD one, only time is lost.
+            record(events, "qera-exact", layer, "gram_fallback", gram_bound)
+            solver, tail = "svd", None
+        else:
+            S_all, used = Sk, torch.float64
+    if solver == "svd":
+        U, Sk, Vh, S_all, used = truncated_svd(LE, k, dtype, events, "qera-exact", layer)
     A = solve_L(U.to(torch.float64))
     B = Sk.to(torch.float64).unsqueeze(1) * Vh.to(torch.float64)
 
@@ -176,9 +360,10 @@ def qera_exact(W, Wq, R, rank: int = 32, *, factor: str = "cholesky", fmt_a=None
 
     exact_L = damping is None and eig_clamped == 0
     res = finish("qera-exact", layer, W, Wq, E, A, B, S_all, k, used, residual, fmt_a, fmt_b,
-                 axes, events, timer, j_from_residual=compute_j and exact_L, factor=factor,
-                 damping=damping, eig_clamped=eig_clamped,
-                 j0=float(torch.sum(LE * LE)) if compute_j and exact_L else None)
+                 axes, events, timer, j_from_residual=compute_j and exact_L, sigma_tail=tail,
+                 factor=factor, solver=solver, gram_bound=gram_bound, damping=damping,
+                 eig_clamped=eig_clamped,
+                 j0=float(torch.linalg.vector_norm(LE)) ** 2 if compute_j and exact_L else None)
     if compute_j and not exact_L:  # L factors a perturbed R: evaluate J under the R given
         A_q, B_q = res
         j0 = output_error(W, Wq, R_given)
