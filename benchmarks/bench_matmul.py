@@ -4,8 +4,15 @@ CPU:  .venv/bin/python benchmarks/bench_matmul.py                 (1024^3 by def
       .venv/bin/python benchmarks/bench_matmul.py --spec-shapes   (the §11 shapes, scaled down on CPU)
 GPU:  .venv/bin/python benchmarks/bench_matmul.py --gpu           (Triton + torch backends vs bf16 matmul,
                                                                    4096^3, plus a 512^3 bit-equality check)
+CPU backends (exact mode, fp32 accumulator unless "fake"):
+  numba  numpy QTensors, backend="numba" (the tiled numba kernel)
+  torch  torch CPU QTensors, backend="torch" (the batched-GEMM path)
+  auto   numpy QTensors, backend="auto" (what matmul() picks on CPU: the batched-GEMM path)
+  fake   torch QTensors, mode="fake" (dequantize + fp32 GEMM; not bit-exact)
 Codes are prepared beforehand; the median of --reps runs after a warm-up is reported, with the
-effective throughput 2MNK/t and the ratio to the baseline measured in the same run. Results go to
+effective throughput 2MNK/t and the ratio to the baseline (torch fp32 matmul on the same shape),
+which is re-measured right before each backend in the same run. Before timing, the exact CPU
+backends are checked to agree bit for bit on the benchmark operands. Results go to
 benchmarks/results/matmul_<device>.json and .md.
 """
 
@@ -53,6 +60,19 @@ def versions():
     return {"torch": torch.__version__, "numba": numba.__version__, "triton": tv}
 
 
+def _to_torch_q(q):
+    """The same QTensor with torch codes/scales (codes prepared beforehand, no re-quantization)."""
+    conv = lambda x: None if x is None else torch.as_tensor(np.ascontiguousarray(x))  # noqa: E731
+    return F.QTensor.from_codes(q.spec, conv(q.codes), scales=conv(q.scales), zero_points=conv(q.zero_points),
+                                tensor_scale=q.tensor_scale, shape=q.shape, axis=q.axis)
+
+
+def _bits(y):
+    y = y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    u = np.ascontiguousarray(y, np.float32).view(np.uint32)
+    return np.where(np.isnan(y), np.uint32(0x7FC00000), u)
+
+
 def run_cpu(shapes, pairs, reps, backends):
     rows = []
     for (M, K, N) in shapes:
@@ -60,20 +80,29 @@ def run_cpu(shapes, pairs, reps, backends):
         x = rng.standard_normal((M, K)).astype(np.float32)
         w = rng.standard_normal((N, K)).astype(np.float32)
         xt, wt = torch.tensor(x), torch.tensor(w).T.contiguous()
-        t_base = timeit(lambda: torch.matmul(xt, wt), reps)
         for fa, fb in pairs:
-            a, b = F.quantize(x, fa), F.quantize(w, fb).T
-            ta, tb = F.quantize(torch.tensor(x), fa), F.quantize(torch.tensor(w), fb).T
+            a, wq = F.quantize(x, fa), F.quantize(w, fb)
+            b = wq.T
+            ta, tb = _to_torch_q(a), _to_torch_q(wq).T
             cases = {"numba": lambda: matmul(a, b, backend="numba"),
                      "torch": lambda: matmul(ta, tb, backend="torch"),
+                     "auto": lambda: matmul(a, b),
                      "fake": lambda: matmul(ta, tb, mode="fake")}
+            exact = [be for be in backends if be != "fake"]
+            ref = _bits(cases[exact[0]]()) if exact else None
+            same = all(np.array_equal(ref, _bits(cases[be]())) for be in exact[1:])
+            print(f"{M}x{K}x{N} {fa}x{fb}: exact backends {exact} bit-equal: {same}", flush=True)
             for be in backends:
+                # the baseline is re-timed next to every backend, so that a change of machine load
+                # during the run shifts both numbers of a ratio alike
+                t_base = timeit(lambda: torch.matmul(xt, wt), reps)
                 t = timeit(cases[be], reps)
                 rows.append(dict(M=M, K=K, N=N, pair=f"{fa}x{fb}", backend=be, seconds=t,
                                  gflops=2 * M * N * K / t / 1e9, baseline="torch fp32 matmul",
-                                 baseline_seconds=t_base, ratio=t_base / t))
+                                 baseline_seconds=t_base, ratio=t_base / t,
+                                 bit_equal_exact_backends=bool(same)))
                 print(f"{M}x{K}x{N} {fa}x{fb:12s} {be:6s} {t*1e3:9.2f} ms  {2*M*N*K/t/1e9:8.2f} GFLOP/s  "
-                      f"ratio to torch fp32 = {t_base / t:.3f}", flush=True)
+                      f"ratio to torch fp32 ({t_base*1e3:.2f} ms) = {t_base / t:.3f}", flush=True)
     return rows
 
 
@@ -118,7 +147,7 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=None, help="square M=K=N (default 1024 CPU, 4096 GPU)")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--pairs", default=None, help="comma list like mxint8xmxint8,mxint4xmxint8")
-    ap.add_argument("--backends", default="numba,torch,fake")
+    ap.add_argument("--backends", default="numba,torch,auto,fake")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
     pairs = PAIRS[:3] if args.pairs is None else [tuple(p.split("x", 1)) for p in args.pairs.split(",")]
@@ -142,11 +171,12 @@ def main(argv=None):
     Path(args.out, f"matmul_{tag}.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
     with open(Path(args.out, f"matmul_{tag}.md"), "w") as f:
         f.write(f"# hwsim.matmul benchmark ({device})\n\n`{meta['command']}`; versions {meta['versions']}\n\n")
-        f.write("| M | K | N | pair | backend | ms | ratio to baseline |\n|---|---|---|---|---|---|---|\n")
+        f.write("| M | K | N | pair | backend | ms | baseline ms | ratio to baseline |\n"
+                "|---|---|---|---|---|---|---|---|\n")
         for r in rows:
             if "seconds" in r:
                 f.write(f"| {r['M']} | {r['K']} | {r['N']} | {r['pair']} | {r['backend']} | "
-                        f"{r['seconds']*1e3:.2f} | {r['ratio']:.3f} |\n")
+                        f"{r['seconds']*1e3:.2f} | {r['baseline_seconds']*1e3:.2f} | {r['ratio']:.3f} |\n")
     print(f"device: {device}; versions: {meta['versions']}")
 
 

@@ -69,8 +69,11 @@ def matmul(a, b, *, accumulator="fp32", out_format=None, mode: str = "exact", ba
     "fixed:W:F[:wrap][:rne]", "exact" or a spec object. out_format: None (fp32; fp64 for "exact"),
     "fp32", "bf16", "fp16", "fp64" (exact only) or a block format (returns a QTensor blocked along N).
     mode: "exact" (this core) or "fake" (dequantize, then an fp32 GEMM). backend: "auto", "numba"
-    (numpy inputs), "torch", "triton" (CUDA, or CPU with TRITON_INTERPRET=1). bias: fp32 [N].
-    Returns a numpy array or torch tensor of shape [..., M, N] (or a QTensor).
+    (numpy inputs), "torch", "triton" (CUDA, or CPU with TRITON_INTERPRET=1); "auto" picks the
+    fastest bit-exact path: Triton for covered CUDA cases, else torch on CUDA; on CPU the torch
+    backend's batched-GEMM path for the fp32 accumulator where it applies, else numba for numpy and
+    torch for torch tensors. All backends give the same bits. bias: fp32 [N].
+    Returns an array of the operands' library (numpy or torch) of shape [..., M, N] (or a QTensor).
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is invalid; expected one of {MODES}")
@@ -93,23 +96,21 @@ def matmul(a, b, *, accumulator="fp32", out_format=None, mode: str = "exact", ba
             raise ValueError(f"mode='fake' supports accumulator='fp32' only, got {acc.name!r}")
         return fake_matmul(a, b, out_format=out, bias=bias)
     p = prepare(a, b)
-    lib = "torch" if is_torch(p.kA) else "numpy"
-    if lib != ("torch" if is_torch(p.kB) else "numpy"):
+    lib = "torch" if is_torch(p.a.codes) else "numpy"
+    if lib != ("torch" if is_torch(p.b.codes) else "numpy"):
         raise ValueError("operands a and b must both hold numpy arrays or both torch tensors")
     be = backend
+    y = None
     if be == "auto":
-        if lib == "numpy":
-            be = "numba"
-        else:
-            from . import triton_backend
-
-            be = "triton" if (p.kA.is_cuda and isinstance(acc, Fp32Acc) and triton_backend.covers(p)) else "torch"
+        be, y = _auto(p, acc, lib, bias)
     _check_acc_support(p, acc, be)
     if be == "numba" and lib == "torch":
         raise ValueError("backend='numba' needs numpy operands; got torch tensors (use backend='torch')")
-    if be in ("torch", "triton") and lib == "numpy":
+    if be in ("torch", "triton") and lib == "numpy" and y is None:
         p = _to_torch(p)
-    if be == "numba":
+    if y is not None:
+        pass
+    elif be == "numba":
         y = _run_numba(p, acc, out, bias)
     elif be == "torch":
         if isinstance(acc, ExactAcc) or (isinstance(acc, FixedAcc) and p.sum_bits > 62):
@@ -118,7 +119,7 @@ def matmul(a, b, *, accumulator="fp32", out_format=None, mode: str = "exact", ba
             y = _run_numba(_to_numpy(p), acc, out, None if bias is None else _np(bias))
             import torch
 
-            y = torch.as_tensor(y, device=p.kA.device)
+            y = torch.as_tensor(y, device=p.a.codes.device)
         else:
             from . import torch_backend
 
@@ -132,6 +133,8 @@ def matmul(a, b, *, accumulator="fp32", out_format=None, mode: str = "exact", ba
             y = torch_backend.finish(torch_backend.run_fp32_fixed(p, acc), p, bias)
         else:
             y = torch_backend.finish(triton_backend.run_fp32(p), p, bias)
+    if lib == "numpy" and is_torch(y):
+        y = _np(y)
     y = _reshape_out(y, p)
     if isinstance(acc, ExactAcc) and isinstance(out, str):
         if out == "fp64":
@@ -152,6 +155,30 @@ def _np(x):
     return x.detach().cpu().numpy() if is_torch(x) else np.asarray(x)
 
 
+def _auto(p: Prepared, acc, lib: str, bias):
+    """backend="auto": (backend name, result or None).
+
+    CUDA tensors: Triton when it covers the pair and accumulator, else torch. CPU (numpy or CPU torch
+    tensors): the fp32 accumulator runs on the torch backend's batched-GEMM path whenever it covers
+    the pair (it is the fastest bit-exact CPU path, see docs/matmul.md); its result is returned here
+    so that codes with NaN/Inf elements (found while converting) can fall back. Otherwise numpy goes
+    to numba and torch tensors to the torch backend.
+    """
+    cuda = lib == "torch" and p.a.codes.is_cuda
+    if cuda:
+        from . import triton_backend
+
+        return ("triton" if isinstance(acc, Fp32Acc) and triton_backend.covers(p) else "torch"), None
+    if isinstance(acc, Fp32Acc):
+        from . import gemm, torch_backend
+
+        if gemm.covers(p):
+            y = gemm.run_fp32(p)
+            if y is not None:
+                return "torch", torch_backend.finish(y, p, bias)
+    return ("numba" if lib == "numpy" else "torch"), None
+
+
 def _run_numba(p: Prepared, acc, out, bias):
     from . import reference
 
@@ -168,17 +195,11 @@ def _run_numba(p: Prepared, acc, out, bias):
 
 
 def _to_torch(p: Prepared) -> Prepared:
-    import torch
-
-    t = lambda x: None if x is None else torch.as_tensor(np.ascontiguousarray(x))  # noqa: E731
-    return Prepared(t(p.kA), t(p.kB), t(p.spA), t(p.spB), p.case, p.L, p.J, p.K, p.EA, p.EB, p.dA, p.dB,
-                    p.tA, p.tB, p.facts_a, p.facts_b, p.batch_shape)
+    return p.converted("torch")
 
 
 def _to_numpy(p: Prepared) -> Prepared:
-    n = lambda x: None if x is None else _np(x)  # noqa: E731
-    return Prepared(n(p.kA), n(p.kB), n(p.spA), n(p.spB), p.case, p.L, p.J, p.K, p.EA, p.EB, p.dA, p.dB,
-                    p.tA, p.tB, p.facts_a, p.facts_b, p.batch_shape)
+    return p.converted("numpy")
 
 
 # ---------------------------------------------------------------------------------------------

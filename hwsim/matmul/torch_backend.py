@@ -1,6 +1,8 @@
 """torch backend (CPU or CUDA), vectorized over M and N, segments in increasing K (matmul.md §8.2).
 
-Segment sums S_j come from batched matmuls of the integer views (fp32 when the bound is <= 24
+The fp32 accumulator runs on the batched-GEMM path of ``gemm.py`` whenever it covers the pair (sums
+of at most 53 bits, element codes of at most 8 bits without NaN/Inf). Everything else runs here:
+segment sums S_j come from batched matmuls of the integer views (fp32 when the bound is <= 24
 bits, fp64 <= 53 bits, else int64 on CPU / split fp64 on CUDA, and a two-limb split beyond 62
 bits); P^_j and the accumulator update follow the numba reference elementwise.
 """
@@ -21,8 +23,23 @@ _CHUNK_ELEMS = 1 << 24     # max J_chunk * M * N elements of S held at once
 
 @contextlib.contextmanager
 def exact_float_matmul():
-    """TF32 off and fp32 matmul precision 'highest' for the duration (restored afterwards)."""
-    old_prec = torch.get_float32_matmul_precision()
+    """IEEE fp32 matmuls for the duration (no TF32 on CUDA, no bf16/TF32 in oneDNN on CPU), restored
+    afterwards. Uses the per-backend ``fp32_precision`` flags where torch has them (a legacy
+    ``set_float32_matmul_precision("medium")`` maps to bf16 in oneDNN, which would break the exact
+    GEMMs), else the legacy switches."""
+    mods = [m for m in (getattr(torch.backends.mkldnn, "matmul", None), getattr(torch.backends.cuda, "matmul", None))
+            if m is not None and hasattr(m, "fp32_precision")]
+    if mods:
+        old = [m.fp32_precision for m in mods]
+        for m in mods:
+            m.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            for m, o in zip(mods, old):
+                m.fp32_precision = o
+        return
+    old_prec = torch.get_float32_matmul_precision()   # pragma: no cover - torch without fp32_precision
     old_tf32 = torch.backends.cuda.matmul.allow_tf32
     torch.set_float32_matmul_precision("highest")
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -198,42 +215,17 @@ def _fixed_add(A, N, X, acc: FixedAcc):
     return s.clamp(-h, h - 1)
 
 
-def _fast_fold_ok(p: Prepared, acc) -> bool:
-    """Case P, fp32 accumulator, <= 24-bit sums, finite scales in a range where folding 2**E into the
-    operands keeps every product and partial sum exact (so the fp32 GEMM returns P^_j exactly)."""
-    if isinstance(acc, FixedAcc) or p.case != "P" or p.has_specials or p.sum_bits > 24:
-        return False
-    ea, eb = p.EA, p.EB
-    if ea.size == 0 or eb.size == 0 or ea.max() >= NAN_E // 2 or eb.max() >= NAN_E // 2:
-        return False
-    ba = max(p.facts_a.k_max, -p.facts_a.k_min).bit_length()
-    bb = max(p.facts_b.k_max, -p.facts_b.k_min).bit_length()
-    lo_ok = int(ea.min()) >= -149 and int(eb.min()) >= -149 and int(ea.min()) + int(eb.min()) >= -149
-    hi_ok = int(ea.max()) + ba <= 127 and int(eb.max()) + bb <= 127 and int(ea.max()) + int(eb.max()) + p.sum_bits <= 127
-    return lo_ok and hi_ok
+def run_fp32_fixed(p: Prepared, acc, gemm: bool = True) -> torch.Tensor:
+    """fp32 [M, N] accumulator values (before tensor scale and bias) on p's device.
 
+    The fp32 accumulator goes through the batched-GEMM path (``gemm.py``) when it covers the pair;
+    ``gemm=False`` forces the per-segment path below (same bits; tests compare both)."""
+    if gemm and not isinstance(acc, FixedAcc):
+        from . import gemm as _gemm
 
-def _run_fast(p: Prepared) -> torch.Tensor:
-    dev = p.kA.device
-    M, N, J, L = p.M, p.N, p.J, p.L
-    EA = torch.as_tensor(p.EA, device=dev).repeat_interleave(L, dim=1)
-    EB = torch.as_tensor(p.EB, device=dev).repeat_interleave(L, dim=1)
-    A = (p.kA.to(torch.float32) * pow2_f32(EA)).reshape(M, J, L).permute(1, 0, 2)
-    B = (p.kB.to(torch.float32) * pow2_f32(EB)).reshape(N, J, L).permute(1, 2, 0).contiguous()
-    acc = torch.zeros((M, N), dtype=torch.float32, device=dev)
-    jc = max(1, min(J, _CHUNK_ELEMS // max(M * N, 1)))
-    with exact_float_matmul():
-        for j0 in range(0, J, jc):
-            P = torch.bmm(A[j0:j0 + jc], B[j0:j0 + jc])
-            for j in range(P.shape[0]):
-                acc.add_(P[j])
-    return acc
-
-
-def run_fp32_fixed(p: Prepared, acc) -> torch.Tensor:
-    """fp32 [M, N] accumulator values (before tensor scale and bias) on p's device."""
-    if _fast_fold_ok(p, acc):
-        return _run_fast(p)
+        y = _gemm.run_fp32(p)
+        if y is not None:
+            return y
     dev = p.kA.device
     M, N, J = p.M, p.N, p.J
     fixed = isinstance(acc, FixedAcc)

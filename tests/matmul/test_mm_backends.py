@@ -26,8 +26,10 @@ TRITON_OK, TRITON_WHY = triton_backend.available()
 
 
 def bits(x):
+    """fp32 bit patterns, every NaN mapped to 0x7FC00000 (NaN sign and payload are not specified)."""
     x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    return np.ascontiguousarray(x, np.float32).view(np.uint32)
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    return np.where(np.isnan(x), np.uint32(0x7FC00000), u)
 
 
 def _pair_ops(fa, fb, shape, seed, **kw):
@@ -57,11 +59,14 @@ def test_numba_equals_torch(fa, fb):
                 with pytest.raises(ValueError, match="not supported"):
                     matmul(a, b, accumulator=acc)
                 continue
-            y_n = matmul(a, b, accumulator=acc)
+            y_n = matmul(a, b, accumulator=acc, backend="numba")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")   # e5m2 x e5m2 fixed is delegated to numba
                 y_t = matmul(ta, tb, accumulator=acc, backend="torch")
-            np.testing.assert_array_equal(bits(y_n), bits(y_t), err_msg=f"{fa}x{fb} {acc} {shape}")
+                y_a = matmul(a, b, accumulator=acc)           # auto (CPU fp32: the GEMM path)
+                y_at = matmul(ta, tb, accumulator=acc)
+            for y in (y_t, y_a, y_at):
+                np.testing.assert_array_equal(bits(y_n), bits(y), err_msg=f"{fa}x{fb} {acc} {shape}")
 
 
 @pytest.mark.parametrize("fa,fb", [p for p in PAIRS if p[0] not in ("nvfp4",)],
@@ -71,9 +76,10 @@ def test_numba_equals_fraction_model(fa, fb):
     for acc in ["exact", "fp32", "fixed:24:10", "fixed:12:4:wrap:rne"]:
         if acc.startswith("fixed") and not _fixed_ok(fa, fb):
             continue
-        y = np.asarray(matmul(a, b, accumulator=acc), np.float64)
         ref = np.array(model(a, b, acc), dtype=np.float64)
-        np.testing.assert_array_equal(y, ref, err_msg=f"{fa}x{fb} {acc}")
+        for be in ("numba", "auto"):
+            y = np.asarray(matmul(a, b, accumulator=acc, backend=be), np.float64)
+            np.testing.assert_array_equal(y, ref, err_msg=f"{fa}x{fb} {acc} {be}")
 
 
 ADVERSARIAL_SCALES = [(0, 3), (251, 254), (0, 254), (120, 255)]
@@ -91,7 +97,7 @@ def test_extreme_scales_and_nan_blocks(fa, fb, lo, hi):
     for acc in ["fp32", "fixed:40:150", "fixed:30:-100:wrap", "exact"]:
         if acc.startswith("fixed") and not _fixed_ok(fa, fb):
             continue
-        y_n = matmul(a, b, accumulator=acc, out_format="fp32")
+        y_n = matmul(a, b, accumulator=acc, out_format="fp32", backend="numba")
         if acc == "exact":
             ref = np.array(model(a, b, "exact32"), dtype=np.float64)   # exact sum rounded once to fp32
             np.testing.assert_array_equal(np.asarray(y_n, np.float64), ref)
@@ -102,6 +108,7 @@ def test_extreme_scales_and_nan_blocks(fa, fb, lo, hi):
             warnings.simplefilter("ignore")
             y_t = matmul(ta, tb, accumulator=acc, backend="torch")
         np.testing.assert_array_equal(bits(y_n), bits(y_t))
+        np.testing.assert_array_equal(bits(y_n), bits(matmul(a, b, accumulator=acc, out_format="fp32")))
 
 
 def test_batched_and_bias_and_out_formats():
@@ -111,9 +118,10 @@ def test_batched_and_bias_and_out_formats():
     a, wq = F.quantize(x, "mxint8"), F.quantize(w, "mxint4")
     bias = rng.standard_normal(5).astype(np.float32)
     y = matmul(a, wq.T, bias=bias)
-    assert y.shape == (2, 3, 5)
+    assert y.shape == (2, 3, 5) and isinstance(y, np.ndarray)
     flat = matmul(F.quantize(x.reshape(6, 64), "mxint8"), wq.T)
     np.testing.assert_array_equal(y.reshape(6, 5), (flat + bias).astype(np.float32))
+    np.testing.assert_array_equal(bits(y), bits(matmul(a, wq.T, bias=bias, backend="numba")))
     ta, tw = F.quantize(torch.tensor(x), "mxint8"), F.quantize(torch.tensor(w), "mxint4")
     yt = matmul(ta, tw.T, bias=torch.tensor(bias), backend="torch")
     np.testing.assert_array_equal(bits(y), bits(yt))
@@ -143,7 +151,7 @@ def test_triton_equals_numba(fa, fb):
         if fa.startswith("bfp") or fb.startswith("bfp"):
             hi = min(hi, 254)
         a, b = _pair_ops(fa, fb, shape, 100 + si, scale_lo=lo, scale_hi=hi, zero_frac=0.2)
-        y_n = matmul(a, b)
+        y_n = matmul(a, b, backend="numba")
         ta, tb = _to_torch(a), _to_torch(b)
         assert triton_backend.covers(__import__("hwsim.matmul.operands", fromlist=["prepare"]).prepare(ta, tb))
         y_tr = matmul(ta, tb, backend="triton")
@@ -153,4 +161,5 @@ def test_triton_equals_numba(fa, fb):
 @pytest.mark.skipif(not TRITON_OK, reason=f"triton unavailable: {TRITON_WHY}")
 def test_triton_uncovered_falls_back_to_torch():
     a, b = _pair_ops("mxfp8_e4m3", "mxfp8_e4m3", (3, 40, 4), 1)
-    np.testing.assert_array_equal(bits(matmul(a, b)), bits(matmul(_to_torch(a), _to_torch(b), backend="triton")))
+    np.testing.assert_array_equal(bits(matmul(a, b, backend="numba")),
+                                  bits(matmul(_to_torch(a), _to_torch(b), backend="triton")))

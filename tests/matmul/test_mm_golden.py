@@ -31,6 +31,8 @@ def run_all(fa, a_codes, a_sc, fb, b_codes, b_sc, acc, ta=None, tb=None, triton=
     A = q(fa, a_codes[None, :], [a_sc], -1, ta)
     B = q(fb, b_codes[:, None], np.asarray(b_sc)[:, None], 0, tb)
     y = np.float32(matmul(A, B, accumulator=acc, out_format="fp32")[0, 0])
+    yn = np.float32(matmul(A, B, accumulator=acc, out_format="fp32", backend="numba")[0, 0])
+    assert np.array_equal(np.array(y).view(np.uint32), np.array(yn).view(np.uint32)) or (np.isnan(y) and np.isnan(yn))
     if acc != "exact":
         At = q(fa, a_codes[None, :], [a_sc], -1, ta, "torch")
         Bt = q(fb, b_codes[:, None], np.asarray(b_sc)[:, None], 0, tb, "torch")

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hwsim.formats as F
-from hwsim.matmul import DatapathSpec, FixedAcc, error_report, matmul
+from hwsim.matmul import DatapathSpec, FixedAcc, Fp32Acc, error_report, matmul
+from hwsim.matmul.operands import prepare
 
 from mm_helpers import make_operand
 
@@ -33,6 +34,7 @@ def test_bounds_fp32_and_fake_vs_exact(fa, fb, M, K, N, seed, heavy):
     a, b = F.quantize(x, fa), F.quantize(w, fb).T
     exact = matmul(a, b, accumulator="exact")
     fp32 = matmul(a, b).astype(np.float64)
+    np.testing.assert_array_equal(fp32, matmul(a, b, backend="numba").astype(np.float64))
     fake = matmul(a, b, mode="fake").astype(np.float64)
     da, db = a.dequantize().astype(np.float64), b.dequantize().astype(np.float64)
     absprod = np.abs(da) @ np.abs(db)
@@ -75,6 +77,8 @@ def _mx8(codes_a, bytes_a, codes_b, bytes_b):
 
 def _both(A, B, acc):
     y = matmul(A, B, accumulator=acc)[0, 0]
+    yn = matmul(A, B, accumulator=acc, backend="numba")[0, 0]
+    assert np.float32(y).view(np.uint32) == np.float32(yn).view(np.uint32)
     At = F.QTensor.from_codes(A.spec, torch.as_tensor(np.asarray(A.codes)), scales=torch.as_tensor(np.asarray(A.scales)), axis=-1)
     Bt = F.QTensor.from_codes(B.spec, torch.as_tensor(np.asarray(B.codes)), scales=torch.as_tensor(np.asarray(B.scales)), axis=0)
     yt = matmul(At, Bt, accumulator=acc, backend="torch")[0, 0].item()
@@ -171,16 +175,20 @@ def test_error_report():
 
 
 def test_torch_chunking_matches_numba(monkeypatch):
-    from hwsim.matmul import torch_backend
+    from hwsim.matmul import gemm, torch_backend
 
     monkeypatch.setattr(torch_backend, "_CHUNK_ELEMS", 1)
+    monkeypatch.setattr(gemm, "CHUNK_BYTES_CPU", 1)
     rng = np.random.default_rng(4)
-    for lo, hi in [(120, 130), (0, 254)]:       # fast (folded) path, then the general path
+    for lo, hi in [(120, 130), (0, 254)]:       # GEMM path with fp32 fold, then with fp64 fold
         a = make_operand("mxint8", "a", 3, 100, rng, scale_lo=lo, scale_hi=hi)
         b = make_operand("mxint4", "b", 4, 100, rng, scale_lo=lo, scale_hi=hi)
         ta = F.QTensor.from_codes(a.spec, torch.as_tensor(a.codes), scales=torch.as_tensor(a.scales), shape=a.shape, axis=-1)
         tb = F.QTensor.from_codes(b.spec, torch.as_tensor(np.ascontiguousarray(b.codes)),
                                   scales=torch.as_tensor(np.ascontiguousarray(b.scales)), shape=b.shape, axis=0)
-        y = matmul(a, b)
+        y = matmul(a, b, backend="numba")
         yt = matmul(ta, tb, backend="torch").numpy()
         np.testing.assert_array_equal(y.view(np.uint32), yt.view(np.uint32))
+        pt = prepare(ta, tb)
+        ys = torch_backend.run_fp32_fixed(pt, Fp32Acc(), gemm=False).numpy()   # per-segment path
+        np.testing.assert_array_equal(y.view(np.uint32), ys.view(np.uint32))

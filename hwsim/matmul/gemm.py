@@ -1,0 +1,328 @@
+"""GEMM path of the torch backend for the fp32 accumulator (matmul.md §8.2; CPU and CUDA).
+
+Every segment sum S_j is computed by one batched float GEMM over all (or a chunk of) segments,
+``bmm([J, M, L], [J, L, N])``, which is exact because the integer partial sums stay below 2**24
+(fp32, TF32 off) or 2**53 (fp64), whatever order the BLAS uses. Then P^_j and the in-order update
+acc <- RNE32(acc + P^_j) run per output, segment by segment in increasing j.
+
+- Case P (power-of-two scales) folds 2**E_A and 2**E_B into the operands, so the GEMM returns
+  S_j * 2**(E_A + E_B) directly. In fp64 that value is exact (|S| < 2**53, E in [-286, 254]) and P^_j
+  is its single rounding to fp32. In fp32 it is exact, and so equal to P^_j, when every element,
+  product and partial sum stays a normal fp32 number (checked on the segment exponents of the
+  segments that hold a nonzero element); otherwise fp64 is used. NaN scales are applied as masks.
+- Case G (float scales) takes raw integer views and forms sigma = RNE32(d_A d_B) and
+  P^ = RNE32(RNE32(S) sigma) in the epilogue.
+
+Operand views come from the element codes through a lookup table (``operands.element_lut``) with the
+numba converters on CPU, or torch indexing on CUDA. The GEMMs run in chunks of about 128 rows and as
+many segments as fit a byte budget (cache-sized on CPU). On CPU, tiles of rows (and columns when
+there are few rows) are handed out to ``torch.get_num_threads()`` Python threads, each running
+single-threaded GEMMs and the numba epilogue (a serial kernel vectorized over N) over its tile's
+segments in increasing j; both release the GIL, so there is no parallel region per GEMM call (on a
+busy machine each would wait for a time slice). On CUDA the epilogue is elementwise torch ops per
+segment. Covered: the fp32 accumulator, segment sums of at most 53 bits, element codes of at most
+8 bits without NaN/Inf codes, symmetric ints. ``run_fp32`` returns None for anything else.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numba import njit
+
+from .operands import (NAN_E, Prepared, codes_np, element_lut, exp_stats, fill_cols, fill_rows,
+                       pow2_f64, seg_nonzero)
+
+HALF_NAN = NAN_E // 2
+CHUNK_BYTES_CPU = 1 << 22          # one [Jc, Mc, Nc] GEMM output chunk per CPU thread
+CHUNK_BYTES_CUDA = 1 << 28
+CHUNK_ROWS = 128                   # preferred rows per GEMM call
+B_TRANSPOSED_MIN_M = 256           # from this M on, B is held as [J*L, N] (see _b_transposed)
+_EPI_NC = 256                      # N columns per epilogue pass (CPU; acc slice stays in L1)
+
+
+def covers(p: Prepared) -> bool:
+    """Static part of the coverage test (the codes may still hold NaN/Inf, found while converting)."""
+    return (p.sum_bits <= 53 and element_lut(p.facts_a) is not None
+            and element_lut(p.facts_b) is not None)
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU epilogues (numba, serial, GIL released, no fastmath)
+# ---------------------------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def acc_folded(P, acc, nanA, nanBt, has_nan, NC):
+    """acc[m, n] <- RNE32(acc + RNE32(P[j, m, n])) for j in increasing order (P: exact S*2**E in fp64,
+    or already P^ in fp32); NaN where nanA[m, j] or nanBt[j, n]. acc [Mc, N] fp32, updated in place."""
+    Jc, Mc, N = P.shape
+    nnc = (N + NC - 1) // NC
+    for task in range(Mc * nnc):
+        m = task // nnc
+        n0 = (task - m * nnc) * NC
+        n1 = min(N, n0 + NC)
+        a = acc[m, n0:n1]
+        for j in range(Jc):
+            pj = P[j, m, n0:n1]
+            if has_nan:
+                nb = nanBt[j, n0:n1]
+                na = nanA[m, j]
+                for i in range(n1 - n0):
+                    v = np.float32(pj[i])
+                    if na or nb[i]:
+                        v = np.float32(np.nan)
+                    a[i] = np.float32(a[i] + v)
+            else:
+                for i in range(n1 - n0):
+                    a[i] = np.float32(a[i] + np.float32(pj[i]))
+
+
+@njit(cache=True, nogil=True)
+def acc_scaled(S, acc, dA, dBt, NC):
+    """Case G: sigma = RNE32(dA[m, j] * dBt[j, n]); acc <- RNE32(acc + RNE32(RNE32(S) * sigma)), with
+    +0 for S = 0 and NaN for a NaN sigma, j in increasing order. S [Jc, Mc, N] integer-valued floats."""
+    Jc, Mc, N = S.shape
+    nnc = (N + NC - 1) // NC
+    for task in range(Mc * nnc):
+        m = task // nnc
+        n0 = (task - m * nnc) * NC
+        n1 = min(N, n0 + NC)
+        a = acc[m, n0:n1]
+        for j in range(Jc):
+            sj = S[j, m, n0:n1]
+            db = dBt[j, n0:n1]
+            da = dA[m, j]
+            for i in range(n1 - n0):
+                sig = np.float32(da * db[i])
+                v = sj[i]
+                if sig != sig:
+                    p = np.float32(np.nan)
+                elif v == 0:
+                    p = np.float32(0.0)
+                else:
+                    p = np.float32(np.float32(v) * sig)
+                a[i] = np.float32(a[i] + p)
+
+
+# ---------------------------------------------------------------------------------------------
+# operand views
+# ---------------------------------------------------------------------------------------------
+
+
+def _fold_fp32_ok(p: Prepared, eA, eB, bitsA: int, bitsB: int) -> bool:
+    """Every folded element, product and partial sum is a normal fp32 number (so exact)."""
+    (amin, amax), (bmin, bmax) = eA, eB
+    return (p.sum_bits <= 24 and amin >= -126 and bmin >= -126 and amin + bmin >= -126
+            and amax + bitsA <= 127 and bmax + bitsB <= 127 and amax + bmax + p.sum_bits <= 127)
+
+
+def _fold_fp64_ok(eA, eB, bitsA: int, bitsB: int, sum_bits: int) -> bool:
+    (amin, amax), (bmin, bmax) = eA, eB
+    return amin + bmin >= -1022 and amin >= -1022 and bmin >= -1022 and amax + bmax + sum_bits <= 1023
+
+
+def _bits(lut) -> int:
+    return int(np.max(np.abs(lut[0]), initial=0)).bit_length()
+
+
+def _nonzero_segments(p: Prepared, role: str, lut, portable: bool):
+    c = None if portable else codes_np(p, role)
+    if c is not None:
+        return seg_nonzero(c, lut[0], p.L, p.K, p.J)
+    codes = p.codes_rows(role)
+    v = torch.as_tensor(lut[0], device=codes.device)[codes[:, :p.K].long()] != 0
+    v = torch.nn.functional.pad(v, (0, p.J * p.L - p.K)).reshape(v.shape[0], p.J, p.L).any(-1)
+    return v.cpu().numpy()
+
+
+def _b_transposed(p: Prepared) -> bool:
+    """Hold B as [J*L, N] (N contiguous, GEMM "NN") rather than [N, J*L] ("NT"). The NN GEMM is some
+    10-15% faster for these short inner dimensions, but the transposing conversion of B costs more;
+    measured on 2 cores, NN pays off from a few hundred rows of A on."""
+    return p.M >= B_TRANSPOSED_MIN_M
+
+
+def _fill(p: Prepared, role: str, lut, mult: np.ndarray, dtype, portable: bool):
+    """Float view k * mult (per segment): A as [M, J*L]; B as [J*L, N] or [N, J*L] (``_b_transposed``).
+    None when a code is an element NaN/Inf. numba on CPU, torch indexing on CUDA (or anywhere with
+    ``portable``)."""
+    rows = p.M if role == "a" else p.N
+    Kseg = p.J * p.L
+    c = None if portable else codes_np(p, role)
+    if c is not None:
+        if role == "a" or not _b_transposed(p):
+            out = np.empty((rows, Kseg), dtype)
+            bad = fill_rows(c, lut[0], lut[1], mult, p.L, p.L, p.K, p.J, out)
+        else:
+            out = np.empty((Kseg, rows), dtype)
+            bad = fill_cols(c, lut[0], lut[1], mult, p.L, p.L, p.K, p.J, out)
+        return None if bad else torch.from_numpy(out)
+    codes = p.codes_rows(role)
+    dev = codes.device
+    idx = codes[:, :p.K].long()
+    if lut[1].size and bool(torch.as_tensor(lut[1], device=dev)[idx].any()):
+        return None
+    v = torch.as_tensor(lut[0], device=dev)[idx]
+    m = torch.as_tensor(mult, device=dev).repeat_interleave(p.L, dim=1)[:, :p.K]
+    v = (v * m).to(torch.float32 if dtype == np.float32 else torch.float64)
+    v = torch.nn.functional.pad(v, (0, Kseg - p.K))
+    return v.t().contiguous() if role == "b" and _b_transposed(p) else v.contiguous()
+
+
+def _operands(p: Prepared, portable: bool = False):
+    """(A [M, J*L], B [J*L, N] or [N, J*L] float tensors, dtype, scale data) or None (not covered)."""
+    la, lb = element_lut(p.facts_a), element_lut(p.facts_b)
+    if la is None or lb is None or p.sum_bits > 53:
+        return None
+    if p.case == "G":
+        dt = np.float32 if p.sum_bits <= 24 else np.float64
+        A = _fill(p, "a", la, np.ones((p.M, p.J)), dt, portable)
+        B = None if A is None else _fill(p, "b", lb, np.ones((p.N, p.J)), dt, portable)
+        if B is None:
+            return None
+        return A, B, dt, ("G", p.dA, np.ascontiguousarray(p.dB.T))
+    bitsA, bitsB = _bits(la), _bits(lb)
+    eA, eB = exp_stats(p.EA, None), exp_stats(p.EB, None)
+    fp32 = _fold_fp32_ok(p, eA, eB, bitsA, bitsB)
+    if not fp32 and p.sum_bits <= 24:
+        # zero blocks carry extreme scales (code 0): judge only the segments holding a nonzero element
+        eA = exp_stats(p.EA, _nonzero_segments(p, "a", la, portable))
+        eB = exp_stats(p.EB, _nonzero_segments(p, "b", lb, portable))
+        fp32 = _fold_fp32_ok(p, eA, eB, bitsA, bitsB)
+    if not fp32 and not _fold_fp64_ok(eA, eB, bitsA, bitsB, p.sum_bits):  # pragma: no cover
+        return None
+    dt = np.float32 if fp32 else np.float64
+    nanA, nanB = p.EA >= HALF_NAN, p.EB >= HALF_NAN
+    clampE = lambda E, nan: np.where(nan, 0.0, pow2_f64(np.clip(np.where(nan, 0, E), -1022, 1023)))  # noqa: E731
+    A = _fill(p, "a", la, clampE(p.EA, nanA), dt, portable)
+    B = None if A is None else _fill(p, "b", lb, clampE(p.EB, nanB), dt, portable)
+    if B is None:
+        return None
+    has_nan = bool(nanA.any() or nanB.any())
+    return A, B, dt, ("P", nanA, np.ascontiguousarray(nanB.T), has_nan)
+
+
+# ---------------------------------------------------------------------------------------------
+# driver
+# ---------------------------------------------------------------------------------------------
+
+
+def _chunks(M: int, J: int, seg_row_bytes: int, budget: int):
+    """(rows Mc, segments Jc) per GEMM call: about CHUNK_ROWS rows (BLAS efficiency), as many
+    segments as fit the byte budget, fewer rows only when one segment of them does not fit."""
+    Mc = min(M, CHUNK_ROWS)
+    Jc = budget // max(Mc * seg_row_bytes, 1)
+    if Jc < 1:
+        return max(1, min(M, budget // max(seg_row_bytes, 1))), 1
+    if Jc >= J:          # everything fits: take more rows
+        return max(1, min(M, budget // max(J * seg_row_bytes, 1))), J
+    return Mc, Jc
+
+
+def run_fp32(p: Prepared, portable: bool = False):
+    """fp32 [M, N] Fp32Acc values (before tensor scale and bias) as a torch tensor on the operands'
+    device, or None when the pair or its codes are outside this path. ``portable`` runs the CUDA
+    code (torch conversion and epilogue) on CPU tensors too; tests use it to check that code."""
+    from .torch_backend import exact_float_matmul
+
+    ops = _operands(p, portable)
+    if ops is None:
+        return None
+    A, B, dt, sc = ops
+    M, N, J, L = p.M, p.N, p.J, p.L
+    dev = A.device
+    torch_ops = dev.type != "cpu" or portable          # the CUDA epilogue (torch ops per segment)
+    isz = np.dtype(dt).itemsize
+    Bv = B.view(J, L, N) if _b_transposed(p) else B.view(N, J, L).permute(1, 2, 0)   # [J, L, N]
+    Av = A.view(M, J, L).permute(1, 0, 2)                     # [J, M, L], rows strided
+    acc = torch.zeros((M, N), dtype=torch.float32, device=dev)
+    if sc[0] == "G":
+        dA_t = torch.as_tensor(sc[1], device=dev)
+        dBt_t = torch.as_tensor(sc[2], device=dev)
+    else:
+        nanA_t = torch.as_tensor(sc[1], device=dev) if torch_ops else None
+        nanBt_t = torch.as_tensor(sc[2], device=dev) if torch_ops else None
+    with exact_float_matmul():
+        if not torch_ops:
+            _run_cpu_threads(Av, Bv, acc, sc, M, N, J, isz)
+            return acc
+        budget = CHUNK_BYTES_CUDA if dev.type != "cpu" else CHUNK_BYTES_CPU
+        Mc, Jc = _chunks(M, J, N * isz, budget)
+        buf = torch.empty(Jc * Mc * N, dtype=A.dtype, device=dev)
+        for m0 in range(0, M, Mc):
+            m1 = min(M, m0 + Mc)
+            accm = acc[m0:m1]
+            for j0 in range(0, J, Jc):
+                j1 = min(J, j0 + Jc)
+                P = buf[:(j1 - j0) * (m1 - m0) * N].view(j1 - j0, m1 - m0, N)
+                torch.bmm(Av[j0:j1, m0:m1], Bv[j0:j1], out=P)
+                for j in range(j0, j1):
+                    pj = P[j - j0]
+                    if sc[0] == "P":
+                        v = pj.to(torch.float32)
+                        if sc[3]:
+                            v = torch.where(nanA_t[m0:m1, j, None] | nanBt_t[None, j, :], float("nan"), v)
+                    else:
+                        sig = dA_t[m0:m1, j, None] * dBt_t[None, j, :]
+                        v = torch.where(pj == 0, 0.0, pj.to(torch.float32) * sig)
+                        v = torch.where(torch.isnan(sig), float("nan"), v)
+                    accm.add_(v)
+    return acc
+
+
+def _run_cpu_threads(Av, Bv, acc, sc, M, N, J, isz):
+    """CPU: tiles of up to CHUNK_ROWS rows (split along N too when there are few rows), each with all
+    its segments in increasing j (CHUNK_BYTES_CPU of GEMM output per call), handed out to
+    ``torch.get_num_threads()`` Python threads that each run single-threaded GEMMs and the numba
+    epilogue (both release the GIL). No parallel region per GEMM call: on a busy machine every such
+    region would wait for a time slice."""
+    import threading
+
+    nthr = max(1, torch.get_num_threads())
+    Mc = max(1, min(M, CHUNK_ROWS))
+    n_m = -(-M // Mc)
+    n_n = 1 if n_m >= 2 * nthr else min(-(-2 * nthr // n_m), max(1, N // 256))
+    Nc = max(1, -(-N // n_n))
+    Jc = max(1, min(J, CHUNK_BYTES_CPU // max(Mc * Nc * isz, 1)))
+    items = [(m0, min(M, m0 + Mc), n0, min(N, n0 + Nc)) for m0 in range(0, M, Mc) for n0 in range(0, N, Nc)]
+    nxt = iter(range(len(items)))
+    lock = threading.Lock()
+    errors = []
+
+    def work():
+        try:
+            # OpenMP's thread count is a per-thread setting: a new thread starts at the default
+            torch.set_num_threads(1)
+            buf = torch.empty(Jc * Mc * Nc, dtype=Av.dtype)
+            while True:
+                with lock:
+                    i = next(nxt, None)
+                if i is None:
+                    return
+                m0, m1, n0, n1 = items[i]
+                accm = acc[m0:m1, n0:n1].numpy()
+                for j0 in range(0, J, Jc):
+                    j1 = min(J, j0 + Jc)
+                    P = buf[:(j1 - j0) * (m1 - m0) * (n1 - n0)].view(j1 - j0, m1 - m0, n1 - n0)
+                    torch.bmm(Av[j0:j1, m0:m1], Bv[j0:j1, :, n0:n1], out=P)
+                    if sc[0] == "P":
+                        acc_folded(P.numpy(), accm, sc[1][m0:m1, j0:j1], sc[2][j0:j1, n0:n1], sc[3], _EPI_NC)
+                    else:
+                        acc_scaled(P.numpy(), accm, sc[1][m0:m1, j0:j1], sc[2][j0:j1, n0:n1], _EPI_NC)
+        except BaseException as exc:  # pragma: no cover - re-raised below
+            errors.append(exc)
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        threads = [threading.Thread(target=work, daemon=True) for _ in range(min(nthr, len(items)) - 1)]
+        for t in threads:
+            t.start()
+        work()
+        for t in threads:
+            t.join()
+    finally:
+        torch.set_num_threads(old)
+    if errors:
+        raise errors[0]
