@@ -32,6 +32,7 @@ from numba import njit
 
 from .operands import (NAN_E, Prepared, codes_np, element_lut, exp_stats, fill_cols, fill_rows,
                        pow2_f64, seg_nonzero)
+from .reference import _tile_epi_g
 
 HALF_NAN = NAN_E // 2
 CHUNK_BYTES_CPU = 1 << 22          # one [Jc, Mc, Nc] GEMM output chunk per CPU thread
@@ -92,17 +93,7 @@ def acc_scaled(S, acc, dA, dBt, NC):
         for j in range(Jc):
             sj = S[j, m, n0:n1]
             db = dBt[j, n0:n1]
-            da = dA[m, j]
-            for i in range(n1 - n0):
-                sig = np.float32(da * db[i])
-                v = sj[i]
-                if sig != sig:
-                    p = np.float32(np.nan)
-                elif v == 0:
-                    p = np.float32(0.0)
-                else:
-                    p = np.float32(np.float32(v) * sig)
-                a[i] = np.float32(a[i] + p)
+            _tile_epi_g(a, sj, dA[m, j], db, n1 - n0)
 
 
 # ---------------------------------------------------------------------------------------------
