@@ -488,6 +488,20 @@ def _nvfp4(x, spec: BlockSpec, ax: int, mode: int, seeds) -> QTensor:
 # ---- decoders ------------------------------------------------------------------------------
 
 
+_ELEM_TABLES: dict = {}
+
+
+def _elem_table(elem, device) -> torch.Tensor:
+    """fp32 value of every code of an element format (scale 2**0), indexed by code."""
+    key = (elem, device)
+    t = _ELEM_TABLES.get(key)
+    if t is None:
+        codes = torch.arange(1 << elem.bits, dtype=torch.int64)
+        t = decode_elem(codes, torch.zeros_like(codes), _params(elem), _pow2(codes.device)).to(device)
+        _ELEM_TABLES[key] = t
+    return t
+
+
 def dequantize(q: QTensor) -> torch.Tensor:
     spec = q.spec
     shape = tuple(q.shape)
@@ -508,7 +522,12 @@ def dequantize(q: QTensor) -> torch.Tensor:
             out = torch.where(s_full == 0x7F, torch.nan, vals * d)
         else:
             sc = spec.scale
-            out = decode_elem(codes, s_full - sc.bias, _params(spec.elem), pow2)
+            # element value (exact fp32) times exact powers of two: for e <= 127 one IEEE
+            # multiply, i.e. the single rounding RNE32(n * 2**st) of decode_elem; e = 128 (BFP)
+            # takes 2**127 first, exact (or overflowing, as the result would) before the *2.
+            e = s_full - sc.bias
+            out = (_elem_table(spec.elem, codes.device)[codes] * pow2[e.clamp(max=127) + 149]
+                   * pow2[(e - 127).clamp(min=0) + 149])
             if sc.nan_code is not None:
                 out = torch.where(s_full == sc.nan_code, torch.nan, out)
         return out.narrow(ax, 0, L).reshape(shape)
