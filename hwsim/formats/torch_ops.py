@@ -514,8 +514,12 @@ def dequantize(q: QTensor) -> torch.Tensor:
     if isinstance(spec, BlockSpec):
         B = spec.block_size
         scales = q.scales.to(torch.int64)
-        s_full = scales.repeat_interleave(B, dim=ax).narrow(ax, 0, codes.shape[ax])
+
+        def per_element(t):  # per-block values [.., nblk, ..] -> per element along ax
+            return t.repeat_interleave(B, dim=ax).narrow(ax, 0, codes.shape[ax])
+
         if spec.is_nvfp4:
+            s_full = per_element(scales)
             vals = decode_elem(codes, 0, _params(spec.elem), pow2)
             d = decode_elem(s_full, 0, _params(E4M3), pow2) * torch.tensor(
                 q.tensor_scale, dtype=torch.float32, device=codes.device)
@@ -525,11 +529,14 @@ def dequantize(q: QTensor) -> torch.Tensor:
             # element value (exact fp32) times exact powers of two: for e <= 127 one IEEE
             # multiply, i.e. the single rounding RNE32(n * 2**st) of decode_elem; e = 128 (BFP)
             # takes 2**127 first, exact (or overflowing, as the result would) before the *2.
-            e = s_full - sc.bias
-            out = (_elem_table(spec.elem, codes.device)[codes] * pow2[e.clamp(max=127) + 149]
-                   * pow2[(e - 127).clamp(min=0) + 149])
+            # The multipliers are built per block (NaN for a NaN scale code), then expanded.
+            e = scales - sc.bias
+            mult = pow2[e.clamp(max=127) + 149]
             if sc.nan_code is not None:
-                out = torch.where(s_full == sc.nan_code, torch.nan, out)
+                mult = torch.where(scales == sc.nan_code, torch.nan, mult)
+            out = _elem_table(spec.elem, codes.device)[codes] * per_element(mult)
+            if bool((e > 127).any()):
+                out = out * per_element(pow2[(e - 127).clamp(min=0) + 149])
         return out.narrow(ax, 0, L).reshape(shape)
     s_full = decode_elem(q.scales.to(torch.int64), 0, _params(spec.scale.elem), pow2)
     zp = None if spec.symmetric else q.zero_points.to(torch.int64)

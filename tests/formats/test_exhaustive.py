@@ -7,6 +7,7 @@ import warnings
 import ml_dtypes as mld
 import numpy as np
 import pytest
+import torch
 
 import fmt_oracle as O
 import hwsim.formats as F
@@ -57,25 +58,38 @@ def test_decode_every_int_code(w):
     assert_same_float_bits(F.decode_elem(codes, F.get(f"bfp{w}").elem), exp, f"bfp{w}")
 
 
-def test_decode_every_e8m0_byte():
+def _lib(arr, lib):
+    return torch.from_numpy(arr) if lib == "torch" else arr
+
+
+@pytest.mark.parametrize("lib", ["numpy", "torch"])
+def test_decode_every_e8m0_byte(lib):
     """All 256 scale bytes: mxint8 element 0x40 (= 1.0) times 2^(byte-127); 0x00 = 2^-127 exactly."""
     spec = F.get("mxint8_b1")
     scales = np.arange(256, dtype=np.uint8).reshape(256, 1)
-    q = F.QTensor.from_codes(spec, np.full((256, 1), 0x40, np.uint8), scales=scales, shape=(256, 1))
+    q = F.QTensor.from_codes(spec, _lib(np.full((256, 1), 0x40, np.uint8), lib),
+                             scales=_lib(scales, lib), shape=(256, 1))
     got = np.asarray(q.dequantize())[:, 0]
     exp = np.arange(256, dtype=np.uint8).view(mld.float8_e8m0fnu).astype(np.float32)
     assert_same_float_bits(got, exp, "E8M0")
     assert got[0] == np.float32(2.0 ** -127) and got[0] != 0
     # top of the range: 0x7F * 2^-6 * 2^127 is finite and exact
-    q = F.QTensor.from_codes(spec, np.array([[0x7F]], np.uint8), scales=np.array([[254]], np.uint8), shape=(1, 1))
+    q = F.QTensor.from_codes(spec, _lib(np.array([[0x7F]], np.uint8), lib),
+                             scales=_lib(np.array([[254]], np.uint8), lib), shape=(1, 1))
     assert np.asarray(q.dequantize())[0, 0] == np.float32(127 * 2.0 ** 121)
+    # subnormal results round once: 0x7F * 2^-6 * 2^-127 = 127 * 2^-133 is exact in fp32
+    q = F.QTensor.from_codes(spec, _lib(np.array([[0x7F], [0x41]], np.uint8), lib),
+                             scales=_lib(np.array([[0], [0]], np.uint8), lib), shape=(2, 1))
+    assert_same_float_bits(np.asarray(q.dequantize())[:, 0],
+                           np.array([127 * 2.0 ** -133, 65 * 2.0 ** -133], np.float32), "subnormal")
 
 
-def test_decode_bfp_scale_255_split_multiply():
+@pytest.mark.parametrize("lib", ["numpy", "torch"])
+def test_decode_bfp_scale_255_split_multiply(lib):
     """BFP scale byte 255 is e = 128 (not NaN); 2^128 is not an fp32 value, the product is."""
     spec = F.get("bfp8_b1")
-    q = F.QTensor.from_codes(spec, np.array([[0x40], [0x7F]], np.uint8),
-                             scales=np.array([[255], [255]], np.uint8), shape=(2, 1))
+    q = F.QTensor.from_codes(spec, _lib(np.array([[0x40], [0x7F]], np.uint8), lib),
+                             scales=_lib(np.array([[255], [255]], np.uint8), lib), shape=(2, 1))
     got = np.asarray(q.dequantize())[:, 0]
     assert_same_float_bits(got, np.array([2.0 ** 127, 127 * 2.0 ** 121], np.float32))
 
