@@ -53,16 +53,28 @@ def covers(p: Prepared) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
+@njit(cache=True, inline="always")
+def _n_tasks(Mc, N, NC):
+    """Epilogue work items: one per (row m, column chunk of NC)."""
+    return Mc * ((N + NC - 1) // NC)
+
+
+@njit(cache=True, inline="always")
+def _task_span(task, N, NC):
+    """(m, n0, n1) of work item ``task``: row m, columns [n0, n1)."""
+    nnc = (N + NC - 1) // NC
+    m = task // nnc
+    n0 = (task - m * nnc) * NC
+    return m, n0, min(N, n0 + NC)
+
+
 @njit(cache=True, nogil=True)
 def acc_folded(P, acc, nanA, nanBt, has_nan, NC):
     """acc[m, n] <- RNE32(acc + RNE32(P[j, m, n])) for j in increasing order (P: exact S*2**E in fp64,
     or already P^ in fp32); NaN where nanA[m, j] or nanBt[j, n]. acc [Mc, N] fp32, updated in place."""
     Jc, Mc, N = P.shape
-    nnc = (N + NC - 1) // NC
-    for task in range(Mc * nnc):
-        m = task // nnc
-        n0 = (task - m * nnc) * NC
-        n1 = min(N, n0 + NC)
+    for task in range(_n_tasks(Mc, N, NC)):
+        m, n0, n1 = _task_span(task, N, NC)
         a = acc[m, n0:n1]
         for j in range(Jc):
             pj = P[j, m, n0:n1]
@@ -84,11 +96,8 @@ def acc_scaled(S, acc, dA, dBt, NC):
     """Case G: sigma = RNE32(dA[m, j] * dBt[j, n]); acc <- RNE32(acc + RNE32(RNE32(S) * sigma)), with
     +0 for S = 0 and NaN for a NaN sigma, j in increasing order. S [Jc, Mc, N] integer-valued floats."""
     Jc, Mc, N = S.shape
-    nnc = (N + NC - 1) // NC
-    for task in range(Mc * nnc):
-        m = task // nnc
-        n0 = (task - m * nnc) * NC
-        n1 = min(N, n0 + NC)
+    for task in range(_n_tasks(Mc, N, NC)):
+        m, n0, n1 = _task_span(task, N, NC)
         a = acc[m, n0:n1]
         for j in range(Jc):
             sj = S[j, m, n0:n1]

@@ -95,9 +95,9 @@ def _ldexp_small(sf, E, pow2):
     return np.float32(np.float32(sf * _pow2(pow2, E1)) * _pow2(pow2, E2))
 
 
-@njit(cache=True)
-def _scale_wide(hi, lo, E, pow2):
-    """RNE32((hi*2**32 + lo) * 2**E) for a signed two-limb integer (0 <= lo < 2**32), one rounding."""
+@njit(cache=True, inline="always")
+def _wide_magnitude(hi, lo):
+    """(negative, |S| high limb, |S| low limb, bit length of |S|) of S = hi*2**32 + lo."""
     neg = hi < 0
     if neg:
         if lo != 0:
@@ -105,9 +105,15 @@ def _scale_wide(hi, lo, E, pow2):
             hi = -hi - 1
         else:
             hi = -hi
+    return neg, hi, lo, (_bitlen(hi) + 32 if hi > 0 else _bitlen(lo))
+
+
+@njit(cache=True)
+def _scale_wide(hi, lo, E, pow2):
+    """RNE32((hi*2**32 + lo) * 2**E) for a signed two-limb integer (0 <= lo < 2**32), one rounding."""
+    neg, hi, lo, n = _wide_magnitude(hi, lo)
     if hi == 0 and lo == 0:
         return np.float32(0.0)
-    n = _bitlen(hi) + 32 if hi > 0 else _bitlen(lo)
     r = max(n - 24, -149 - E, 0)
     m = _round_shift(hi, lo, r)
     v = _ldexp_small(np.float32(m), E + r, pow2)
@@ -237,15 +243,7 @@ def _shift_mag(hm, lm, r):
 @njit(cache=True)
 def _fixed_add_wide(A, hi, lo, X, W, F, wrap, rne):
     """_fixed_add for a two-limb segment sum S = hi*2**32 + lo (|S| < 2**72)."""
-    neg = hi < 0
-    hm, lm = hi, lo
-    if neg:
-        if lo != 0:
-            lm = (1 << 32) - lo
-            hm = -hi - 1
-        else:
-            hm = -hi
-    n = _bitlen(hm) + 32 if hm > 0 else _bitlen(lm)
+    neg, hm, lm, n = _wide_magnitude(hi, lo)
     if n <= 61:
         return _fixed_add(A, (hi << 32) + lo, X, W, F, wrap, rne)
     sh = X + F

@@ -89,6 +89,22 @@ def check_rank(rank, n_in: int, n_out: int) -> int:
     return rank
 
 
+def check_problem(W, Wq, rank, svd_dtype, layer: str | None):
+    """The validation every reconstruction starts with: (W, Wq, k, svd dtype)."""
+    W, Wq = check_weight_pair(W, Wq, layer)
+    n_out, n_in = W.shape
+    return W, Wq, check_rank(rank, n_in, n_out), parse_dtype(svd_dtype, "svd_dtype")
+
+
+def check_channel_vector(v, name: str, n_in: int, layer: str | None) -> torch.Tensor:
+    """A finite per-input-channel statistic [in] (any shape with in entries) as a flat tensor."""
+    v = as_tensor(v, name).reshape(-1)
+    if v.numel() != n_in:
+        raise ValueError(f"{name} must have in={n_in} entries, got {v.numel()}")
+    check_finite(v, name, layer)
+    return v
+
+
 _DTYPES = {"float32": torch.float32, "float64": torch.float64,
            torch.float32: torch.float32, torch.float64: torch.float64}
 

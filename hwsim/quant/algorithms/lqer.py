@@ -9,7 +9,7 @@ finalised: clamped at 1e-4 and normalised by sqrt(min·max)). Both run through o
 
 from __future__ import annotations
 
-from .common import as_tensor, check_finite, check_rank, check_weight_pair, parse_dtype
+from .common import check_channel_vector, check_problem
 from .lowrank import Reconstruction, Timer, diag_residual, finish, lowrank_from_scaled
 
 
@@ -29,15 +29,10 @@ def l2qer(W, Wq, s, rank: int = 32, *, fmt_a=None, fmt_b=None, axes="reduction",
         ``Reconstruction`` (unpacks to (A [in, k], B [k, out])) with ``.info``.
     """
     timer = Timer()
-    W, Wq = check_weight_pair(W, Wq, layer)
+    W, Wq, k, dtype = check_problem(W, Wq, rank, svd_dtype, layer)
     n_out, n_in = W.shape
-    k = check_rank(rank, n_in, n_out)
-    dtype = parse_dtype(svd_dtype, "svd_dtype")
     if s is not None:
-        s = as_tensor(s, "mean_abs_lqer").reshape(-1)
-        if s.numel() != n_in:
-            raise ValueError(f"mean_abs_lqer must have in={n_in} entries, got {s.numel()}")
-        check_finite(s, "mean_abs_lqer", layer)
+        s = check_channel_vector(s, "mean_abs_lqer", n_in, layer)
         if bool((s <= 0).any()):
             raise ValueError(f"mean_abs_lqer must be > 0 everywhere (it is clamped at 1e-4 when "
                              f"finalised, algorithms.md §2.2); min is {float(s.min())}")

@@ -22,9 +22,8 @@ import math
 import numpy as np
 import torch
 
-from .common import (DampingWarning, as_tensor, check_finite, check_rank, check_weight_pair,
-                     parse_dtype, record)
-from .common import output_error
+from .common import (DampingWarning, as_tensor, check_channel_vector, check_finite, check_problem,
+                     output_error, record)
 from .lowrank import (Reconstruction, Timer, diag_residual, finish, lowrank_from_scaled,
                       truncated_svd)
 
@@ -57,14 +56,9 @@ def qera_approx(W, Wq, r, rank: int = 32, *, fmt_a=None, fmt_b=None, axes="reduc
     Returns a ``Reconstruction`` (A [in, k], B [k, out], ``.info``).
     """
     timer = Timer()
-    W, Wq = check_weight_pair(W, Wq, layer)
+    W, Wq, k, dtype = check_problem(W, Wq, rank, svd_dtype, layer)
     n_out, n_in = W.shape
-    k = check_rank(rank, n_in, n_out)
-    dtype = parse_dtype(svd_dtype, "svd_dtype")
-    r = as_tensor(r, "mean_sq").reshape(-1).to(torch.float64)
-    if r.numel() != n_in:
-        raise ValueError(f"mean_sq must have in={n_in} entries, got {r.numel()}")
-    check_finite(r, "mean_sq", layer)
+    r = check_channel_vector(r, "mean_sq", n_in, layer).to(torch.float64)
     if bool((r < 0).any()):
         raise ValueError(f"mean_sq holds per-channel RMS values and must be >= 0; "
                          f"min is {float(r.min())}")
@@ -281,10 +275,8 @@ def qera_exact(W, Wq, R, rank: int = 32, *, factor: str = "cholesky", fmt_a=None
     ``info.damping`` and ``info.events``; "sqrtm" uses the same ladder to decide the damping.
     """
     timer = Timer()
-    W, Wq = check_weight_pair(W, Wq, layer)
+    W, Wq, k, dtype = check_problem(W, Wq, rank, svd_dtype, layer)
     n_out, n_in = W.shape
-    k = check_rank(rank, n_in, n_out)
-    dtype = parse_dtype(svd_dtype, "svd_dtype")
     if factor not in FACTORS:
         raise ValueError(f"factor={factor!r} is not valid: expected one of {list(FACTORS)}")
     if solver is None:
