@@ -40,6 +40,15 @@ def register(subparsers) -> None:
     p.add_argument("--save", default=None, help="directory to save the quantized model to")
     p.add_argument("--json", default=None, help="write the results as JSON to this file")
     p.add_argument("--list-recipes", action="store_true", help="list the recipe presets and exit")
+    hw = p.add_argument_group("accelerator the quantized model is costed on (hwsim.cost_models)")
+    hw.add_argument("--rows", type=int, default=32, help="systolic array rows (default 32)")
+    hw.add_argument("--cols", type=int, default=32, help="systolic array columns (default 32)")
+    hw.add_argument("--dataflow", default="ws", help="ws | os | is (default ws)")
+    hw.add_argument("--node", type=float, default=7.0, help="technology node in nm (default 7)")
+    hw.add_argument("--dram", default="HBM2", help="DRAM type (default HBM2)")
+    hw.add_argument("--prefill-seq", type=int, default=512, help="tokens of the costed prefill pass (default 512)")
+    hw.add_argument("--decode-context", type=int, default=512, help="KV length of the costed decode step (default 512)")
+    hw.add_argument("--no-cost", action="store_true", help="skip the cost of the quantized model")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=handler)
 
@@ -54,11 +63,18 @@ def handler(args) -> int:
             print(f"{name:18s} stages={'+'.join(r.stages):16s} W={lay.w} X={lay.x} rank={lay.rank} "
                   f"A={lay.a} B={lay.b} XA={lay.xa} XAB={lay.xab} axes={lay.lowrank_axes}")
         return 0
+    hardware = None
+    if not args.no_cost:
+        from hwsim.dse import HardwarePoint, accelerator
+
+        hardware = HardwarePoint(rows=args.rows, cols=args.cols, dataflow=args.dataflow, node_nm=args.node,
+                                 dram=args.dram, prefill_seq=args.prefill_seq, decode_context=args.decode_context)
+        accelerator(hardware)  # validates the accelerator before any model work
     res = run_quantize(args.model, args.recipe, w=args.w, a=args.a, lowrank=args.lowrank_fmt, rank=args.rank,
                        mode=args.mode, calib=args.calib, n_calib=args.n_calib, calib_len=args.calib_len,
                        eval_corpus=None if str(args.eval).lower() == "none" else args.eval,
                        seq_len=args.seq_len, n_tokens=args.n_tokens or None, with_fp=not args.no_fp,
-                       seed=args.seed, save=args.save, progress=not args.quiet)
+                       seed=args.seed, save=args.save, progress=not args.quiet, hardware=hardware)
     res.pop("_fp_result", None)
     print(format_table([res]))
     if args.json:
@@ -77,8 +93,10 @@ def build_recipe(recipe: str, *, w=None, a=None, lowrank=None, rank=None, mode=N
 def run_quantize(model_name: str, recipe: str, *, w=None, a=None, lowrank=None, rank=None, mode=None,
                  calib: str = "austen", n_calib: int = 32, calib_len: int = 512, eval_corpus: str | None = "austen",
                  seq_len: int = 512, n_tokens: int | None = 2048, with_fp: bool = True, seed: int = 0,
-                 save: str | None = None, progress: bool = True, fp_result: Any = None) -> dict[str, Any]:
-    """Load, (evaluate fp,) calibrate + quantize, evaluate; returns a plain dict of the results."""
+                 save: str | None = None, progress: bool = True, fp_result: Any = None,
+                 hardware: Any = None) -> dict[str, Any]:
+    """Load, (evaluate fp,) calibrate + quantize, evaluate, and cost the quantized model on
+    ``hardware`` (a ``hwsim.dse.HardwarePoint``; None: no cost); returns a plain dict."""
     import torch
 
     from hwsim.eval import data as edata
@@ -123,6 +141,14 @@ def run_quantize(model_name: str, recipe: str, *, w=None, a=None, lowrank=None, 
         res = evaluate(model, tok, eval_corpus, "eval", **ev)
         times["eval_q"] = time.perf_counter() - t
         out["quant"] = res.as_dict()
+    if hardware is not None:
+        from hwsim.dse import cost_metrics
+        from hwsim.quant import model_records
+
+        t = time.perf_counter()
+        out["cost"] = {"hardware": hardware.to_dict(), "label": hardware.label,
+                       **cost_metrics(model_records(model), model.config, hardware)}
+        times["cost"] = time.perf_counter() - t
     if save:
         t = time.perf_counter()
         save_quantized(model, save, extra={"cli": out})
@@ -156,6 +182,21 @@ def format_table(results: list[dict[str, Any]]) -> str:
         bpb = f"{q['bits_per_byte']:.4f}" if q else "-"
         lines.append(f"| {r['recipe']} | {'+'.join(r['stages'])} | {r['w']} | {r['x'] or '-'} | {r['rank'] or '-'} | "
                      f"{r['bits_per_weight']:.3f} | {ppl} | {bpb} | {r['times'].get('quantize', 0):.1f} |")
+    costed = [r for r in results if r.get("cost")]
+    if costed:
+        lines.append("")
+        lines.append(f"cost on {costed[0]['cost']['label']} (prefill {costed[0]['cost']['hardware']['prefill_seq']} "
+                     f"tokens; decode one token at context {costed[0]['cost']['hardware']['decode_context']}):")
+        lines.append("")
+        lines.append("| method | area mm^2 | prefill uJ/token | decode uJ/token | prefill ms | decode ms | weights MB |")
+        lines.append("|---|---|---|---|---|---|---|")
+        for r in costed:
+            c = r["cost"]
+            lines.append(f"| {r['recipe']} | {c['area_mm2']:.3f} | {c['energy_per_token_uj']:.3f} | "
+                         f"{c['decode_energy_per_token_uj']:.3f} | {c['prefill_latency_ms']:.3f} | "
+                         f"{c['decode_latency_ms']:.4f} | {c['weight_mb']:.2f} |")
+            if c.get("not_costed"):
+                lines.append(f"not costed (outside the decoder layers): {', '.join(c['not_costed'])}")
     lines.append("")
     for r in results:
         lines.append(f"time per stage [{r['recipe']}] (s): " + ", ".join(

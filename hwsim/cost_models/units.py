@@ -9,7 +9,7 @@ pair; every width comes from :func:`hwsim.cost_models.fmt.describe`, never from 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -200,8 +200,8 @@ def fp16_vector_adder(tech: Technology | None = None) -> Unit:
 # --------------------------------------------------------------------------------------------
 
 SUPPORTED_PAIRS = (
-    "block int x block int (MXINT/BFP, same block size) -> BlockDotInt",
-    "block x block with a float side (MXFP, NVFP4, same block size) -> BlockDotFP",
+    "block int x block int (MXINT/BFP; block sizes equal or one dividing the other) -> BlockDotInt",
+    "block x block with a float side (MXFP, NVFP4; block sizes as above) -> BlockDotFP",
     "scaled int x scaled int (tensor/channel/token/group) -> IntMAC + OutputRescale/GroupRescale",
     "float element x float element (fp32/fp16/bf16/fp8/...) -> FPMAC",
     "float element activation x integer/block weight (weight-only) -> DequantToFP16 + FPMAC",
@@ -245,6 +245,23 @@ def _unsupported(fa, fw, why):
     )
 
 
+def _common_block(fa: FormatInfo, fw: FormatInfo) -> tuple[FormatInfo, FormatInfo, tuple[str, ...]]:
+    """Operands of one block dot-product unit when the two block sizes differ.
+
+    With block sizes B_a != B_w where one divides the other (e.g. MXINT4 weights in blocks of 16
+    x MXINT8 activations in blocks of 32), the unit reduces over the smaller block B; the larger
+    block's shared scale is reused by max(B_a, B_w) / B consecutive units.
+    """
+    if fa.block_size == fw.block_size:
+        return fa, fw, ()
+    small, large = sorted((fa.block_size, fw.block_size))
+    if large % small:
+        raise _unsupported(fa, fw, f"block sizes {fa.block_size} and {fw.block_size}: neither divides the other")
+    note = (f"block sizes differ ({fa.block_size} vs {fw.block_size}): dot-product units over {small} elements, "
+            f"the larger block's scale reused by {large // small} units")
+    return replace(fa, block_size=small), replace(fw, block_size=small), (note,)
+
+
 def build_pe(a_format: Any, w_format: Any, acc: Any = None, window: int | None = 32,
              k: int | None = None, tech: Technology | None = None) -> PEConfig:
     """PE + edge units for activation ``a_format`` x weight ``w_format``.
@@ -268,16 +285,15 @@ def _build_pe(fa: FormatInfo, fw: FormatInfo, acc: Accumulator | None, window, k
         aq = act_quant_scaled(fa, group, tech)
 
     if fa.is_block and fw.is_block:
-        if fa.block_size != fw.block_size:
-            raise _unsupported(fa, fw, f"block sizes differ: {fa.block_size} vs {fw.block_size}")
+        ua, uw, notes = _common_block(fa, fw)
         acc = acc or Accumulator("window", 32)
         if acc.kind == "fp":
             raise _unsupported(fa, fw, "block dot-product units accumulate in a fixed-point window, not FP")
         if fa.kind == "block_int" and fw.kind == "block_int":
-            pe = block_dot_int(fa, fw, acc.bits, tech)
+            pe = block_dot_int(ua, uw, acc.bits, tech)
         else:
-            pe = block_dot_fp(fa, fw, acc.bits, window, tech)
-        return PEConfig(fa, fw, acc, pe, aq, group)
+            pe = block_dot_fp(ua, uw, acc.bits, window, tech)
+        return PEConfig(fa, fw, acc, pe, aq, group, notes=notes)
     if fa.kind == "int" and fw.kind == "int":
         acc = acc or Accumulator("int", 32)
         if acc.kind == "fp":

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
 from .array import SystolicArray
+from .breakdown import AREA_COMPONENTS, ENERGY_COMPONENTS, area_components, gemm_energy_components
 from .fmt import describe
 from .tech import load_data
 from .units import build_pe, fp16_vector_adder
@@ -85,7 +86,8 @@ class ModelSpec:
     """Model dims + phase + the per-layer linears.
 
     phase 'prefill': M = batch*seq; 'decode': M = batch per step, with ``context`` tokens of KV.
-    layer_linears: one tuple of LinearSpec per layer.
+    layer_linears: one tuple of LinearSpec per layer. not_costed: names of quantized linears outside
+    the decoder layers (e.g. lm_head), reported but not costed.
     """
 
     name: str
@@ -104,6 +106,7 @@ class ModelSpec:
     attn_fmt: Any = "fp16"
     kv_fmt: Any = "fp16"
     vocab: int = 0
+    not_costed: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.phase not in PHASES:
@@ -216,19 +219,49 @@ def _field(rec: Any, *names, default=None):
 
 
 _LAYER_RE = re.compile(r"layers\.(\d+)\.")
+#: what a high-precision (unquantized) operand of a quantized model is costed as
+HIGH_PRECISION_FORMAT = "fp16"
+#: ``pre_transform`` values that mean "no online transform"
+NO_TRANSFORM = (None, "", "none")
+
+
+def _hp(fmt: Any) -> Any:
+    """A record's format, with None (high precision) costed as HIGH_PRECISION_FORMAT."""
+    return HIGH_PRECISION_FORMAT if fmt is None else fmt
+
+
+def _record_transform(rec: Any, name: str, K: int) -> str | None:
+    pre = _field(rec, "pre_transform")
+    if pre in NO_TRANSFORM:
+        return None
+    if pre == "hadamard":
+        return f"hadamard({int(_field(rec, 'pre_transform_size', default=K) or K)})"
+    hadamard_size(str(pre), name)  # validates 'hadamard(m)'
+    return str(pre)
+
+
+def _record_lowrank(rec: Any) -> LowRank | None:
+    lr = _field(rec, "lowrank")
+    if lr is None or not (_field(lr, "rank", default=0) or 0):
+        return None
+    return LowRank(int(_field(lr, "rank")), _hp(_field(lr, "a_fmt")), _hp(_field(lr, "b_fmt")),
+                   _field(lr, "xa_fmt"), _field(lr, "xab_fmt"))
 
 
 def from_quantized(desc: Any, config: Any = None, *, phase: str = "prefill", seq: int = 512, batch: int = 1,
-                   context: int | None = None, include_attention: bool = False) -> ModelSpec:
-    """ModelSpec from a duck-typed quantized-model description (see docs/cost_models.md).
+                   context: int | None = None, include_attention: bool = False, acc: Any = None) -> ModelSpec:
+    """ModelSpec of a quantized model from its linear records (``hwsim.quant.model_records``).
 
-    ``desc.linears`` (or ``desc`` itself): a mapping name -> record or an iterable of records.
-    A record (object or dict) has: ``name`` (module path with ``layers.<i>.`` and the linear's
-    short name last; optional when the mapping key is the name), ``w_format``, ``x_format``
-    (alias ``a_format``); optional ``K``/``N`` (else from the config), ``acc``, ``rank`` (0/None:
-    no branch), ``a_lr_format``/``b_lr_format`` (low-rank factor formats, default mxint8),
-    ``xa_format``, ``xab_format``, ``pre_transform`` ('hadamard(m)' or 'hadamard'),
-    ``shares_input_with``. The config comes from ``config`` or ``desc.config``.
+    ``desc.linears`` (or ``desc`` itself): an iterable of records or a mapping name -> record.
+    A record (object or dict) carries the fields of ``hwsim.quant.QLinearRecord``: ``name``
+    (module path with ``layers.<i>.``; may be the mapping key), ``in_features`` (K),
+    ``out_features`` (N), ``w_fmt``, ``x_fmt`` (None = high precision, costed as
+    HIGH_PRECISION_FORMAT), ``input_key`` (records with equal keys read one input, quantized once;
+    default: k/v share q's input, up shares gate's), ``pre_transform`` ('none', 'hadamard' of
+    ``pre_transform_size``, or 'hadamard(m)'), ``lowrank`` (None or ``rank``, ``a_fmt``, ``b_fmt``,
+    ``xa_fmt``, ``xab_fmt``), optional ``acc``. Records outside the decoder layers (e.g. a
+    quantized lm_head) are listed in ``ModelSpec.not_costed``. ``acc`` sets the accumulator of
+    every linear whose record has none. The config comes from ``config`` or ``desc.config``.
     """
     cfg = config if config is not None else _get(desc, "config")
     if cfg is None:
@@ -236,43 +269,42 @@ def from_quantized(desc: Any, config: Any = None, *, phase: str = "prefill", seq
     d = model_dims(cfg)
     recs = _get(desc, "linears", default=desc)
     items = list(recs.items()) if isinstance(recs, Mapping) else [(None, r) for r in recs]
+    if not items:
+        raise ValueError("from_quantized: the description holds no linear records (was the model quantized?)")
     roles = {n: (K, N, s) for n, K, N, s in llama_linears(d)}
     layers: dict[int, list[LinearSpec]] = {i: [] for i in range(d["layers"])}
+    first_of_input: dict[tuple[int, str], str] = {}
+    not_costed = []
     for key, rec in items:
         name = _field(rec, "name", default=key)
         if name is None:
             raise ValueError("from_quantized: a record has no name")
         mt = _LAYER_RE.search(str(name))
         if not mt:
-            raise ValueError(f"linear {name!r}: field name must contain 'layers.<index>.'")
+            not_costed.append(str(name))
+            continue
         li = int(mt.group(1))
         if li not in layers:
             raise ValueError(f"linear {name!r}: layer index {li} outside 0..{d['layers'] - 1}")
         short = str(name).rsplit(".", 1)[-1]
         K0, N0, share = roles.get(short, (None, None, None))
-        K = _field(rec, "K", "in_features", default=K0)
-        N = _field(rec, "N", "out_features", default=N0)
+        K = _field(rec, "in_features", default=K0)
+        N = _field(rec, "out_features", default=N0)
         if K is None or N is None:
-            raise ValueError(f"linear {name!r}: field K/N missing and {short!r} is not a LLaMA linear {LLAMA_LINEARS}")
-        wf = _field(rec, "w_format", "w_fmt")
-        xf = _field(rec, "x_format", "a_format", "x_fmt")
-        if wf is None or xf is None:
-            raise ValueError(f"linear {name!r}: field w_format and x_format are required")
-        rank = _field(rec, "rank", default=0) or 0
-        lr = None
-        if rank:
-            lr = LowRank(int(rank), _field(rec, "a_lr_format", default="mxint8"),
-                         _field(rec, "b_lr_format", default="mxint8"), _field(rec, "xa_format"),
-                         _field(rec, "xab_format"))
-        pre = _field(rec, "pre_transform")
-        if pre == "hadamard":
-            pre = f"hadamard({int(K)})"
-        layers[li].append(LinearSpec(short, int(K), int(N), wf, xf, acc=_field(rec, "acc"),
-                                     shares_input_with=_field(rec, "shares_input_with", default=share),
-                                     pre_transform=pre, lowrank=lr))
+            raise ValueError(f"linear {name!r}: in_features/out_features missing and {short!r} is not a LLaMA linear "
+                             f"{LLAMA_LINEARS}")
+        input_key = _field(rec, "input_key")
+        if input_key is not None:
+            share = first_of_input.setdefault((li, str(input_key)), short)
+            share = None if share == short else share
+        layers[li].append(LinearSpec(short, int(K), int(N), _hp(_field(rec, "w_fmt")), _hp(_field(rec, "x_fmt")),
+                                     acc=_field(rec, "acc", default=acc), shares_input_with=share,
+                                     pre_transform=_record_transform(rec, str(name), int(K)),
+                                     act_quant=_field(rec, "x_fmt") is not None, lowrank=_record_lowrank(rec)))
     return ModelSpec(d["name"], d["layers"], d["hidden"], d["intermediate"], d["heads"], d["kv_heads"], d["d_head"],
                      tuple(tuple(v) for _, v in sorted(layers.items())), phase=phase, batch=batch, seq=seq,
-                     context=context or seq, include_attention=include_attention, vocab=d["vocab"])
+                     context=context or seq, include_attention=include_attention, vocab=d["vocab"],
+                     not_costed=tuple(not_costed))
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,13 +348,19 @@ def lqer_crossover(m: int, n: int, k: int) -> float:
 
 @dataclass
 class ModelCost:
-    """Result of :func:`cost_model`: per-linear table, totals and assumptions."""
+    """Result of :func:`cost_model`: per-linear table, totals and assumptions.
+
+    area_components (um^2) and energy_components (pJ, whole pass) split the totals by hardware
+    component (``breakdown.AREA_COMPONENTS`` / ``ENERGY_COMPONENTS``); each sums to its total.
+    """
 
     per_layer: Any  # pandas DataFrame
     totals: dict
     area: dict
     assumptions: dict
     warnings: list = field(default_factory=list)
+    area_components: dict = field(default_factory=dict)
+    energy_components: dict = field(default_factory=dict)
 
     def summary(self):
         import pandas as pd
@@ -357,11 +395,18 @@ def cost_model(model: ModelSpec, array: SystolicArray, *, lowrank_placement: str
         lowrank_array = array.with_(rows=max(1, array.rows // 4), cols=max(1, array.cols // 4))
     cache: dict = {}
 
+    energy_by = dict.fromkeys(ENERGY_COMPONENTS, 0.0)
+
     def run(arr, m, k, n, xf, wf, acc, qin):
         key = (id(arr), m, k, n, describe(xf), describe(wf), acc, qin)
         if key not in cache:
-            cache[key] = arr.gemm(m, k, n, xf, wf, acc=acc, quantize_input=qin)
+            g = arr.gemm(m, k, n, xf, wf, acc=acc, quantize_input=qin)
+            cache[key] = (g, gemm_energy_components(arr.pe_config(xf, wf, acc, k), g.energy_breakdown))
         return cache[key]
+
+    def charge(components: dict, times: int = 1) -> None:
+        for comp, pj in components.items():
+            energy_by[comp] += pj * times
 
     rows = []
     pairs_main, pairs_lr = set(), set()
@@ -371,7 +416,8 @@ def cost_model(model: ModelSpec, array: SystolicArray, *, lowrank_placement: str
             share = lin.shares_input_with
             qin = lin.act_quant and not (share is not None and share in quantized_inputs)
             quantized_inputs.add(lin.name)
-            g = run(array, M, lin.K, lin.N, lin.x_fmt, lin.w_fmt, lin.acc, qin)
+            g, g_energy = run(array, M, lin.K, lin.N, lin.x_fmt, lin.w_fmt, lin.acc, qin)
+            charge(g_energy)
             pairs_main.add((describe(lin.x_fmt), describe(lin.w_fmt), lin.acc))
             row = {"layer": li, "linear": lin.name, "M": M, "K": lin.K, "N": lin.N, "w_fmt": g.w_format,
                    "x_fmt": g.a_format, "macs": g.macs, "main_cycles": g.cycles, "compute_cycles": g.compute_cycles,
@@ -384,8 +430,8 @@ def cost_model(model: ModelSpec, array: SystolicArray, *, lowrank_placement: str
                 lr = lin.lowrank
                 xa = lr.xa_fmt if lr.xa_fmt is not None else lin.x_fmt
                 arr = lowrank_array if lowrank_placement == "separate" else array
-                g1 = run(arr, M, lin.K, lr.rank, lin.x_fmt, lr.a_fmt, None, False)
-                g2 = run(arr, M, lr.rank, lin.N, xa, lr.b_fmt, None, True)
+                g1 = run(arr, M, lin.K, lr.rank, lin.x_fmt, lr.a_fmt, None, False)[0]
+                g2 = run(arr, M, lr.rank, lin.N, xa, lr.b_fmt, None, True)[0]
                 passes = 1
                 if lowrank_placement == "shared" and shared_mode == "split":
                     port = max(describe(lin.w_fmt).element_bits, 1)
@@ -404,6 +450,7 @@ def cost_model(model: ModelSpec, array: SystolicArray, *, lowrank_placement: str
                 lr_energy += M * lin.N * e_add
                 row.update(lowrank_macs=g1.macs + g2.macs, lowrank_cycles=lr_cycles, merge_cycles=merge)
                 row["energy_pj"] += lr_energy
+                energy_by["lowrank"] += lr_energy
                 row["dram_bytes"] += g1.dram_total_bytes + g2.dram_total_bytes
                 row["weight_bytes"] += describe(lr.a_fmt).nbytes(lr.rank, lin.K) + describe(lr.b_fmt).nbytes(lin.N, lr.rank)
                 pairs_lr.add((describe(lin.x_fmt), describe(lr.a_fmt), None))
@@ -421,27 +468,31 @@ def cost_model(model: ModelSpec, array: SystolicArray, *, lowrank_placement: str
                     adds = hadamard_adds(msize) * M
                     tc = M * math.ceil(hadamard_adds(msize) / V)
                     row["energy_pj"] += adds * e_add
+                    energy_by["transforms"] += adds * e_add
                 else:
-                    gh = run(array, M, msize, msize, "fp16", "fp16", None, False)
+                    gh = run(array, M, msize, msize, "fp16", "fp16", None, False)[0]
                     adds, tc = gh.macs, gh.cycles
                     row["energy_pj"] += gh.energy_pj
+                    energy_by["transforms"] += gh.energy_pj
                     row["dram_bytes"] += gh.dram_total_bytes
                 row.update(transform_adds=adds, transform_cycles=tc)
                 extra_cycles += 0 if overlap_transforms else tc
             row["cycles"] = layer_cycles + extra_cycles
             rows.append(row)
         if model.include_attention:
-            rows.extend(_attention_rows(model, array, li, run))
+            rows.extend(_attention_rows(model, array, li, run, charge))
     df = pd.DataFrame(rows)
     # areas
-    main_area = max(array.area(x, w, a).total_um2 for x, w, a in pairs_main)
-    if lowrank_placement == "shared" and shared_mode == "widen" and pairs_lr:
-        main_area = max([main_area] + [array.area(x, w, a).total_um2 for x, w, a in pairs_lr])
+    main_pairs = list(pairs_main) + (list(pairs_lr) if lowrank_placement == "shared" and shared_mode == "widen"
+                                     else [])
+    main_area, main_pair = max(((array.area(*p).total_um2, p) for p in main_pairs), key=lambda t: t[0])
     lr_area = max((lowrank_array.area(x, w, a).total_um2 for x, w, a in pairs_lr), default=0.0) \
         if lowrank_placement == "separate" else 0.0
     vec_area = V * vec.area_um2 if (pairs_lr or (df["transform_adds"] > 0).any()) else 0.0
     area = {"main_array_um2": main_area, "lowrank_array_um2": lr_area, "vector_unit_um2": vec_area}
     area["total_um2"] = sum(area.values())
+    area_by = area_components(array, array.pe_config(*main_pair))
+    area_by.update(lowrank=lr_area, vector_unit=vec_area)
     cycles = int(df["cycles"].sum())
     clk = array.tech.clock_hz
     macs_useful = int(df["macs"].sum())
@@ -469,19 +520,21 @@ def cost_model(model: ModelSpec, array: SystolicArray, *, lowrank_placement: str
                    "lowrank_placement": lowrank_placement, "shared_mode": shared_mode,
                    "hadamard_impl": hadamard_impl, "overlap_transforms": overlap_transforms, "vector_lanes": V,
                    "include_attention": model.include_attention, "limitations": LIMITATIONS}
-    return ModelCost(df, totals, area, assumptions, warnings)
+    return ModelCost(df, totals, area, assumptions, warnings, area_by, energy_by)
 
 
-def _attention_rows(model: ModelSpec, array: SystolicArray, li: int, run) -> list[dict]:
+def _attention_rows(model: ModelSpec, array: SystolicArray, li: int, run, charge) -> list[dict]:
     """Per-head QK^T (M_q, d_h, L_kv) and A.V (M_q, L_kv, d_h) at attn_fmt, times heads."""
     Mq = model.M
     Lkv = model.seq if model.phase == "prefill" else model.context
     out = []
     for nm, (m, k, n) in (("attn_qk", (Mq, model.d_head, Lkv)), ("attn_av", (Mq, Lkv, model.d_head))):
-        g = run(array, m, k, n, model.attn_fmt, model.attn_fmt, None, False)
+        g, g_energy = run(array, m, k, n, model.attn_fmt, model.attn_fmt, None, False)
         kv_read = 0
         if model.phase == "decode":
             kv_read = int(math.ceil(Lkv * model.d_head * model.kv_heads * describe(model.kv_fmt).bpe() / 8))
+        charge(g_energy, model.heads)
+        charge({"dram": kv_read * 8 * array.tech.dram_pj_per_bit})
         out.append({"layer": li, "linear": nm, "M": m, "K": k, "N": n, "w_fmt": g.w_format, "x_fmt": g.a_format,
                     "macs": g.macs * model.heads, "main_cycles": g.cycles * model.heads,
                     "compute_cycles": g.compute_cycles * model.heads, "stall_cycles": g.stall_cycles * model.heads,

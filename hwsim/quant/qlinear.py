@@ -122,7 +122,7 @@ class QLinearRecord:
     x_fmt: str | None
     bias: bool
     bias_fmt: str | None
-    shares_input_with: str | None
+    input_key: str | None  # linears with the same key read one input, quantized once
     pre_transform: str
     pre_transform_size: int | None
     lowrank: LowRankRecord | None
@@ -403,7 +403,7 @@ class QLinear(nn.Module):
             x_fmt=fmt_name(self.x_fmt),
             bias=self.bias is not None,
             bias_fmt=fmt_name(self.bias_fmt),
-            shares_input_with=self.input_key,
+            input_key=self.input_key,
             pre_transform=self.pre_transform_kind,
             pre_transform_size=self.in_features if self.pre_transform is not None else None,
             lowrank=lr,

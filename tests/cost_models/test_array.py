@@ -157,10 +157,20 @@ def test_bad_inputs():
         a.gemm(4, -3, 4, "mxint8", "mxint4")
     with pytest.raises(ValueError, match="cannot build.*supported pairs"):
         a.gemm(4, 32, 4, "int8_tok", "mxint4")
-    with pytest.raises(ValueError, match="block sizes differ"):
-        a.gemm(4, 32, 4, "mxint8", "bfp4")
+    with pytest.raises(ValueError, match="neither divides the other"):
+        a.gemm(4, 96, 4, "mxint8", "bfp4_b24")
     with pytest.raises(ValueError, match="a_format and w_format"):
         a.area()
+
+
+def test_mismatched_block_sizes_use_the_smaller_block():
+    """mxint8 (B=32) x mxint4_b16: units over 16 elements, priced as the same-block pair mxint8_b16."""
+    a = SystolicArray(4, 4)
+    mixed, same = a.pe_config("mxint8", "mxint4_b16"), a.pe_config("mxint8_b16", "mxint4_b16")
+    assert mixed.lanes == same.lanes == 16
+    assert mixed.pe.area_um2 == pytest.approx(same.pe.area_um2)
+    assert mixed.act_group == 32 and any("block sizes differ" in n for n in mixed.notes)
+    assert a.gemm(4, 64, 4, "mxint8", "mxint4_b16").macs == 4 * 64 * 4
 
 
 def test_sweep_matches_scalar():

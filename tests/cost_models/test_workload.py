@@ -81,7 +81,8 @@ def test_from_transformers_config_and_quantized_description():
 
     class Desc:
         config = cfg
-        linears = {f"model.layers.{i}.mlp.{n}": {"w_format": "mxint4", "x_format": "mxint8", "rank": 8 if i else 0}
+        linears = {f"model.layers.{i}.mlp.{n}": {"w_fmt": "mxint4", "x_fmt": "mxint8",
+                                                  "lowrank": {"rank": 8, "a_fmt": "mxint8", "b_fmt": "mxint8"} if i else None}
                    for i in range(2) for n in ("gate_proj", "up_proj", "down_proj")}
 
     q = from_quantized(Desc(), seq=16)
@@ -90,8 +91,11 @@ def test_from_transformers_config_and_quantized_description():
     assert q.layer_linears[1][1].shares_input_with == "gate_proj"
     res = cost_model(q, SystolicArray(8, 8))
     assert len(res.per_layer) == 6
-    with pytest.raises(ValueError, match="w_format and x_format"):
-        from_quantized({"model.layers.0.mlp.up_proj": {"w_format": "mxint4"}}, cfg)
+    # weight-only record: high-precision activations are costed as fp16
+    wo = from_quantized({"model.layers.0.mlp.up_proj": {"w_fmt": "mxint4", "x_fmt": None}}, cfg)
+    assert wo.layer_linears[0][0].x_fmt == "fp16" and not wo.layer_linears[0][0].act_quant
+    with pytest.raises(ValueError, match="pre_transform='rotate'"):
+        from_quantized({"model.layers.0.mlp.up_proj": {"w_fmt": "mxint4", "pre_transform": "rotate"}}, cfg)
 
 
 def test_bad_workload_inputs():
@@ -116,3 +120,22 @@ def test_cli(capsys):
     assert main(["cost", "calibration"]) == 0
     assert "int8 MAC" in capsys.readouterr().out
     assert main(["cost", "gemm", "--M", "8", "--K", "64", "--N", "16", "--dataflow", "zz"]) == 1
+
+
+@pytest.mark.parametrize("w, a, rank, placement, attention", [
+    ("mxint4", "mxint8", 0, "separate", False), ("mxint4_b16", "mxint8", 8, "separate", True),
+    ("mxfp4", "mxfp8_e4m3", 8, "shared", False), ("int4_g128", "int8_tok", 0, "separate", True),
+    ("mxint4", "fp16", 0, "separate", False)])
+def test_component_breakdowns_sum_to_totals(w, a, rank, placement, attention):
+    """Area and energy by component add up to the totals, for every unit family and branch placement."""
+    from hwsim.cost_models.breakdown import AREA_COMPONENTS, ENERGY_COMPONENTS
+
+    spec = from_config("smollm2-135m", w, a, seq=64, lowrank=rank or None, hadamard_down=True,
+                       include_attention=attention)
+    res = cost_model(spec, SystolicArray(16, 16), lowrank_placement=placement)
+    assert set(res.area_components) == set(AREA_COMPONENTS) and set(res.energy_components) == set(ENERGY_COMPONENTS)
+    assert sum(res.area_components.values()) == pytest.approx(res.area["total_um2"], rel=1e-12)
+    assert sum(res.energy_components.values()) == pytest.approx(res.totals["energy_pj"], rel=1e-12)
+    assert min(res.area_components.values()) >= 0 and res.energy_components["transforms"] > 0
+    assert (res.energy_components["lowrank"] > 0) == bool(rank)
+    assert res.area_components["multipliers"] > 0 and res.energy_components["dram"] > 0
