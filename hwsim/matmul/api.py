@@ -216,7 +216,20 @@ def _dequant(x):
 
 
 def fake_matmul(a, b, *, out_format="fp32", bias=None):
-    """dequantize(a) @ dequantize(b) in fp32 (torch with TF32 off, or numpy); not bit-reproducible."""
+    """mode="fake": dequantize both operands, then one fp32 GEMM whose summation order is unspecified.
+
+    The operands are dequantized by ``hwsim.formats`` (bit-exact, as ``QTensor.dequantize``) to
+    float32 and multiplied by ``torch.matmul`` (torch operands; TF32 and reduced-precision oneDNN
+    modes forced off, so every operation is an IEEE fp32 one) or ``np.matmul`` (numpy operands).
+    The order in which that GEMM sums the K products is left to BLAS / torch and is NOT specified
+    by hwsim: it may change with the CPU (AMD and Intel kernels differ), the thread count, the
+    operand layouts and the shapes, and FMAs may be used. Results are therefore not bit-reproducible
+    across machines, nor equal bit for bit to another fp32 product of the same dequantized operands
+    (``a.dequantize() @ w.dequantize().T`` may differ in the last bits). What holds for every order
+    is the fp32 dot-product bound |y - A B| <= gamma_K (|A| |B|) (+ underflow), gamma_K = K u / (1 - K u),
+    u = 2^-24, on the dequantized operands A, B. ``mode="exact"`` is the bit-reproducible datapath.
+    ``bias`` (fp32 [N]) is added to the fp32 result; ``out_format`` casts it as ``matmul`` does.
+    """
     xa, xb = _dequant(a), _dequant(b)
     if is_torch(xa) or is_torch(xb):
         import torch

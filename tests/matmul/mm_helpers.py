@@ -185,3 +185,85 @@ def _accumulate(parts, acc, caseP):
         else:
             A = max(-(1 << (W - 1)), min((1 << (W - 1)) - 1, A))
     return float(rne32(Fraction(A) / Fraction(2) ** Fb))
+
+
+# ---------------------------------------------------------------- fp32 GEMM rounding bound
+U32 = 2.0 ** -24      # unit roundoff of fp32, round to nearest even
+U64 = 2.0 ** -53      # unit roundoff of fp64
+
+
+def gamma(n: int, u: float = U32) -> float:
+    """Higham's gamma_n = n*u / (1 - n*u), the relative bound after n roundings (needs n*u < 1)."""
+    assert n * u < 1, (n, u)
+    return n * u / (1 - n * u)
+
+
+def fp32_gemm_bound(a, b):
+    """float64 reference and order-independent error bound of an fp32 GEMM ``a @ b``.
+
+    a: float32 [..., M, K], b: float32 [K, N] (numpy arrays or torch tensors; finite values).
+    Returns ``(ref, bound)``, float64 numpy arrays of shape [..., M, N]: ``ref`` is ``a @ b`` in
+    float64 and every fp32 GEMM ``y`` of the same operands satisfies ``|y - ref| <= bound``,
+    whatever summation order, blocking, split-K, vector partial sums or FMAs the BLAS uses.
+
+    Derivation (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., §3.1, Lemma 3.1
+    and (3.5)). One output is ``y = sum_k a_k b_k``. In any order, the computed value is built
+    from K rounded products (or FMAs) and at most K - 1 rounded additions; along its path to the
+    result each term ``a_k b_k`` meets at most K roundings, each a factor (1 + d) with |d| <= u =
+    2^-24 (fp32, round to nearest), so
+
+        |y_fp32 - y| <= gamma_K * sum_k |a_k b_k| = gamma_K * (|A| @ |B|),
+        gamma_K = K u / (1 - K u).
+
+    Underflow is not relative: a product below the fp32 normal range is rounded to the subnormal
+    grid (spacing 2^-149, error <= 2^-150), sums of subnormals are exact, and later roundings
+    scale an early error by at most (1 + gamma_K) <= 2: at most K * 2^-149 in all.
+
+    The reference is computed in float64 (not exactly): its own error is <= gamma_K(2^-53) |A||B|,
+    |A| @ |B| is itself a float64 sum of non-negative terms (relative error <= gamma_K(2^-53)),
+    and |y - ref| is rounded once more in float64. Together these are below 2 K 2^-53 |A||B|,
+    i.e. below one more fp32 unit u |A||B| for K <= 2^28 (checked). Since gamma_{K+1} - gamma_K
+    >= u, the bound used is
+
+        bound = gamma_{K+1} * fl64(|A| @ |B|) + K * 2^-149
+
+    (the "+1" is that final rounding). For K = 96, gamma_97 = 5.8e-6: a meaningful check (an error
+    of a few ulps of |A||B| beyond it is rejected), yet no BLAS summation order can exceed it.
+    """
+    def f64(x):
+        if hasattr(x, "detach"):
+            x = x.detach().cpu().numpy()
+        x = np.asarray(x)
+        assert x.dtype == np.float32, f"fp32_gemm_bound needs float32 operands, got {x.dtype}"
+        return x.astype(np.float64)
+
+    A, B = f64(a), f64(b)
+    K = A.shape[-1]
+    assert B.shape[0] == K and K <= 2 ** 28
+    assert np.isfinite(A).all() and np.isfinite(B).all()
+    ref = A @ B
+    absprod = np.abs(A) @ np.abs(B)
+    return ref, gamma(K + 1) * absprod + K * 2.0 ** -149
+
+
+def within_fp32_gemm_bound(y, a, b):
+    """Boolean array: where the fp32 result ``y`` of ``a @ b`` lies within ``fp32_gemm_bound``."""
+    if hasattr(y, "detach"):
+        y = y.detach().cpu().numpy()
+    ref, bound = fp32_gemm_bound(a, b)
+    return np.abs(np.asarray(y, np.float64) - ref) <= bound
+
+
+def assert_fp32_gemm_result(y, a, b, what=""):
+    """``y`` is an fp32 GEMM of ``a @ b`` in some summation order (see ``fp32_gemm_bound``)."""
+    if hasattr(y, "detach"):
+        y = y.detach().cpu().numpy()
+    y = np.asarray(y)
+    assert y.dtype == np.float32, f"{what}: expected an fp32 result, got {y.dtype}"
+    ref, bound = fp32_gemm_bound(a, b)
+    err = np.abs(y.astype(np.float64) - ref)
+    bad = ~(err <= bound)
+    if bad.any():
+        i = np.unravel_index(np.argmax(np.where(bad, err / np.maximum(bound, 1e-300), 0)), err.shape)
+        raise AssertionError(f"{what}: {int(bad.sum())} of {bad.size} outputs outside the fp32 GEMM bound; "
+                             f"worst at {i}: |y - ref| = {err[i]:.3e} > bound {bound[i]:.3e}")

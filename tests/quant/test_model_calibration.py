@@ -9,6 +9,14 @@ from hwsim.quant.model import get_adapter
 from hwsim.quant.testing import tiny_model
 
 
+U64 = 2.0 ** -53  # unit roundoff of float64
+
+
+def _gamma(k, u):
+    """Higham's gamma_k = k u / (1 - k u): relative error bound after k roundings, any order."""
+    return k * u / (1 - k * u)
+
+
 def test_mean_abs_lqer_hand_computed():
     s = MeanAbsLqer(3)
     s.update(torch.tensor([[1.0, -2.0, 0.0], [3.0, 0.0, 0.0]]))      # means 2, 1, 0
@@ -35,9 +43,21 @@ def test_rxx_and_mean_sq_match_float64():
         m.update(x)
     ref = (xs[0].double().T @ xs[0].double() + xs[1].double().T @ xs[1].double()
            + xs[2].double().T @ xs[2].double()) / X.shape[0]
-    assert torch.equal(r.finalize(), ref)  # exact with outer_dtype=float64
-    torch.testing.assert_close(r.finalize(), X.T @ X / X.shape[0], rtol=1e-14, atol=1e-15)
-    torch.testing.assert_close(m.finalize(), torch.sqrt((X ** 2).mean(0)), rtol=1e-15, atol=0)
+    # bit for bit: Rxx(outer_dtype=float64) runs these very float64 products (same shapes and layouts)
+    # and sums them in the same order; float64 sums of float32 products may round, so only the same
+    # computation is equal bit for bit (the full X.T @ X below is another one: a tolerance)
+    assert torch.equal(r.finalize(), ref)
+    # X.T @ X / n and mean(X**2) in one go sum the same terms in other orders (one 21-term reduction
+    # vs three 7-term ones, whatever order BLAS / torch pick): compare within the float64 rounding
+    # bound. float32 x float32 products are exact in float64; 20 additions and the division give
+    # each side |err| <= gamma_21 * (|X|^T |X|) / n, so the two differ by <= 2 gamma_21 (|X|^T |X|) / n;
+    # gamma_22 leaves one u each for computing that bound in float64. For the RMS: a sum of positive
+    # terms (gamma_20), the division (u) and sqrt (halves the relative error, then one more u): each
+    # side within gamma_22 relative, so rtol = 2 gamma_23.
+    n = X.shape[0]
+    gram_bound = 2 * _gamma(n + 1, U64) * (X.abs().T @ X.abs()) / n
+    assert ((r.finalize() - X.T @ X / n).abs() <= gram_bound).all()
+    torch.testing.assert_close(m.finalize(), torch.sqrt((X ** 2).mean(0)), rtol=2 * _gamma(n + 2, U64), atol=0)
     r32 = Rxx(5)
     for x in xs:
         r32.update(x)
@@ -55,13 +75,20 @@ def test_groups_share_one_statistic_and_hooks_are_removed():
     qkv = st[groups[0].input_key]
     assert qkv.n_tokens == 32 and qkv["rxx"].shape == (64, 64) and qkv["rxx"].dtype == torch.float64
     assert all(not m._forward_pre_hooks for m in model.modules())
-    # q, k, v read one tensor: hook its input independently on k_proj and compare
+    # q, k, v read one tensor: hook its input independently on k_proj and compare. The model runs on
+    # the same mini-batches as collect_stats, so X is the very input the statistic saw; Rxx forms
+    # x.T @ x per mini-batch of 16 tokens in float32 (outer_dtype): an fp32 GEMM in an unspecified
+    # order, within gamma_16(2^-24) (|x|^T |x|) of the exact product, summed and divided in float64.
+    # gamma_17 covers those float64 roundings and the float64 reference's own (both < 2^-24 |X||X|).
     seen = []
     h = blk.self_attn.k_proj.register_forward_pre_hook(lambda m, a: seen.append(a[0].reshape(-1, 64).double()))
-    model(ids, use_cache=False)
+    for s in range(0, ids.shape[0], 2):
+        model(ids[s:s + 2], use_cache=False)
     h.remove()
     X = torch.cat(seen)
-    torch.testing.assert_close(qkv["rxx"], X.T @ X / X.shape[0], rtol=1e-5, atol=1e-6)
+    n = X.shape[0]
+    bound = _gamma(2 * 8 + 1, 2.0 ** -24) * (X.abs().T @ X.abs()) / n
+    assert ((qkv["rxx"] - X.T @ X / n).abs() <= bound).all()
 
 
 def test_hooks_removed_after_exception():
