@@ -4,6 +4,11 @@
 # Idempotent: re-running it only does what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Headless Chromium (Debian) for the report's browser test (tests/report/test_browser.py).
+if ! command -v chromium >/dev/null 2>&1; then
+    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+        || echo "warning: could not install chromium; the report's browser test will be skipped" >&2
+fi
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
