@@ -18,7 +18,7 @@ VPY=.venv/bin/python
 if ! $VPY -c "import torch" >/dev/null 2>&1; then
     $VPY -m pip install --quiet torch==2.13.0
 fi
-$VPY -m pip install --quiet -e ".[dev,gpu]"  # gpu: triton, for the interpreter tests on CPU
+$VPY -m pip install --quiet -e ".[dev,gpu,ray]"  # gpu: triton, for the interpreter tests on CPU
 # Offline model zoo and corpora (see docs/evaluation.md); skipped with HWSIM_SKIP_FETCH=1.
 if [ "${HWSIM_SKIP_FETCH:-0}" != "1" ]; then
     .venv/bin/hwsim fetch

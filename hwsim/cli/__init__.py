@@ -9,11 +9,12 @@ import sys
 # Each module defines ``register(subparsers)`` and sets ``func`` on the parsers it adds.
 _COMMAND_MODULES = (
     "hwsim.cli.formats_cmd",
-    "hwsim.cli.demo_cmd",
     "hwsim.cli.matmul_cmd",
     "hwsim.cli.cost_cmd",
     "hwsim.cli.eval_cmd",
     "hwsim.cli.quant_cmd",
+    "hwsim.cli.study_cmd",
+    "hwsim.cli.report_cmd",
 )
 
 

@@ -1,5 +1,5 @@
-"""``hwsim demo``: quantize one tensor in many formats; print error vs bits per element and write
-a small report (markdown table + plot). The default study of the README until hwsim.dse lands."""
+"""``hwsim formats demo``: quantize one tensor in many formats; print error vs bits per element and
+write a small report (markdown table + plot)."""
 
 from __future__ import annotations
 
@@ -91,7 +91,8 @@ def _run(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
+def add_parser(subparsers) -> None:
+    """Adds ``demo`` to the ``hwsim formats`` actions."""
     p = subparsers.add_parser("demo", help="quantize a tensor in many formats; error vs bits report")
     p.add_argument("--rows", type=int, default=256)
     p.add_argument("--cols", type=int, default=4096)

@@ -101,4 +101,7 @@ def register(subparsers) -> None:
     ps = sub.add_parser("show", help="full spec of one format (name grammar: see 'list')")
     ps.add_argument("name")
     ps.set_defaults(func=_show)
+    from .demo_cmd import add_parser as add_demo
+
+    add_demo(sub)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])

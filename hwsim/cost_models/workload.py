@@ -261,7 +261,8 @@ def from_quantized(desc: Any, config: Any = None, *, phase: str = "prefill", seq
     ``pre_transform_size``, or 'hadamard(m)'), ``lowrank`` (None or ``rank``, ``a_fmt``, ``b_fmt``,
     ``xa_fmt``, ``xab_fmt``), optional ``acc``. Records outside the decoder layers (e.g. a
     quantized lm_head) are listed in ``ModelSpec.not_costed``. ``acc`` sets the accumulator of
-    every linear whose record has none. The config comes from ``config`` or ``desc.config``.
+    every linear whose record has none and whose activations are not a float element format
+    (FP datapaths keep their FP accumulator). The config comes from ``config`` or ``desc.config``.
     """
     cfg = config if config is not None else _get(desc, "config")
     if cfg is None:
@@ -297,8 +298,10 @@ def from_quantized(desc: Any, config: Any = None, *, phase: str = "prefill", seq
         if input_key is not None:
             share = first_of_input.setdefault((li, str(input_key)), short)
             share = None if share == short else share
-        layers[li].append(LinearSpec(short, int(K), int(N), _hp(_field(rec, "w_fmt")), _hp(_field(rec, "x_fmt")),
-                                     acc=_field(rec, "acc", default=acc), shares_input_with=share,
+        wf, xf = _hp(_field(rec, "w_fmt")), _hp(_field(rec, "x_fmt"))
+        default_acc = None if describe(xf).kind == "fp" else acc  # FP datapaths keep their FP accumulator
+        layers[li].append(LinearSpec(short, int(K), int(N), wf, xf,
+                                     acc=_field(rec, "acc", default=default_acc), shares_input_with=share,
                                      pre_transform=_record_transform(rec, str(name), int(K)),
                                      act_quant=_field(rec, "x_fmt") is not None, lowrank=_record_lowrank(rec)))
     return ModelSpec(d["name"], d["layers"], d["hidden"], d["intermediate"], d["heads"], d["kv_heads"], d["d_head"],

@@ -27,13 +27,17 @@ OFMAP_FRACTION = 0.5
 
 
 def accelerator(hw: HardwarePoint) -> SystolicArray:
-    """The systolic array of a hardware point (technology, SRAM, DRAM, clock, accumulator)."""
+    """The systolic array of a hardware point (technology, SRAM, DRAM, clock); the accumulator
+    ``hw.acc`` is set per linear by :func:`cost_metrics` (integer and block datapaths only)."""
     tech = Technology(library=hw.library, node_nm=hw.node_nm, dram_type=hw.dram, dram_bandwidth_gbps=hw.dram_gbps,
                       f_clk_hz=None if hw.clock_mhz is None else hw.clock_mhz * 1e6)
     kib = hw.sram_kib * BYTES_PER_KIB
     sram = SRAMConfig(ifmap_bytes=kib, filter_bytes=kib, ofmap_bytes=max(1, int(kib * OFMAP_FRACTION)))
-    acc = int(hw.acc) if isinstance(hw.acc, str) and hw.acc.isdigit() else hw.acc
-    return SystolicArray(hw.rows, hw.cols, hw.dataflow, tech=tech, sram=sram, acc=acc)
+    return SystolicArray(hw.rows, hw.cols, hw.dataflow, tech=tech, sram=sram)
+
+
+def _acc(hw: HardwarePoint) -> Any:
+    return int(hw.acc) if isinstance(hw.acc, str) and hw.acc.isdigit() else hw.acc
 
 
 def cost_metrics(records: Iterable[Any], config: Any, hw: HardwarePoint) -> dict[str, Any]:
@@ -49,7 +53,7 @@ def cost_metrics(records: Iterable[Any], config: Any, hw: HardwarePoint) -> dict
     out: dict[str, Any] = {}
     for phase, seq in (("prefill", hw.prefill_seq), ("decode", 1)):
         spec = from_quantized(records, config, phase=phase, seq=hw.prefill_seq if phase == "prefill" else seq,
-                              batch=hw.batch, context=hw.decode_context, include_attention=True)
+                              batch=hw.batch, context=hw.decode_context, include_attention=True, acc=_acc(hw))
         res = cost_model(spec, arr)
         t = res.totals
         tokens = t["tokens"]

@@ -832,6 +832,13 @@ class Study:
             return f"{point.label} acc={point.acc}"
         return point.label
 
+    def run(self, db: str | Path | None = None, **options: Any) -> dict[str, Any]:
+        """Evaluate every unfinished design point into ``db`` (default ``db_path``); see
+        :func:`hwsim.dse.runner.run_study` for the options (executor, jobs, only, retry_failed, ...)."""
+        from .runner import run_study
+
+        return run_study(self, db, **options)
+
     def summary(self) -> dict[str, Any]:
         """Counts: points of each kind, grid sizes, exclusions, distinct protocols and recipes."""
         return {

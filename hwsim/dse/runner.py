@@ -1,0 +1,421 @@
+"""Run a study: evaluate each accuracy point once, cost it on every hardware point, store it.
+
+The driver (this process) owns the database: workers (in-process, a process pool, or Ray tasks)
+return an accuracy result, and the driver costs it on every hardware point and writes the point
+with its design rows in one transaction (``store.py``). A killed study re-run with the same
+database recomputes only the points that were not committed.
+
+Work shared between points:
+
+- the full-precision model is loaded once per process and model, and copied for each point;
+- the full-precision perplexity is cached on disk under ``$HWSIM_CACHE/dse/fp/`` (atomic write;
+  key = protocol + hwsim version + torch version), so it is computed once per protocol;
+- the calibration token set is built once per (model, corpus, n_calib, calib_len, seed) and process.
+
+:data:`WORK` counts the expensive operations of this process (model loads, fp evaluations,
+calibration sets, quantizations, evaluations), so a test can prove that a second run does none.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import fnmatch
+import json
+import os
+import subprocess
+import time
+import traceback
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from .costing import cost_metrics
+from .points import AccuracyPoint, DesignPoint, HardwarePoint, config_key
+from .store import ResultStore
+
+__all__ = ["run_study", "evaluate_accuracy", "plan", "versions", "WORK", "EXECUTORS"]
+
+EXECUTORS = ("local", "ray")
+#: expensive operations done by this process (see the module docstring)
+WORK: collections.Counter = collections.Counter()
+#: warnings kept per point (the first ones; a runaway warning must not bloat the database)
+MAX_WARNINGS = 50
+#: held-out sequences used for the per-layer output error
+LAYER_ERROR_SEQUENCES = 1
+
+_MODELS: dict[str, tuple[Any, Any, float]] = {}
+_CALIB: dict[str, Any] = {}
+
+
+# ------------------------------------------------------------------------------------------------
+# provenance
+# ------------------------------------------------------------------------------------------------
+
+def _git_commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parents[2]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict[str, Any]:
+    """Versions of hwsim and the libraries that decide a result, plus the git commit when known."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, Any] = {}
+    for pkg in ("hwsim", "torch", "transformers", "numpy", "numba"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    out["git_commit"] = _git_commit()
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# the accuracy worker
+# ------------------------------------------------------------------------------------------------
+
+def _model(name: str, progress: bool):
+    """(fp model, tokenizer, load seconds) of ``name``, loaded once per process."""
+    if name not in _MODELS:
+        from hwsim.eval import models as emodels
+
+        t = time.perf_counter()
+        model, tok = emodels.load(name, progress=progress)
+        WORK["model_loads"] += 1
+        _MODELS[name] = (model, tok, time.perf_counter() - t)
+    return _MODELS[name]
+
+
+def _fp_cache_path(point: AccuracyPoint) -> Path:
+    import torch
+
+    from hwsim.eval.cache import cache_dir
+
+    v = versions()
+    key = config_key("fp-baseline", {"protocol": point.protocol_key, "hwsim": v["hwsim"], "torch": torch.__version__,
+                                     "transformers": v["transformers"]})
+    return cache_dir("dse", "fp", f"{key}.json")
+
+
+def _fp_baseline(point: AccuracyPoint, model, tok, progress: bool) -> dict[str, Any]:
+    """Full-precision perplexity of the point's protocol, from the disk cache or computed once."""
+    from hwsim.eval.perplexity import evaluate
+
+    path = _fp_cache_path(point)
+    if path.exists():
+        return json.loads(path.read_text())
+    res = evaluate(model, tok, point.eval_corpus, "eval", seq_len=point.seq_len, n_tokens=point.n_tokens,
+                   progress=progress, model_name=point.model).as_dict()
+    WORK["fp_evaluations"] += 1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(res))
+    os.replace(tmp, path)  # atomic: a reader sees the old state or the whole file
+    return res
+
+
+def _calibration(point: AccuracyPoint, tok):
+    if point.calib_key not in _CALIB:
+        from hwsim.eval import data as edata
+
+        _CALIB[point.calib_key] = edata.calibration_set(tok, point.calib_corpus, n=point.n_calib,
+                                                        seq_len=point.calib_len, seed=point.seed)
+        WORK["calibration_sets"] += 1
+    return _CALIB[point.calib_key]
+
+
+def point_recipe(point: AccuracyPoint):
+    """The validated ``hwsim.quant`` recipe of an accuracy point."""
+    from hwsim.quant import get_recipe, validate_recipe, with_formats
+
+    return validate_recipe(with_formats(get_recipe(point.recipe), w=point.w, a=point.x, lowrank=point.lowrank_fmt,
+                                        rank=point.rank, mode=point.mode))
+
+
+def evaluate_accuracy(point: AccuracyPoint | dict, *, progress: bool = False,
+                      on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Quantize and evaluate one accuracy point; never raises for a failing point.
+
+    Returns ``status`` ('ok' | 'failed'), ``metrics`` (ppl, bits_per_byte, fp baseline, bits per
+    weight, layer output error summary, resolved formats), ``records`` (the quantized linears'
+    ``QLinearRecord`` as dicts), ``model_config``, ``timings`` (s per stage), ``warnings``
+    (incl. recorded fall-backs), ``versions``, ``error``/``traceback``, ``wall_s``.
+    """
+    import torch
+
+    point = point if isinstance(point, AccuracyPoint) else AccuracyPoint.from_dict(point)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    out: dict[str, Any] = {"versions": versions(), "records": [], "model_config": {}, "metrics": {}}
+    stage = "setup"
+
+    def enter(name: str) -> float:
+        nonlocal stage
+        stage = name
+        if on_stage:
+            on_stage(name)
+        return time.perf_counter()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            from hwsim.eval.perplexity import evaluate, layer_output_errors
+            from hwsim.quant import model_records, quantize_model
+
+            recipe = point_recipe(point)
+            enter("load")
+            loads_before = WORK["model_loads"]
+            fp_model, tok, load_s = _model(point.model, progress)
+            timings["load"] = load_s if WORK["model_loads"] > loads_before else 0.0
+            t = enter("fp_eval")
+            fp = _fp_baseline(point, fp_model, tok, progress)
+            timings["fp_eval"] = time.perf_counter() - t
+            calib = None
+            if recipe.stat_kinds():
+                t = enter("calib_data")
+                calib = _calibration(point, tok)
+                timings["calib_data"] = time.perf_counter() - t
+            t = enter("quantize")
+            torch.manual_seed(point.seed)
+            model = copy.deepcopy(fp_model)
+            report = quantize_model(model, recipe, calib, progress=progress)
+            WORK["quantizations"] += 1
+            timings["quantize"] = time.perf_counter() - t
+            timings.update({f"quantize.{k}": v for k, v in report.timings.items() if k != "total"})
+            t = enter("eval")
+            res = evaluate(model, tok, point.eval_corpus, "eval", seq_len=point.seq_len, n_tokens=point.n_tokens,
+                           progress=progress, model_name=point.model)
+            WORK["evaluations"] += 1
+            timings["eval"] = time.perf_counter() - t
+            t = enter("layer_error")
+            held_out = _held_out_tokens(tok, point)
+            errs = layer_output_errors(fp_model, model, held_out, progress=False)
+            timings["layer_error"] = time.perf_counter() - t
+            lay = recipe.layer
+            rank = lay.rank if recipe.reconstruction else 0
+            out["metrics"] = {
+                "ppl": res.ppl, "bits_per_byte": res.bits_per_byte, "fp_ppl": fp["ppl"],
+                "fp_bits_per_byte": fp["bits_per_byte"], "bits_per_weight": report.bits_per_weight,
+                "layer_err_mean": sum(errs.values()) / len(errs) if errs else float("nan"),
+                "layer_err_max": max(errs.values()) if errs else float("nan"),
+                "layer_err_worst": max(errs, key=errs.get) if errs else "",
+                "stages": "+".join(recipe.stages), "w_fmt": lay.w or "none", "x_fmt": lay.x or "none",
+                "rank": rank, "lowrank_fmt": (lay.a or "none") if rank else "none", "mode": recipe.mode,
+                "n_quantized": report.n_quantized, "scored_tokens": res.scored_tokens,
+                "protocol": res.protocol.as_dict(), "fallbacks": report.events[:MAX_WARNINGS],
+            }
+            out["records"] = [asdict(r) for r in model_records(model)]
+            out["model_config"] = model.config.to_dict()
+            out.update(status="ok", error="", traceback="")
+            del model
+        except Exception as exc:  # a failing point is recorded and the study goes on
+            out.update(status="failed", error=f"{stage}: {type(exc).__name__}: {exc}",
+                       traceback=traceback.format_exc())
+    msgs = [f"{w.category.__name__}: {w.message}" for w in caught]
+    fallbacks = [f"fallback {e.get('stage')}/{e.get('kind')} at {e.get('layer')}: {e.get('value')}"
+                 for e in out["metrics"].get("fallbacks", [])]
+    out["warnings"] = list(dict.fromkeys(fallbacks + msgs))[:MAX_WARNINGS]
+    out["timings"] = timings
+    out["wall_s"] = time.perf_counter() - t_start
+    return out
+
+
+def _held_out_tokens(tok, point: AccuracyPoint):
+    """The first evaluation window (held out from calibration) as LongTensor [1, T]."""
+    import torch
+
+    from hwsim.eval import data as edata
+
+    ids = tok(edata.load(point.eval_corpus, "eval")[: 16 * point.seq_len], add_special_tokens=False)["input_ids"]
+    return torch.tensor([ids[: point.seq_len]] * LAYER_ERROR_SEQUENCES, dtype=torch.long)
+
+
+# ------------------------------------------------------------------------------------------------
+# costing (driver side, no model work)
+# ------------------------------------------------------------------------------------------------
+
+def cost_designs(point: AccuracyPoint, result: dict[str, Any],
+                 hardware: Iterable[HardwarePoint]) -> list[tuple[str, HardwarePoint, dict[str, Any]]]:
+    """(design_key, hardware point, cost result) of an accuracy result on every hardware point."""
+    out = []
+    for hw in hardware:
+        key = DesignPoint(point, hw).key
+        if result["status"] != "ok":
+            out.append((key, hw, {"status": "failed", "metrics": {}, "error": "accuracy point failed"}))
+            continue
+        try:
+            out.append((key, hw, {"status": "ok", "metrics": cost_metrics(result["records"], result["model_config"],
+                                                                          hw), "error": ""}))
+        except (ValueError, KeyError) as exc:
+            out.append((key, hw, {"status": "failed", "metrics": {}, "error": f"cost: {exc}"}))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# planning
+# ------------------------------------------------------------------------------------------------
+
+def _matches(point: DesignPoint | AccuracyPoint, only: str | None) -> bool:
+    if not only:
+        return True
+    label = point.label
+    return fnmatch.fnmatchcase(label, only) or only in label
+
+
+def plan(study, store: ResultStore, *, only: str | None = None, retry_failed: bool = False) -> dict[str, Any]:
+    """What a run would do: accuracy points to evaluate, stored points missing design rows, and counts."""
+    acc_points = [p for p in study.accuracy_points() if _matches(p, only)]
+    hw_points = study.hardware_points()
+    status = store.accuracy_status()
+    done_designs = store.design_keys()
+    todo = [p for p in acc_points if status.get(p.key) is None or (retry_failed and status[p.key] == "failed")]
+    todo_keys = {p.key for p in todo}
+    recost = [p for p in acc_points if p.key not in todo_keys and status.get(p.key) == "ok"
+              and any(DesignPoint(p, h).key not in done_designs for h in hw_points)]
+    fp_missing = {p.protocol_key for p in todo if not _fp_cache_path(p).exists()}
+    from hwsim.quant import get_recipe
+
+    needs_calib = [p for p in todo if get_recipe(p.recipe).stat_kinds()]
+    return {
+        "accuracy_points": acc_points, "hardware_points": hw_points, "todo": todo, "recost": recost,
+        "stored": {p.key: status[p.key] for p in acc_points if p.key in status},
+        "estimate": {"model_loads": len({p.model for p in todo} - set(_MODELS)),
+                     "fp_evaluations": len(fp_missing), "calibration_sets": len({p.calib_key for p in needs_calib}),
+                     "quantizations": len(todo), "evaluations": len(todo),
+                     "cost_evaluations": 2 * (len(todo) + len(recost)) * len(hw_points)},
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# executors
+# ------------------------------------------------------------------------------------------------
+
+def _threads_per_job(jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    except (ImportError, ValueError):
+        pass
+
+
+def _worker_entry(point_dict: dict, threads: int) -> tuple[dict, dict]:
+    _init_worker(threads)
+    return point_dict, evaluate_accuracy(point_dict)
+
+
+def _run_local(todo, jobs, progress, on_result, on_stage):
+    if jobs <= 1:
+        for p in todo:
+            on_result(p, evaluate_accuracy(p, on_stage=on_stage))
+        return
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    threads = _threads_per_job(jobs)
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_worker_entry, p.to_dict(), threads) for p in todo]
+        for fut in cf.as_completed(futures):
+            pd_, res = fut.result()
+            on_result(AccuracyPoint.from_dict(pd_), res)
+
+
+def _run_ray(todo, jobs, progress, on_result, on_stage, address: str | None = None):
+    try:
+        import ray
+    except ImportError as exc:
+        raise ValueError("executor='ray' needs the ray extra: pip install 'hwsim[ray]'") from exc
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+    threads = _threads_per_job(jobs)
+    task = ray.remote(num_cpus=threads)(_worker_entry)
+    pending = {task.remote(p.to_dict(), threads): p for p in todo}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            pending.pop(ref)
+            pd_, res = ray.get(ref)
+            on_result(AccuracyPoint.from_dict(pd_), res)
+
+
+# ------------------------------------------------------------------------------------------------
+# the run
+# ------------------------------------------------------------------------------------------------
+
+def run_study(study, db: str | Path | None = None, *, executor: str = "local", jobs: int = 1,
+              only: str | None = None, retry_failed: bool = False, progress: bool = True,
+              ray_address: str | None = None, threads: int | None = None) -> dict[str, Any]:
+    """Evaluate every unfinished point of ``study`` into the database ``db`` (default: the
+    study's ``db_path``); returns a summary (counts, wall time, the database path)."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor={executor!r} is not valid; valid: {', '.join(EXECUTORS)}")
+    if not (isinstance(jobs, int) and jobs >= 1):
+        raise ValueError(f"jobs={jobs!r} must be an integer >= 1")
+    t0 = time.perf_counter()
+    db = Path(db) if db is not None else Path(study.db_path)
+    with ResultStore(db) as store:
+        if retry_failed:
+            store.forget_failed()
+        pl = plan(study, store, only=only)
+        hw_points = pl["hardware_points"]
+        store.set_meta(name=study.name, description=study.description, study_toml=study.source_text,
+                       expected_design_points=len(pl["accuracy_points"]) * len(hw_points), finished=False,
+                       versions=versions())
+        for p in pl["recost"]:  # new hardware points for stored accuracy points: cost only
+            row = store.accuracy_row(p.key)
+            res = {"status": "ok", "records": json.loads(row["records_json"]),
+                   "model_config": json.loads(row["model_config_json"])}
+            done = store.design_keys()
+            store.add_designs(p.key, [d for d in cost_designs(p, res, hw_points) if d[0] not in done])
+        todo = pl["todo"]
+        bar = None
+        if progress and todo:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo), desc=f"study {study.name}", unit="point")
+
+        def on_stage(name: str) -> None:
+            if bar is not None:
+                bar.set_postfix_str(name)
+
+        n_failed = 0
+
+        def on_result(point: AccuracyPoint, res: dict) -> None:
+            nonlocal n_failed
+            n_failed += res["status"] != "ok"
+            store.write_point(point, res, cost_designs(point, res, hw_points))
+            if bar is not None:
+                bar.update(1)
+                bar.set_description(f"study {study.name} ({point.label}: {res['status']})")
+
+        if threads is not None and executor == "local" and jobs == 1:
+            _init_worker(threads)
+        try:
+            if executor == "local":
+                _run_local(todo, jobs, progress, on_result, on_stage)
+            else:
+                _run_ray(todo, jobs, progress, on_result, on_stage, ray_address)
+        finally:
+            if bar is not None:
+                bar.close()
+        counts = store.counts()
+        store.set_meta(finished=not only)
+    return {"db": str(db), "evaluated": len(todo), "failed": n_failed, "recosted": len(pl["recost"]),
+            "wall_s": time.perf_counter() - t0, **counts}
