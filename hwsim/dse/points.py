@@ -133,7 +133,9 @@ class HardwarePoint(_Point):
 
     @property
     def label(self) -> str:
-        return f"{self.rows}x{self.cols} {self.dataflow} {self.node_nm:g}nm {self.dram}"
+        """Short human label, e.g. ``32x32 ws 7nm HBM2`` (`` acc=int24`` when an accumulator is set)."""
+        acc = f" acc={self.acc}" if self.acc is not None else ""
+        return f"{self.rows}x{self.cols} {self.dataflow} {self.node_nm:g}nm {self.dram}{acc}"
 
 
 @dataclass(frozen=True)

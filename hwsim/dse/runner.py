@@ -400,6 +400,7 @@ def run_study(study, db: str | Path | None = None, *, executor: str = "local", j
         def on_result(point: AccuracyPoint, res: dict) -> None:
             nonlocal n_failed
             n_failed += res["status"] != "ok"
+            res.setdefault("metrics", {})["setting"] = study.setting(point)
             store.write_point(point, res, cost_designs(point, res, hw_points))
             if bar is not None:
                 bar.update(1)

@@ -825,12 +825,11 @@ class Study:
         """The setting / explicit-point name of a point where the file gives one, else its label."""
         if isinstance(point, DesignPoint):
             return f"{self.label(point.accuracy)} @ {self.label(point.hardware)}"
-        name = self._names.get(point.key)
-        if name:
-            return name
-        if isinstance(point, HardwarePoint) and point.acc is not None:  # HardwarePoint.label omits acc
-            return f"{point.label} acc={point.acc}"
-        return point.label
+        return self.setting(point) or point.label
+
+    def setting(self, point: AccuracyPoint | HardwarePoint) -> str:
+        """The name the file gives a point (a ``[[accuracy.settings]]`` or explicit point name), or ""."""
+        return self._names.get(point.key, "")
 
     def run(self, db: str | Path | None = None, **options: Any) -> dict[str, Any]:
         """Evaluate every unfinished design point into ``db`` (default ``db_path``); see
