@@ -376,7 +376,7 @@ def run_study(study, db: str | Path | None = None, *, executor: str = "local", j
         pl = plan(study, store, only=only)
         hw_points = pl["hardware_points"]
         store.set_meta(name=study.name, description=study.description, study_toml=study.source_text,
-                       expected_design_points=len(pl["accuracy_points"]) * len(hw_points), finished=False,
+                       expected_design_points=len(study.accuracy_points()) * len(hw_points), finished=False,
                        versions=versions())
         for p in pl["recost"]:  # new hardware points for stored accuracy points: cost only
             row = store.accuracy_row(p.key)

@@ -22,6 +22,7 @@ import pandas as pd
 from hwsim.cost_models.workload import LIMITATIONS
 from hwsim.dse.columns import AREA_COMPONENTS, ENERGY_COMPONENTS
 from hwsim.report import plots
+from hwsim.report.claims import lqer_claim_html
 from hwsim.report.summary import COST_OBJECTIVES, front_flags, status_lines, summary_sentences
 
 __all__ = ["write_report", "render_html", "interactive_html", "interactive_figure", "REQUIRED_COLUMNS", "CAVEAT",
@@ -109,6 +110,7 @@ def render_html(df: pd.DataFrame, info: Mapping[str, Any], figures: list[plots.F
     for f in figures:
         parts.append(_figure_html(f))
     parts.append("</section>")
+    parts.append(lqer_claim_html(df))
     parts.append(f"<section><h2>Interactive view</h2><p class=\"note\">{_INTERACTIVE_NOTE}</p>"
                  f"{interactive_html(df)}</section>")
     parts.append(f"<section><h2>Design points</h2>{_points_table(df)}</section>")
