@@ -186,6 +186,7 @@ def _aladdin_coefficients(ala: dict) -> dict[str, float]:
 # Technology
 # --------------------------------------------------------------------------------------------
 
+@lru_cache(maxsize=1)
 def _dram_types() -> dict[str, float]:
     return {k: float(v["pj_per_bit"]) for k, v in load_data("dram")["type"].items()}
 

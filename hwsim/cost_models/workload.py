@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Iterable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
 from .array import SystolicArray
-from .breakdown import AREA_COMPONENTS, ENERGY_COMPONENTS, area_components, gemm_energy_components
+from .breakdown import ENERGY_COMPONENTS, area_components, gemm_energy_components
 from .fmt import describe
 from .tech import load_data
 from .units import build_pe, fp16_vector_adder
@@ -357,13 +359,20 @@ class ModelCost:
     component (``breakdown.AREA_COMPONENTS`` / ``ENERGY_COMPONENTS``); each sums to its total.
     """
 
-    per_layer: Any  # pandas DataFrame
+    rows: list  # one dict per (layer, linear) and attention GEMM; as a DataFrame: per_layer
     totals: dict
     area: dict
     assumptions: dict
     warnings: list = field(default_factory=list)
     area_components: dict = field(default_factory=dict)
     energy_components: dict = field(default_factory=dict)
+
+    @cached_property
+    def per_layer(self):
+        """pandas DataFrame of :attr:`rows` (built on first access)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows)
 
     def summary(self):
         import pandas as pd
@@ -382,7 +391,6 @@ def cost_model(model: ModelSpec, array: SystolicArray, *, lowrank_placement: str
     shared_mode: 'widen' (PE sized for the widest pair) or 'split' (ceil(b/b_port) passes).
     hadamard_impl: 'fwht' (fp16 vector unit, ceil(adds/V) cycles per token) or 'gemm'.
     """
-    import pandas as pd
 
     if lowrank_placement not in ("separate", "shared"):
         raise ValueError(f"lowrank_placement={lowrank_placement!r}; valid: ['separate', 'shared']")
@@ -413,7 +421,15 @@ def cost_model(model: ModelSpec, array: SystolicArray, *, lowrank_placement: str
 
     rows = []
     pairs_main, pairs_lr = set(), set()
+    layer_memo: dict = {}  # identical layers (the usual case) are costed once
     for li, linears in enumerate(model.layer_linears):
+        if linears in layer_memo:
+            memo_rows, memo_energy = layer_memo[linears]
+            rows.extend({**r, "layer": li} for r in memo_rows)
+            charge(memo_energy)
+            continue
+        model_energy, energy_by = energy_by, dict.fromkeys(ENERGY_COMPONENTS, 0.0)  # this layer's charges
+        first_row = len(rows)
         quantized_inputs: set[str] = set()
         for lin in linears:
             share = lin.shares_input_with
@@ -484,33 +500,38 @@ def cost_model(model: ModelSpec, array: SystolicArray, *, lowrank_placement: str
             rows.append(row)
         if model.include_attention:
             rows.extend(_attention_rows(model, array, li, run, charge))
-    df = pd.DataFrame(rows)
+        layer_memo[linears] = (rows[first_row:], energy_by)
+        energy_by = model_energy
+        charge(layer_memo[linears][1])
+    def total(col: str) -> int | float:
+        return sum(r[col] for r in rows)
+
     # areas
     main_pairs = list(pairs_main) + (list(pairs_lr) if lowrank_placement == "shared" and shared_mode == "widen"
                                      else [])
     main_area, main_pair = max(((array.area(*p).total_um2, p) for p in main_pairs), key=lambda t: t[0])
     lr_area = max((lowrank_array.area(x, w, a).total_um2 for x, w, a in pairs_lr), default=0.0) \
         if lowrank_placement == "separate" else 0.0
-    vec_area = V * vec.area_um2 if (pairs_lr or (df["transform_adds"] > 0).any()) else 0.0
+    vec_area = V * vec.area_um2 if (pairs_lr or total("transform_adds") > 0) else 0.0
     area = {"main_array_um2": main_area, "lowrank_array_um2": lr_area, "vector_unit_um2": vec_area}
     area["total_um2"] = sum(area.values())
     area_by = area_components(array, array.pe_config(*main_pair))
     area_by.update(lowrank=lr_area, vector_unit=vec_area)
-    cycles = int(df["cycles"].sum())
+    cycles = int(total("cycles"))
     clk = array.tech.clock_hz
-    macs_useful = int(df["macs"].sum())
+    macs_useful = int(total("macs"))
     latency = cycles / clk
-    energy = float(df["energy_pj"].sum())
+    energy = float(total("energy_pj"))
     ops_useful = 2 * macs_useful
-    ops_total = ops_useful + 2 * int(df["lowrank_macs"].sum()) + int(df["transform_adds"].sum())
-    weight_bytes = int(df.loc[df["linear"] != "attention", "weight_bytes"].sum())
+    ops_total = ops_useful + 2 * int(total("lowrank_macs")) + int(total("transform_adds"))
+    weight_bytes = int(total("weight_bytes"))  # attention rows hold no weights
     kv_bytes = 2 * model.layers * model.kv_heads * model.d_head * model.context * describe(model.kv_fmt).bpe() / 8
     totals = {
         "phase": model.phase, "tokens": model.tokens, "M": M, "cycles": cycles,
-        "compute_cycles": int(df["compute_cycles"].sum()), "stall_cycles": int(df["stall_cycles"].sum()),
+        "compute_cycles": int(total("compute_cycles")), "stall_cycles": int(total("stall_cycles")),
         "latency_s": latency, "energy_pj": energy, "energy_per_token_pj": energy / model.tokens,
         "macs_useful": macs_useful, "ops_useful": ops_useful, "ops_total": ops_total,
-        "dram_bytes": int(df["dram_bytes"].sum()), "weight_bytes": weight_bytes,
+        "dram_bytes": int(total("dram_bytes")), "weight_bytes": weight_bytes,
         "kv_cache_bytes_per_seq": int(math.ceil(kv_bytes)), "area_um2": area["total_um2"],
         "area_mm2": area["total_um2"] / 1e6, "TOPS": ops_useful / latency / 1e12,
         "TOPS_per_mm2": ops_useful / latency / 1e12 / (area["total_um2"] / 1e6),
@@ -523,7 +544,7 @@ def cost_model(model: ModelSpec, array: SystolicArray, *, lowrank_placement: str
                    "lowrank_placement": lowrank_placement, "shared_mode": shared_mode,
                    "hadamard_impl": hadamard_impl, "overlap_transforms": overlap_transforms, "vector_lanes": V,
                    "include_attention": model.include_attention, "limitations": LIMITATIONS}
-    return ModelCost(df, totals, area, assumptions, warnings, area_by, energy_by)
+    return ModelCost(rows, totals, area, assumptions, warnings, area_by, energy_by)
 
 
 def _attention_rows(model: ModelSpec, array: SystolicArray, li: int, run, charge) -> list[dict]:

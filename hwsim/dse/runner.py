@@ -31,7 +31,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .costing import cost_metrics
+from .costing import ModelCoster
 from .points import AccuracyPoint, DesignPoint, HardwarePoint, config_key
 from .store import ResultStore
 
@@ -245,14 +245,14 @@ def cost_designs(point: AccuracyPoint, result: dict[str, Any],
                  hardware: Iterable[HardwarePoint]) -> list[tuple[str, HardwarePoint, dict[str, Any]]]:
     """(design_key, hardware point, cost result) of an accuracy result on every hardware point."""
     out = []
+    coster = ModelCoster(result["records"], result["model_config"]) if result["status"] == "ok" else None
     for hw in hardware:
         key = DesignPoint(point, hw).key
-        if result["status"] != "ok":
+        if coster is None:
             out.append((key, hw, {"status": "failed", "metrics": {}, "error": "accuracy point failed"}))
             continue
         try:
-            out.append((key, hw, {"status": "ok", "metrics": cost_metrics(result["records"], result["model_config"],
-                                                                          hw), "error": ""}))
+            out.append((key, hw, {"status": "ok", "metrics": coster(hw), "error": ""}))
         except (ValueError, KeyError) as exc:
             out.append((key, hw, {"status": "failed", "metrics": {}, "error": f"cost: {exc}"}))
     return out

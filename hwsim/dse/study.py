@@ -150,7 +150,7 @@ def _check_corpus(v: str) -> str:
 
     try:
         data.check_corpus(v)
-    except ValueError as exc:
+    except ValueError:
         named = [c for c in data.CORPORA if ":" not in c]
         raise ValueError(f"corpus {v!r} is not valid{_hint(v, named, data.CORPORA)}") from None
     if v.startswith("file:") and not Path(v[5:]).expanduser().is_file():
