@@ -41,6 +41,8 @@ TITLE_FONTSIZE = 10.5
 DOMINATED_ALPHA = 0.3
 #: most bars in a breakdown figure (beyond it only front points are drawn)
 MAX_BARS = 24
+#: height (inches) of a component legend: title and margins, plus one line per entry
+LEGEND_BASE_IN, LEGEND_ENTRY_IN = 0.9, 0.22
 #: matplotlib settings of every figure: deterministic SVG ids, text kept as text in SVG
 _RC = {"svg.hashsalt": "hwsim-report", "svg.fonttype": "none", "font.size": TICK_FONTSIZE,
        "axes.titlesize": TITLE_FONTSIZE, "axes.labelsize": TICK_FONTSIZE + 0.5,
@@ -271,7 +273,8 @@ def _breakdown(df: pd.DataFrame, total: str, cols: list[str], names: tuple[str, 
     cmap = matplotlib.colormaps[_COMPONENT_CMAP]
     unit = "mm²" if total == "area_mm2" else "µJ"
     with matplotlib.rc_context(_RC):
-        fig = Figure(figsize=(PANEL_SIZE[0] + 2.6, 1.2 + 0.24 * len(d)), layout="constrained")
+        height = max(1.2 + 0.24 * len(d), LEGEND_BASE_IN + LEGEND_ENTRY_IN * len(keep))  # the legend must fit
+        fig = Figure(figsize=(PANEL_SIZE[0] + 2.6, height), layout="constrained")
         ax = fig.add_subplot()
         left = np.zeros(len(d))
         y = np.arange(len(d))
