@@ -11,12 +11,11 @@ import numpy as np
 from . import numba_kernels as K
 from .qtensor import QTensor, code_dtype_bits, elem_of, is_torch
 from .registry import get
-from .spec import (E4M3, BlockSpec, FloatElem, IntElem, NonFiniteError, NonFiniteWarning,
-                   Rounding, Rule, ScaledIntSpec)
+from .spec import (E4M3, NVFP4_ELEM_MAX, NVFP4_SCALE_MAX, NVFP4_SCALE_NAN, NVFP4_TENSOR_DIV,
+                   BlockSpec, FloatElem, IntElem, NonFiniteError, NonFiniteWarning, Rounding, Rule,
+                   ScaledIntSpec)
 
 _UINT = {8: np.uint8, 16: np.uint16, 32: np.uint32}
-NVFP4_TENSOR_DIV = 2688.0  # 6 * 448: E2M1 max times E4M3 max
-RULE_CODE = {Rule.FLOOR: 0, Rule.CEIL: 1, Rule.RCEIL: 2}
 
 
 # ---- validation ----------------------------------------------------------------------------
@@ -192,7 +191,7 @@ def _run_block(xb, spec: BlockSpec, mode, seeds, meta, codes=None, scales=None, 
     sc = spec.scale
     emax_elem = elem.emax_elem if isinstance(elem, IntElem) else elem.emax
     sc_nan = -1 if sc.nan_code is None else sc.nan_code
-    common = (B, P, emax_elem, RULE_CODE[spec.rule], rq, sc.e_min, sc.e_max)
+    common = (B, P, emax_elem, spec.rule.code, rq, sc.e_min, sc.e_max)
     if codes is None:
         bad = K.block_fake(xb, xb.view(np.float32), *common, sc_nan, spec.input_ftz, mode.code,
                            seeds[0], seeds[1], meta[2], out, K.POW2_F32)
@@ -343,8 +342,8 @@ def _nvfp4_numpy(x: np.ndarray, spec: BlockSpec, ax: int, mode, seeds) -> QTenso
     t = absb.max() if absb.size else np.float32(0)
     s_t = np.float32(1.0) if t == 0 else np.float32(np.float32(t) / np.float32(NVFP4_TENSOR_DIV))
     amax = absb.max(axis=2)
-    r = ((amax / np.float32(6.0)).astype(np.float32) / s_t).astype(np.float32)
-    sb_codes = encode_floats(np.minimum(r, np.float32(448.0)), E4M3)
+    r = ((amax / np.float32(NVFP4_ELEM_MAX)).astype(np.float32) / s_t).astype(np.float32)
+    sb_codes = encode_floats(np.minimum(r, np.float32(NVFP4_SCALE_MAX)), E4M3)
     sb = decode_elem(sb_codes, E4M3)
     d = (s_t * sb).astype(np.float32)
     bad_blk = ~finite.all(axis=2)
@@ -361,7 +360,7 @@ def _nvfp4_numpy(x: np.ndarray, spec: BlockSpec, ax: int, mode, seeds) -> QTenso
     codes = codes.reshape(rows, nblk * B)
     L = meta[3]
     codes[:, L:] = 0
-    sb_codes = np.where(bad_blk, 0x7F, sb_codes)
+    sb_codes = np.where(bad_blk, NVFP4_SCALE_NAN, sb_codes)
     return QTensor(spec, _from_rows(codes.astype(np.uint8), meta),
                    _from_rows(sb_codes.astype(np.uint8), meta), tensor_scale=float(s_t),
                    shape=shape, axis=ax)
@@ -406,7 +405,7 @@ def dequantize_numpy(q: QTensor) -> np.ndarray:
         vals = decode_elem(c2, spec.elem).reshape(rows, -1, B)
         sb = decode_elem(s2, E4M3)
         d = (sb * np.float32(q.tensor_scale)).astype(np.float32)
-        d = np.where(s2 == 0x7F, np.float32(np.nan), d)
+        d = np.where(s2 == NVFP4_SCALE_NAN, np.float32(np.nan), d)
         out = (vals * d[:, :, None]).astype(np.float32).reshape(rows, -1)[:, :L]
         return _from_rows(out, meta)
     # scaled integers: x = RNE32(s * (c - z)); per-tensor/channel/token scales broadcast

@@ -6,9 +6,8 @@ import difflib
 import re
 from functools import lru_cache
 
-from .spec import (BF16_ELEM, BFP_SCALE, E2M1, E2M3, E3M2, E4M3, E5M2, E8M0, FP16_ELEM, FP32_ELEM,
-                   UE4M3, BlockSpec, ExpScale, FloatElem, FloatScale, FormatNameError, IntElem,
-                   Rounding, Rule, ScaledIntSpec)
+from .spec import (_IEEE, _MINI, _SCALE_TYPES, BFP_SCALE, E2M1, E8M0, UE4M3, BlockSpec, ExpScale, FloatElem,
+                   FloatScale, FormatNameError, IntElem, Rounding, Rule, ScaledIntSpec, format_name)
 
 PRESETS = (
     "mxint8", "mxint6", "mxint4", "mxint3", "mxint2",
@@ -30,10 +29,6 @@ mini   := ("fp8_e4m3" | "fp8_e5m2" | "fp6_e3m2" | "fp6_e2m3" | "fp4_e2m1" | "fp4
 sint   := "int" W ["_t" | "_ch" | "_tok" | "_g" N] ["_asym"] ["_hr"] ["_c" P] ["_sf16" | "_sbf16" | "_sf32"] [round]
 round  := "_rne" | "_rna" | "_rtz" | "_rdn" | "_sr"        W := 2..8   N >= 1   P := 1..100 (clip = P/100)"""
 
-_MINI = {"fp8_e4m3": E4M3, "fp8_e5m2": E5M2, "fp6_e3m2": E3M2, "fp6_e2m3": E2M3, "fp4_e2m1": E2M1}
-_IEEE = {"bf16": BF16_ELEM, "fp16": FP16_ELEM, "fp32": FP32_ELEM}
-_SCALE_TYPES = {"sf16": FP16_ELEM, "sbf16": BF16_ELEM, "sf32": FP32_ELEM}
-_GRAN_SUFFIX = {"tensor": None, "channel": "ch", "token": "tok"}
 
 # Modifier slots: (slot name, regex). Each slot may be filled at most once.
 _ROUND = ("round", r"(rne|rna|rtz|rdn|sr)")
@@ -176,9 +171,7 @@ def _mx(name: str, elem, mods) -> BlockSpec:
 
 def get(name_or_spec):
     """Return the spec for a name (formats.md §4 grammar) or a spec object unchanged."""
-    from .spec import BlockSpec as _B, FloatElem as _F, ScaledIntSpec as _S
-
-    if isinstance(name_or_spec, (_B, _F, _S)):
+    if isinstance(name_or_spec, (BlockSpec, FloatElem, ScaledIntSpec)):
         return name_or_spec
     if isinstance(name_or_spec, str):
         return parse(ALIASES.get(name_or_spec.strip().lower(), name_or_spec))
@@ -191,81 +184,4 @@ def list_formats() -> list[str]:
     return list(PRESETS)
 
 
-def _round_suffix(spec) -> str:
-    return "" if spec.rounding is Rounding.RNE else f"_{spec.rounding.value}"
-
-
-def _elem_key(elem: FloatElem) -> str | None:
-    for key, base in _MINI.items():
-        if (base.ebits, base.mbits, base.bias, base.specials, base.subnormals) == (
-                elem.ebits, elem.mbits, elem.bias, elem.specials, elem.subnormals):
-            return key
-    return None
-
-
-def format_name(spec) -> str:
-    """Canonical name of a spec; specs that no name expresses get a descriptive repr."""
-    name = _canonical(spec)
-    if name is None:
-        return f"<{type(spec).__name__} {spec!r}>"
-    return name
-
-
-def _canonical(spec) -> str | None:
-    if isinstance(spec, FloatElem):
-        for key, base in _IEEE.items():
-            if spec == base:
-                return key
-        key = _elem_key(spec)
-        if key is None:
-            return None
-        return key + ("" if spec.saturate or spec.specials == "none" else "_nosat") + _round_suffix(spec)
-    if isinstance(spec, BlockSpec):
-        if spec.is_nvfp4:
-            return "nvfp4" + _round_suffix(spec) if spec.block_size == 16 and spec.tensor_scale else None
-        if spec.tensor_scale is not None:
-            return None
-        elem = spec.elem
-        if isinstance(elem, IntElem) and elem.encoding == "signmag":
-            if spec.scale != BFP_SCALE or elem.ie != -(elem.bits - 1) or spec.input_ftz:
-                return None
-            if spec.rule not in (Rule.CEIL, Rule.FLOOR):
-                return None
-            return (f"bfp{elem.bits}" + ("" if spec.block_size == 16 else f"_b{spec.block_size}")
-                    + ("_floor" if spec.rule is Rule.FLOOR else "") + _round_suffix(spec))
-        if isinstance(elem, IntElem):
-            if elem.ie != -(elem.bits - 2) or elem.encoding != "twos":
-                return None
-            base, full = f"mxint{elem.bits}", not elem.symmetric
-        else:
-            key = _elem_key(elem)
-            if key is None or not elem.saturate or elem.rounding is not Rounding.RNE:
-                return None
-            base, full = "mx" + key, False
-        if not isinstance(spec.scale, ExpScale) or not spec.scale.nan:
-            return None
-        if spec.scale != E8M0:
-            if spec.scale.bias != (1 << (spec.scale.bits - 1)) - 1:
-                return None
-            se = f"_se{spec.scale.bits}"
-        else:
-            se = ""
-        return (base + ("" if spec.block_size == 32 else f"_b{spec.block_size}")
-                + ("" if spec.rule is Rule.FLOOR else f"_{spec.rule.value}") + se
-                + ("_full" if full else "") + ("_ftz" if spec.input_ftz else "") + _round_suffix(spec))
-    if isinstance(spec, ScaledIntSpec):
-        stype = {v: k for k, v in _SCALE_TYPES.items()}.get(spec.scale.elem)
-        if stype is None or spec.scale.unsigned:
-            return None
-        gran = f"_g{spec.group_size}" if spec.granularity == "group" else (
-            "" if spec.granularity == "tensor" else f"_{_GRAN_SUFFIX[spec.granularity]}")
-        clip = ""
-        if spec.clip_ratio != 1.0:
-            pct = round(spec.clip_ratio * 100)
-            if abs(pct / 100.0 - spec.clip_ratio) > 1e-12:
-                return None
-            clip = f"_c{pct}"
-        return (f"int{spec.bits}{gran}" + ("" if spec.symmetric else "_asym")
-                + ("_hr" if spec.divisor == "half" else "") + clip
-                + ("" if stype == "sf16" else f"_{stype}") + _round_suffix(spec))
-    return None
+__all__ = ["PRESETS", "ALIASES", "GRAMMAR", "get", "parse", "list_formats", "format_name"]

@@ -40,10 +40,15 @@ class Rounding(str, enum.Enum):
 
     @property
     def code(self) -> int:
+        """The integer the kernels compare against (``MODE_*``)."""
         return _ROUNDING_CODES[self]
 
 
-_ROUNDING_CODES = {Rounding.RNE: 0, Rounding.RNA: 1, Rounding.RTZ: 2, Rounding.RDN: 3, Rounding.SR: 4}
+# Integer codes of the enums, as the numba / torch / Triton kernels see them. numba freezes module
+# constants at compile time, so a kernel that reads ``mode == MODE_SR`` costs what ``mode == 4`` did.
+MODE_RNE, MODE_RNA, MODE_RTZ, MODE_RDN, MODE_SR = range(5)
+_ROUNDING_CODES = {Rounding.RNE: MODE_RNE, Rounding.RNA: MODE_RNA, Rounding.RTZ: MODE_RTZ,
+                   Rounding.RDN: MODE_RDN, Rounding.SR: MODE_SR}
 
 
 class Rule(str, enum.Enum):
@@ -53,6 +58,20 @@ class Rule(str, enum.Enum):
     CEIL = "ceil"
     RCEIL = "rceil"
     RATIO = "ratio"  # NVFP4 only
+
+    @property
+    def code(self) -> int:
+        """The integer the kernels compare against (``RULE_*``)."""
+        return _RULE_CODES[self]
+
+
+RULE_FLOOR, RULE_CEIL, RULE_RCEIL, RULE_RATIO = range(4)
+_RULE_CODES = {Rule.FLOOR: RULE_FLOOR, Rule.CEIL: RULE_CEIL, Rule.RCEIL: RULE_RCEIL,
+               Rule.RATIO: RULE_RATIO}
+
+# FloatElem.specials as an integer: which codes at the top exponent are Inf / NaN (formats.md §1.2)
+SPECIALS_IEEE, SPECIALS_FN, SPECIALS_NONE = range(3)
+SPECIALS_CODE = {"ieee": SPECIALS_IEEE, "fn": SPECIALS_FN, "none": SPECIALS_NONE}
 
 
 def _check(cond: bool, field_name: str, value, valid: str) -> None:
@@ -79,8 +98,6 @@ class _Derived:
 
     @property
     def name(self) -> str:
-        from .registry import format_name
-
         return format_name(self)
 
     def __str__(self) -> str:
@@ -198,6 +215,25 @@ class FloatElem(_Derived):
         return float(2.0 ** self.emin)
 
     @property
+    def specials_code(self) -> int:
+        """``specials`` as the kernels' integer (``SPECIALS_*``)."""
+        return SPECIALS_CODE[self.specials]
+
+    @property
+    def nan_code(self) -> int | None:
+        """Code of +NaN: the quiet NaN of IEEE formats, all ones for 'fn', None without NaN."""
+        if self.specials == "ieee":
+            return (((1 << self.ebits) - 1) << self.mbits) | (1 << max(self.mbits - 1, 0))
+        if self.specials == "fn":
+            return (1 << (self.ebits + self.mbits)) - 1
+        return None
+
+    @property
+    def inf_code(self) -> int | None:
+        """Code of +Inf (IEEE formats only)."""
+        return ((1 << self.ebits) - 1) << self.mbits if self.specials == "ieee" else None
+
+    @property
     def bits(self) -> int:
         return 1 + self.ebits + self.mbits
 
@@ -263,6 +299,10 @@ class FloatScale(_Derived):
     def bits(self) -> int:
         return self.elem.bits
 
+    @property
+    def nan_code(self) -> int | None:
+        return self.elem.nan_code
+
 
 E8M0 = ExpScale(8, 127, True)
 BFP_SCALE = ExpScale(8, 127, False)
@@ -276,6 +316,13 @@ E3M2 = FloatElem(3, 2, 3, "none")
 E2M3 = FloatElem(2, 3, 1, "none")
 E2M1 = FloatElem(2, 1, 1, "none")
 UE4M3 = FloatScale(E4M3, unsigned=True)
+
+# NVFP4 (formats.md §3.4): block scale s_b = RNE_E4M3(amax_b / 6 / s_t) with the tensor scale
+# s_t = amax / (6 * 448), so that the largest element times the largest block scale meets amax.
+NVFP4_ELEM_MAX = E2M1.max_value                         # 6.0
+NVFP4_SCALE_MAX = E4M3.max_value                        # 448.0
+NVFP4_TENSOR_DIV = NVFP4_ELEM_MAX * NVFP4_SCALE_MAX     # 2688.0
+NVFP4_SCALE_NAN = E4M3.nan_code                         # 0x7F: the block scale of a block with NaN/Inf
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,3 +477,94 @@ def _numel(shape) -> int:
 
 
 FormatSpec = Union[FloatElem, BlockSpec, ScaledIntSpec]
+
+
+# ---------------------------------------------------------------------------------------------
+# Canonical names (formats.md §4): the inverse of registry.parse, kept here so that a spec knows
+# its own name without importing the registry.
+# ---------------------------------------------------------------------------------------------
+
+_MINI = {"fp8_e4m3": E4M3, "fp8_e5m2": E5M2, "fp6_e3m2": E3M2, "fp6_e2m3": E2M3, "fp4_e2m1": E2M1}
+_IEEE = {"bf16": BF16_ELEM, "fp16": FP16_ELEM, "fp32": FP32_ELEM}
+_SCALE_TYPES = {"sf16": FP16_ELEM, "sbf16": BF16_ELEM, "sf32": FP32_ELEM}
+_GRAN_SUFFIX = {"tensor": None, "channel": "ch", "token": "tok"}
+
+
+def _round_suffix(spec) -> str:
+    return "" if spec.rounding is Rounding.RNE else f"_{spec.rounding.value}"
+
+
+def _elem_key(elem: FloatElem) -> str | None:
+    for key, base in _MINI.items():
+        if (base.ebits, base.mbits, base.bias, base.specials, base.subnormals) == (
+                elem.ebits, elem.mbits, elem.bias, elem.specials, elem.subnormals):
+            return key
+    return None
+
+
+def format_name(spec) -> str:
+    """Canonical name of a spec; specs that no name expresses get a descriptive repr."""
+    name = _canonical(spec)
+    if name is None:
+        return f"<{type(spec).__name__} {spec!r}>"
+    return name
+
+
+def _canonical(spec) -> str | None:
+    if isinstance(spec, FloatElem):
+        for key, base in _IEEE.items():
+            if spec == base:
+                return key
+        key = _elem_key(spec)
+        if key is None:
+            return None
+        return key + ("" if spec.saturate or spec.specials == "none" else "_nosat") + _round_suffix(spec)
+    if isinstance(spec, BlockSpec):
+        if spec.is_nvfp4:
+            return "nvfp4" + _round_suffix(spec) if spec.block_size == 16 and spec.tensor_scale else None
+        if spec.tensor_scale is not None:
+            return None
+        elem = spec.elem
+        if isinstance(elem, IntElem) and elem.encoding == "signmag":
+            if spec.scale != BFP_SCALE or elem.ie != -(elem.bits - 1) or spec.input_ftz:
+                return None
+            if spec.rule not in (Rule.CEIL, Rule.FLOOR):
+                return None
+            return (f"bfp{elem.bits}" + ("" if spec.block_size == 16 else f"_b{spec.block_size}")
+                    + ("_floor" if spec.rule is Rule.FLOOR else "") + _round_suffix(spec))
+        if isinstance(elem, IntElem):
+            if elem.ie != -(elem.bits - 2) or elem.encoding != "twos":
+                return None
+            base, full = f"mxint{elem.bits}", not elem.symmetric
+        else:
+            key = _elem_key(elem)
+            if key is None or not elem.saturate or elem.rounding is not Rounding.RNE:
+                return None
+            base, full = "mx" + key, False
+        if not isinstance(spec.scale, ExpScale) or not spec.scale.nan:
+            return None
+        if spec.scale != E8M0:
+            if spec.scale.bias != (1 << (spec.scale.bits - 1)) - 1:
+                return None
+            se = f"_se{spec.scale.bits}"
+        else:
+            se = ""
+        return (base + ("" if spec.block_size == 32 else f"_b{spec.block_size}")
+                + ("" if spec.rule is Rule.FLOOR else f"_{spec.rule.value}") + se
+                + ("_full" if full else "") + ("_ftz" if spec.input_ftz else "") + _round_suffix(spec))
+    if isinstance(spec, ScaledIntSpec):
+        stype = {v: k for k, v in _SCALE_TYPES.items()}.get(spec.scale.elem)
+        if stype is None or spec.scale.unsigned:
+            return None
+        gran = f"_g{spec.group_size}" if spec.granularity == "group" else (
+            "" if spec.granularity == "tensor" else f"_{_GRAN_SUFFIX[spec.granularity]}")
+        clip = ""
+        if spec.clip_ratio != 1.0:
+            pct = round(spec.clip_ratio * 100)
+            if abs(pct / 100.0 - spec.clip_ratio) > 1e-12:
+                return None
+            clip = f"_c{pct}"
+        return (f"int{spec.bits}{gran}" + ("" if spec.symmetric else "_asym")
+                + ("_hr" if spec.divisor == "half" else "") + clip
+                + ("" if stype == "sf16" else f"_{stype}") + _round_suffix(spec))
+    return None

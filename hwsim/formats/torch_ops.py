@@ -12,19 +12,29 @@ from dataclasses import replace
 import torch
 
 from . import numba_kernels as K
-from .codec import NVFP4_TENSOR_DIV, RULE_CODE, normalize_axis
+from .bits import (F32_ABS_MASK, F32_BIAS, F32_EMAX, F32_EMIN, F32_HIDDEN_BIT, F32_INF_BITS,
+                   F32_LSB_BIAS, F32_LSB_EXP, F32_MANT_BITS, F32_MANT_MASK, F32_MAX_LSHIFT, F32_MAX_SHIFT,
+                   F32_SIGN_MASK, F32_SIGN_SHIFT, POW2_F32, POW2_ZERO, WORD_BITS, bitlen_t)
+from .codec import normalize_axis
+from .numba_kernels import (E_UNDERFLOW, FAST_E_HI, FAST_E_LO, FAST_E_LO_FTZ, KIND_INT, P_BIAS,
+                            P_BITS, P_CMAX, P_CMIN, P_EBITS, P_EMAX, P_EMIN, P_IE, P_KIND,
+                            P_MAXMANT, P_MBITS, P_SAT, P_SIGNMAG, P_SPECIALS, P_SUBN, PHILOX_M0,
+                            PHILOX_M1, PHILOX_ROUNDS, PHILOX_W0, PHILOX_W1)
 from .qtensor import QTensor, code_dtype_bits
-from .spec import (E4M3, BlockSpec, FloatElem, IntElem, NonFiniteError, NonFiniteWarning,
-                   Rounding, Rule, ScaledIntSpec)
+from .spec import (E4M3, MODE_RDN, MODE_RNA, MODE_RNE, MODE_RTZ, MODE_SR, NVFP4_ELEM_MAX,
+                   NVFP4_SCALE_MAX, NVFP4_SCALE_NAN, NVFP4_TENSOR_DIV, RULE_CEIL, RULE_FLOOR,
+                   SPECIALS_FN, SPECIALS_IEEE, SPECIALS_NONE, BlockSpec, FloatElem, IntElem,
+                   NonFiniteError, NonFiniteWarning, Rounding, ScaledIntSpec)
 
-_M32 = 0xFFFFFFFF
+_M32 = (1 << WORD_BITS) - 1
 _POW2_CACHE: dict = {}
 
 
 def _pow2(device) -> torch.Tensor:
+    """bits.POW2_F32 on ``device`` (index e + POW2_ZERO holds 2**e)."""
     t = _POW2_CACHE.get(device)
     if t is None:
-        t = torch.from_numpy(K.POW2_F32.copy()).to(device)
+        t = torch.from_numpy(POW2_F32.copy()).to(device)
         _POW2_CACHE[device] = t
     return t
 
@@ -40,73 +50,69 @@ def philox_u32(seed_lo: int, seed_hi: int, idx: torch.Tensor) -> torch.Tensor:
     """First word of Philox4x32-10 (key = seed words, counter = (idx lo, idx hi, 0, 0)), int64."""
     k0, k1 = seed_lo & _M32, seed_hi & _M32
     c0 = idx & _M32
-    c1 = (idx >> 32) & _M32
+    c1 = (idx >> WORD_BITS) & _M32
     c2 = torch.zeros_like(idx)
     c3 = torch.zeros_like(idx)
-    for _ in range(10):
-        p0 = c0 * 0xD2511F53  # wraps modulo 2**64: the low 64 bits are exact
-        p1 = c2 * 0xCD9E8D57
-        n0 = ((p1 >> 32) & _M32) ^ c1 ^ k0
-        n2 = ((p0 >> 32) & _M32) ^ c3 ^ k1
+    for _ in range(PHILOX_ROUNDS):
+        p0 = c0 * PHILOX_M0  # wraps modulo 2**64: the low 64 bits are exact
+        p1 = c2 * PHILOX_M1
+        n0 = ((p1 >> WORD_BITS) & _M32) ^ c1 ^ k0
+        n2 = ((p0 >> WORD_BITS) & _M32) ^ c3 ^ k1
         c1, c3, c0, c2 = p1 & _M32, p0 & _M32, n0, n2
-        k0 = (k0 + 0x9E3779B9) & _M32
-        k1 = (k1 + 0xBB67AE85) & _M32
+        k0 = (k0 + PHILOX_W0) & _M32
+        k1 = (k1 + PHILOX_W1) & _M32
     return c0
 
 
-def _bitlen(v: torch.Tensor) -> torch.Tensor:
-    """Bit length of non-negative int64 values < 2**53 (frexp of an exact float64)."""
-    return torch.frexp(v.to(torch.float64))[1].to(torch.int64)
-
-
 def floor_log2_bits(ax: torch.Tensor) -> torch.Tensor:
-    ef = ax >> 23
-    return torch.where(ef == 0, _bitlen(ax & 0x7FFFFF) - 150, ef - 127)
+    ef = ax >> F32_MANT_BITS
+    return torch.where(ef == 0, bitlen_t(ax & F32_MANT_MASK) - F32_LSB_BIAS, ef - F32_BIAS)
 
 
 def is_pow2_bits(ax: torch.Tensor) -> torch.Tensor:
-    fr = ax & 0x7FFFFF
-    return torch.where((ax >> 23) == 0, (fr & (fr - 1)) == 0, fr == 0)
+    fr = ax & F32_MANT_MASK
+    return torch.where((ax >> F32_MANT_BITS) == 0, (fr & (fr - 1)) == 0, fr == 0)
 
 
 def round_mag(m, shift, neg, mode: int, r):
     """Integer magnitude of m * 2**-shift rounded with ``mode`` (see numba_kernels.round_mag)."""
-    left = m << (-shift).clamp(0, 38)
-    sh = shift.clamp(1, 62)
+    left = m << (-shift).clamp(0, F32_MAX_LSHIFT)
+    sh = shift.clamp(1, F32_MAX_SHIFT)
     q = m >> sh
     rem = m - (q << sh)
-    if mode in (0, 1):
+    if mode in (MODE_RNE, MODE_RNA):
         half = torch.ones_like(sh) << (sh - 1)
-        up = (rem > half) | ((rem == half) & ((q & 1) == 1)) if mode == 0 else rem >= half
-    elif mode == 2:
+        up = (rem > half) | ((rem == half) & ((q & 1) == 1)) if mode == MODE_RNE else rem >= half
+    elif mode == MODE_RTZ:
         up = torch.zeros_like(rem, dtype=torch.bool)
-    elif mode == 3:
+    elif mode == MODE_RDN:
         up = (neg == 1) & (rem != 0)
-    else:
-        f = torch.where(sh <= 32, rem << (32 - sh).clamp(min=0), rem >> (sh - 32).clamp(min=0))
+    else:  # MODE_SR: the top 32 bits of the fraction against the random word
+        f = torch.where(sh <= WORD_BITS, rem << (WORD_BITS - sh).clamp(min=0),
+                        rem >> (sh - WORD_BITS).clamp(min=0))
         up = f > r
     return torch.where(shift <= 0, left, q + up.to(torch.int64))
 
 
 def _decompose(xb):
-    ax = xb & 0x7FFFFFFF
-    ef = ax >> 23
-    m = torch.where(ef == 0, ax, (ax & 0x7FFFFF) | 0x800000)
-    lx = torch.where(ef == 0, torch.full_like(ef, -149), ef - 150)
-    return (xb >> 31) & 1, ax, m, lx, floor_log2_bits(ax)
+    ax = xb & F32_ABS_MASK
+    ef = ax >> F32_MANT_BITS
+    m = torch.where(ef == 0, ax, (ax & F32_MANT_MASK) | F32_HIDDEN_BIT)
+    lx = torch.where(ef == 0, torch.full_like(ef, F32_LSB_EXP), ef - F32_LSB_BIAS)
+    return (xb >> F32_SIGN_SHIFT) & 1, ax, m, lx, floor_log2_bits(ax)
 
 
 def encode_elem(xb, e, P, mode: int, r):
     """Element codes (int64) of finite fp32 bit patterns ``xb`` scaled by 2**-e."""
     neg, ax, m, lx, fl = _decompose(xb)
-    if P[K.P_KIND] == 0:
-        bits, cmin, cmax, ie, signmag = P[1], P[2], P[3], P[4], P[5]
+    if P[P_KIND] == KIND_INT:
+        bits, cmin, cmax, ie, signmag = P[P_BITS], P[P_CMIN], P[P_CMAX], P[P_IE], P[P_SIGNMAG]
         n = torch.where(ax == 0, torch.zeros_like(m), round_mag(m, ie + e - lx, neg, mode, r))
         nneg = n.clamp(max=-cmin)
         negcode = ((1 << (bits - 1)) | nneg) if signmag else ((-nneg) & ((1 << bits) - 1))
         return torch.where(neg == 1, negcode, n.clamp(max=cmax))
-    ebits, mbits, bias, emin, emax = P[6], P[7], P[8], P[9], P[10]
-    specials, subn, sat, maxmant = P[11], P[12], P[13], P[14]
+    ebits, mbits, bias, emin, emax = P[P_EBITS], P[P_MBITS], P[P_BIAS], P[P_EMIN], P[P_EMAX]
+    specials, subn, sat, maxmant = P[P_SPECIALS], P[P_SUBN], P[P_SAT], P[P_MAXMANT]
     signbit = neg << (ebits + mbits)
     E = (fl - e).clamp(min=emin)
     n = round_mag(m, E - mbits + e - lx, neg, mode, r)
@@ -119,12 +125,12 @@ def encode_elem(xb, e, P, mode: int, r):
     code = signbit | (expf << mbits) | mant
     ovf = (E > emax) | ((E == emax) & (mant > maxmant))
     maxcode = ((emax + bias) << mbits) | maxmant
-    if sat or mode == 2:
+    if sat or mode == MODE_RTZ:
         ovf_code = signbit | maxcode
-    else:
-        special = (((1 << ebits) - 1) << mbits) if specials == 0 else ((1 << (ebits + mbits)) - 1)
+    else:  # +-Inf (IEEE) or the NaN code ('fn')
+        special = (((1 << ebits) - 1) << mbits) if specials == SPECIALS_IEEE else ((1 << (ebits + mbits)) - 1)
         ovf_code = signbit | special
-        if mode == 3:
+        if mode == MODE_RDN:
             ovf_code = torch.where(neg == 1, ovf_code, signbit | maxcode)
     code = torch.where(ovf, ovf_code, code)
     zero = (ax == 0) | (n == 0)
@@ -136,23 +142,23 @@ def encode_elem(xb, e, P, mode: int, r):
 def ldexp_f32(n: torch.Tensor, st: torch.Tensor, pow2: torch.Tensor) -> torch.Tensor:
     """RNE32(n * 2**st) for integers |n| < 2**24 (one rounding)."""
     f = n.to(torch.float32)
-    e1 = st.clamp(-126, 127)
+    e1 = st.clamp(F32_EMIN, F32_EMAX)
     e2 = st - e1
-    v = (f * pow2[e1 + 149]) * pow2[e2.clamp(-149, 127) + 149]
-    return torch.where(e2 < -149, f * 0.0, v)
+    v = (f * pow2[e1 + POW2_ZERO]) * pow2[e2.clamp(F32_LSB_EXP, F32_EMAX) + POW2_ZERO]
+    return torch.where(e2 < F32_LSB_EXP, f * 0.0, v)
 
 
 def decode_elem(code: torch.Tensor, e, P, pow2) -> torch.Tensor:
     """fp32 values of element codes times 2**e."""
     code = code.to(torch.int64)
-    if P[K.P_KIND] == 0:
-        bits, ie = P[1], P[4]
-        if P[5]:
+    if P[P_KIND] == KIND_INT:
+        bits, ie = P[P_BITS], P[P_IE]
+        if P[P_SIGNMAG]:
             v = ldexp_f32(code & ((1 << (bits - 1)) - 1), ie + e, pow2)
             return torch.where(((code >> (bits - 1)) & 1) == 1, -v, v)
-        c = torch.where((code >= (1 << (bits - 1))) & (P[2] < 0), code - (1 << bits), code)
+        c = torch.where((code >= (1 << (bits - 1))) & (P[P_CMIN] < 0), code - (1 << bits), code)
         return ldexp_f32(c, ie + e, pow2)
-    ebits, mbits, bias, emin, specials = P[6], P[7], P[8], P[9], P[11]
+    ebits, mbits, bias, emin, specials = P[P_EBITS], P[P_MBITS], P[P_BIAS], P[P_EMIN], P[P_SPECIALS]
     neg = (code >> (ebits + mbits)) & 1
     expf = (code >> mbits) & ((1 << ebits) - 1)
     mant = code & ((1 << mbits) - 1)
@@ -161,9 +167,9 @@ def decode_elem(code: torch.Tensor, e, P, pow2) -> torch.Tensor:
     n = torch.where(sub, mant, mant + (1 << mbits))
     st = torch.where(sub, torch.full_like(expf, emin), expf - bias) - mbits + e
     v = ldexp_f32(n, st, pow2)
-    if specials == 0:
+    if specials == SPECIALS_IEEE:
         v = torch.where(expf == top, torch.where(mant == 0, torch.inf, torch.nan), v)
-    elif specials == 1:
+    elif specials == SPECIALS_FN:
         v = torch.where((expf == top) & (mant == (1 << mbits) - 1), torch.nan, v)
     return torch.where(neg == 1, -v, v)
 
@@ -181,7 +187,7 @@ def _check_input(x: torch.Tensor, spec) -> None:
 
 
 def _bits(x32: torch.Tensor) -> torch.Tensor:
-    return x32.contiguous().view(torch.int32).to(torch.int64) & _M32
+    return x32.contiguous().view(torch.int32).to(torch.int64) & _M32  # fp32 bits as int64
 
 
 def _rows(x: torch.Tensor, ax: int, G: int | None):
@@ -223,7 +229,7 @@ def _logical_index(meta, rows: int, nblk: int, G: int, device) -> torch.Tensor:
 
 
 def _rand(mode: int, seeds, meta, shape, device):
-    if mode != 4:
+    if mode != MODE_SR:
         return torch.zeros((), dtype=torch.int64, device=device)
     return philox_u32(seeds[0], seeds[1], _logical_index(meta, *shape, device))
 
@@ -259,22 +265,22 @@ def _encode_standalone(x32: torch.Tensor, elem: FloatElem, mode: int, seeds) -> 
     P = _params(elem)
     xb = _bits(x32)
     idx = torch.arange(xb.numel(), device=xb.device, dtype=torch.int64)
-    r = philox_u32(seeds[0], seeds[1], idx) if mode == 4 else torch.zeros((), dtype=torch.int64,
-                                                                           device=xb.device)
-    ebits, mbits, emax, bias, maxmant = P[6], P[7], P[10], P[8], P[14]
-    signbit = ((xb >> 31) & 1) << (ebits + mbits)
-    ax = xb & 0x7FFFFFFF
-    finite = ax < 0x7F800000
+    r = (philox_u32(seeds[0], seeds[1], idx) if mode == MODE_SR
+         else torch.zeros((), dtype=torch.int64, device=xb.device))
+    ebits, mbits, emax, bias, maxmant = P[P_EBITS], P[P_MBITS], P[P_EMAX], P[P_BIAS], P[P_MAXMANT]
+    signbit = ((xb >> F32_SIGN_SHIFT) & 1) << (ebits + mbits)
+    ax = xb & F32_ABS_MASK
+    finite = ax < F32_INF_BITS
     codes = encode_elem(torch.where(finite, xb, torch.zeros_like(xb)), 0, P, mode, r)
     top = (1 << ebits) - 1
     maxcode = ((emax + bias) << mbits) | maxmant
-    if P[11] == 0:
+    if P[P_SPECIALS] == SPECIALS_IEEE:
         nancode, infcode = (top << mbits) | (1 << max(mbits - 1, 0)), top << mbits
     else:
         nancode = infcode = (1 << (ebits + mbits)) - 1
-    inf_c = signbit | (maxcode if P[13] else infcode)
-    isnan = ax > 0x7F800000
-    if P[11] == 2:
+    inf_c = signbit | (maxcode if P[P_SAT] else infcode)
+    isnan = ax > F32_INF_BITS
+    if P[P_SPECIALS] == SPECIALS_NONE:  # no NaN code: -0
         nan_c = torch.full_like(xb, 1 << (ebits + mbits))
         lost = int(isnan.sum())
         if lost:
@@ -282,7 +288,7 @@ def _encode_standalone(x32: torch.Tensor, elem: FloatElem, mode: int, seeds) -> 
                           NonFiniteWarning, stacklevel=4)
     else:
         nan_c = signbit | nancode
-    codes = torch.where(ax == 0x7F800000, inf_c, codes)
+    codes = torch.where(ax == F32_INF_BITS, inf_c, codes)
     return torch.where(isnan, nan_c, codes)
 
 
@@ -295,8 +301,8 @@ def _encode_blocks(x, spec: BlockSpec, ax: int, mode: int, seeds):
     P = _params(elem)
     L = meta[3]
     if spec.input_ftz:
-        xb = torch.where((xb & 0x7FFFFFFF) < 0x800000, xb & 0x80000000, xb)
-    e, nonfinite = _block_exponents(xb & 0x7FFFFFFF, spec, x)
+        xb = torch.where((xb & F32_ABS_MASK) < F32_HIDDEN_BIT, xb & F32_SIGN_MASK, xb)
+    e, nonfinite = _block_exponents(xb & F32_ABS_MASK, spec, x)
     r = _rand(mode, seeds, meta, (rows, nblk, B), x.device)
     codes = encode_elem(xb, e[:, :, None], P, mode, r)
     pos = torch.arange(nblk * B, device=x.device).reshape(1, nblk, B)
@@ -312,20 +318,20 @@ def _block_exponents(absb: torch.Tensor, spec: BlockSpec, x: torch.Tensor):
     non-finite block when the scale has no NaN code (x: the input, to name the bad index)."""
     elem = spec.elem
     if spec.input_ftz:
-        absb = torch.where(absb < 0x800000, torch.zeros_like(absb), absb)
-    nonfin_el = absb >= 0x7F800000
+        absb = torch.where(absb < F32_HIDDEN_BIT, torch.zeros_like(absb), absb)
+    nonfin_el = absb >= F32_INF_BITS
     nonfinite = nonfin_el.any(dim=2)
     amax = torch.where(nonfin_el, torch.zeros_like(absb), absb).amax(dim=2).to(torch.int64)
     emax_elem = elem.emax_elem if isinstance(elem, IntElem) else elem.emax
-    rule = RULE_CODE[spec.rule]
-    if rule == 0:
+    rule = spec.rule.code
+    if rule == RULE_FLOOR:
         e = floor_log2_bits(amax) - emax_elem
-    elif rule == 1:
+    elif rule == RULE_CEIL:
         e = floor_log2_bits(amax) + (~is_pow2_bits(amax)).to(torch.int64) - emax_elem - 1
     else:
         af = amax.to(torch.int32).view(torch.float32)
         rq = _bits(af / torch.tensor(elem.max_value, dtype=torch.float32, device=af.device))
-        e = torch.where(rq == 0, torch.full_like(rq, -100000),
+        e = torch.where(rq == 0, torch.full_like(rq, E_UNDERFLOW),
                         floor_log2_bits(rq) + (~is_pow2_bits(rq)).to(torch.int64))
     sc = spec.scale
     e = torch.where(amax == 0, torch.full_like(e, sc.e_min), e).clamp(min=sc.e_min)
@@ -348,7 +354,7 @@ def _fake_blocks_rne(x: torch.Tensor, spec: BlockSpec, ax: int) -> torch.Tensor:
     B = spec.block_size
     blk, meta = _rows(x, ax, B)
     bits = blk.view(torch.int32)
-    e, nonfinite = _block_exponents(bits & 0x7FFFFFFF, spec, x)
+    e, nonfinite = _block_exponents(bits & F32_ABS_MASK, spec, x)
     elem = spec.elem
     P = _params(elem)
     ftz = spec.input_ftz
@@ -356,34 +362,36 @@ def _fake_blocks_rne(x: torch.Tensor, spec: BlockSpec, ax: int) -> torch.Tensor:
     p2 = _pow2(x.device)
     if isinstance(elem, IntElem):
         st = e3 + elem.ie
-        fast = (st >= (-125 if ftz else -127)) & (st <= 126)
-        y = torch.round(blk * p2[149 - st.clamp(-127, 126)]).clamp_(float(elem.c_min), float(elem.c_max))
+        fast = (st >= (FAST_E_LO_FTZ if ftz else FAST_E_LO)) & (st <= FAST_E_HI)
+        stc = st.clamp(FAST_E_LO, FAST_E_HI)
+        y = torch.round(blk * p2[POW2_ZERO - stc]).clamp_(float(elem.c_min), float(elem.c_max))
         if elem.encoding != "signmag":
             y = y + 0.0  # two's complement has no -0
-        y = y * p2[149 + st.clamp(-127, 126)]
+        y = y * p2[POW2_ZERO + stc]
     else:
         mbits, emin = elem.mbits, elem.emin
-        lo = max(-127, -126 - emin, -125 + mbits - emin if ftz else -127)
-        fast = (e3 >= lo) & (e3 <= 127)
-        ec = e3.clamp(-127, 127)
-        shift = 23 - mbits
+        lo = max(FAST_E_LO, F32_EMIN - emin,
+                 FAST_E_LO_FTZ + mbits - emin if ftz else FAST_E_LO)
+        fast = (e3 >= lo) & (e3 <= F32_EMAX)
+        ec = e3.clamp(FAST_E_LO, F32_EMAX)
+        shift = F32_MANT_BITS - mbits
         half = (1 << (shift - 1)) - 1
         rounded = ((bits + half + ((bits >> shift) & 1)) & ~((1 << shift) - 1)).view(torch.float32)
-        inv_e = p2[149 - ec]
+        inv_e = p2[POW2_ZERO - ec]
         v = blk * inv_e
         y = torch.where(v.abs() < 2.0 ** emin,
                         torch.round(v * 2.0 ** (mbits - emin)) * 2.0 ** (emin - mbits),
                         rounded * inv_e)
         vmax = float(elem.max_value)
-        y = y.clamp_(-vmax, vmax) * p2[149 + ec]
+        y = y.clamp_(-vmax, vmax) * p2[POW2_ZERO + ec]
     slow = ~fast & ~nonfinite[:, :, None]
     if bool(slow.any()):
         r_i, b_i = torch.nonzero(slow[:, :, 0], as_tuple=True)
         xb = _bits(blk[r_i, b_i])
         if ftz:
-            xb = torch.where((xb & 0x7FFFFFFF) < 0x800000, xb & 0x80000000, xb)
+            xb = torch.where((xb & F32_ABS_MASK) < F32_HIDDEN_BIT, xb & F32_SIGN_MASK, xb)
         es = e[r_i, b_i][:, None]
-        y[r_i, b_i] = decode_elem(encode_elem(xb, es, P, 0, None), es, P, p2)
+        y[r_i, b_i] = decode_elem(encode_elem(xb, es, P, MODE_RNE, None), es, P, p2)
     y = torch.where(nonfinite[:, :, None], torch.nan, y)
     return _unrows(y, meta, meta[3])
 
@@ -392,7 +400,7 @@ def encode_floats(values: torch.Tensor, elem: FloatElem) -> torch.Tensor:
     """RNE-saturating element codes of fp32 values (scale casts)."""
     if not elem.saturate:
         elem = replace(elem, saturate=True)
-    return encode_elem(_bits(values.to(torch.float32)), 0, _params(elem), 0, None)
+    return encode_elem(_bits(values.to(torch.float32)), 0, _params(elem), MODE_RNE, None)
 
 
 def _scale_cast(s: torch.Tensor, elem: FloatElem):
@@ -468,9 +476,9 @@ def _nvfp4(x, spec: BlockSpec, ax: int, mode: int, seeds) -> QTensor:
     absb = torch.where(finite, blk.abs(), torch.zeros_like(blk))
     t = absb.amax() if absb.numel() else torch.tensor(0.0)
     s_t = torch.where(t == 0, torch.ones_like(t), t / torch.tensor(NVFP4_TENSOR_DIV))
-    r = (absb.amax(dim=2) / torch.tensor(6.0)) / s_t
+    r = (absb.amax(dim=2) / torch.tensor(NVFP4_ELEM_MAX)) / s_t
     P4 = _params(E4M3)
-    sb_codes = encode_floats(torch.clamp(r, max=448.0), E4M3)
+    sb_codes = encode_floats(torch.clamp(r, max=NVFP4_SCALE_MAX), E4M3)
     sb = decode_elem(sb_codes, 0, P4, _pow2(x.device))
     d = s_t * sb
     bad = ~finite.all(dim=2)
@@ -480,7 +488,7 @@ def _nvfp4(x, spec: BlockSpec, ax: int, mode: int, seeds) -> QTensor:
     codes = encode_elem(_bits(y), 0, _params(spec.elem), mode, rnd)
     pos = torch.arange(nblk * B, device=x.device).reshape(1, nblk, B)
     codes = torch.where(zero_blk[:, :, None] | (pos >= meta[3]), torch.zeros_like(codes), codes)
-    sb_codes = torch.where(bad, torch.full_like(sb_codes, 0x7F), sb_codes)
+    sb_codes = torch.where(bad, torch.full_like(sb_codes, NVFP4_SCALE_NAN), sb_codes)
     return QTensor(spec, _unrows(codes, meta).to(torch.uint8), _unrows(sb_codes, meta).to(torch.uint8),
                    tensor_scale=float(s_t), shape=shape, axis=ax)
 
@@ -523,7 +531,7 @@ def dequantize(q: QTensor) -> torch.Tensor:
             vals = decode_elem(codes, 0, _params(spec.elem), pow2)
             d = decode_elem(s_full, 0, _params(E4M3), pow2) * torch.tensor(
                 q.tensor_scale, dtype=torch.float32, device=codes.device)
-            out = torch.where(s_full == 0x7F, torch.nan, vals * d)
+            out = torch.where(s_full == NVFP4_SCALE_NAN, torch.nan, vals * d)
         else:
             sc = spec.scale
             # element value (exact fp32) times exact powers of two: for e <= 127 one IEEE
@@ -531,12 +539,12 @@ def dequantize(q: QTensor) -> torch.Tensor:
             # takes 2**127 first, exact (or overflowing, as the result would) before the *2.
             # The multipliers are built per block (NaN for a NaN scale code), then expanded.
             e = scales - sc.bias
-            mult = pow2[e.clamp(max=127) + 149]
+            mult = pow2[e.clamp(max=F32_EMAX) + POW2_ZERO]
             if sc.nan_code is not None:
                 mult = torch.where(scales == sc.nan_code, torch.nan, mult)
             out = _elem_table(spec.elem, codes.device)[codes] * per_element(mult)
-            if bool((e > 127).any()):
-                out = out * per_element(pow2[(e - 127).clamp(min=0) + 149])
+            if bool((e > F32_EMAX).any()):
+                out = out * per_element(pow2[(e - F32_EMAX).clamp(min=0) + POW2_ZERO])
         return out.narrow(ax, 0, L).reshape(shape)
     s_full = decode_elem(q.scales.to(torch.int64), 0, _params(spec.scale.elem), pow2)
     zp = None if spec.symmetric else q.zero_points.to(torch.int64)
