@@ -359,6 +359,49 @@ def _run_ray(todo, jobs, progress, on_result, on_stage, address: str | None = No
 # the run
 # ------------------------------------------------------------------------------------------------
 
+class _StudyProgress:
+    """Two progress bars: accuracy points (with an ETA from the measured time of each recipe's
+    points) and the stages of the point being evaluated (sequential executor)."""
+
+    STAGES = ("load", "fp_eval", "calib_data", "quantize", "eval", "layer_error")
+
+    def __init__(self, name: str, todo: list[AccuracyPoint]):
+        from tqdm.auto import tqdm
+
+        self._todo = {p.key: p for p in todo}
+        self._seconds: dict[str, list[float]] = collections.defaultdict(list)
+        self.points = tqdm(total=len(todo), desc=f"study {name}", unit="point", position=0)
+        self.stages = tqdm(total=len(self.STAGES), desc="stage", unit="stage", position=1, leave=False,
+                           bar_format="{desc}: {n_fmt}/{total_fmt} {postfix}")
+
+    def stage(self, name: str) -> None:
+        if name == "load":
+            self.stages.reset()
+        self.stages.set_postfix_str(name)
+        self.stages.update(1)
+
+    def finished(self, point: AccuracyPoint, res: dict) -> None:
+        self._todo.pop(point.key, None)
+        self._seconds[point.recipe].append(float(res.get("wall_s", 0.0)))
+        self.points.update(1)
+        self.points.set_postfix_str(f"{point.label}: {res['status']}; {self.eta()}")
+
+    def eta(self) -> str:
+        """Remaining time: each unfinished point costs the mean of its recipe's finished points
+        (or of all finished points when its recipe has none yet)."""
+        every = [t for ts in self._seconds.values() for t in ts]
+        if not every:
+            return "eta unknown"
+        mean_all = sum(every) / len(every)
+        left = sum(sum(ts) / len(ts) if (ts := self._seconds.get(p.recipe)) else mean_all
+                   for p in self._todo.values())
+        return f"eta {left / 60:.1f} min (by recipe)"
+
+    def close(self) -> None:
+        self.stages.close()
+        self.points.close()
+
+
 def run_study(study, db: str | Path | None = None, *, executor: str = "local", jobs: int = 1,
               only: str | None = None, retry_failed: bool = False, progress: bool = True,
               ray_address: str | None = None, threads: int | None = None) -> dict[str, Any]:
@@ -385,16 +428,7 @@ def run_study(study, db: str | Path | None = None, *, executor: str = "local", j
             done = store.design_keys()
             store.add_designs(p.key, [d for d in cost_designs(p, res, hw_points) if d[0] not in done])
         todo = pl["todo"]
-        bar = None
-        if progress and todo:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(todo), desc=f"study {study.name}", unit="point")
-
-        def on_stage(name: str) -> None:
-            if bar is not None:
-                bar.set_postfix_str(name)
-
+        progress_bar = _StudyProgress(study.name, todo) if progress and todo else None
         n_failed = 0
 
         def on_result(point: AccuracyPoint, res: dict) -> None:
@@ -402,10 +436,10 @@ def run_study(study, db: str | Path | None = None, *, executor: str = "local", j
             n_failed += res["status"] != "ok"
             res.setdefault("metrics", {})["setting"] = study.setting(point)
             store.write_point(point, res, cost_designs(point, res, hw_points))
-            if bar is not None:
-                bar.update(1)
-                bar.set_description(f"study {study.name} ({point.label}: {res['status']})")
+            if progress_bar is not None:
+                progress_bar.finished(point, res)
 
+        on_stage = progress_bar.stage if progress_bar is not None else None
         if threads is not None and executor == "local" and jobs == 1:
             _init_worker(threads)
         try:
@@ -414,8 +448,8 @@ def run_study(study, db: str | Path | None = None, *, executor: str = "local", j
             else:
                 _run_ray(todo, jobs, progress, on_result, on_stage, ray_address)
         finally:
-            if bar is not None:
-                bar.close()
+            if progress_bar is not None:
+                progress_bar.close()
         counts = store.counts()
         store.set_meta(finished=not only)
     return {"db": str(db), "evaluated": len(todo), "failed": n_failed, "recosted": len(pl["recost"]),

@@ -370,3 +370,8 @@ def test_import_does_not_load_torch():
     code = "import sys, hwsim.dse.study; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "False"
+
+
+def test_benchmark_study_validates():
+    s = Study.from_toml(STUDIES.parent / "benchmarks" / "study12.toml")
+    assert (len(s.accuracy_points()), len(s.hardware_points())) == (12, 1)
