@@ -39,6 +39,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="calibration sampling seed")
     p.add_argument("--save", default=None, help="directory to save the quantized model to")
     p.add_argument("--json", default=None, help="write the results as JSON to this file")
+    p.add_argument("--opt", action="append", default=[], metavar="STAGE.KEY=VALUE",
+                   help="stage option, repeatable, e.g. gptq.act_order=false (values parsed as JSON, else strings)")
     p.add_argument("--list-recipes", action="store_true", help="list the recipe presets and exit")
     hw = p.add_argument_group("accelerator the quantized model is costed on (hwsim.cost_models)")
     hw.add_argument("--rows", type=int, default=32, help="systolic array rows (default 32)")
@@ -74,7 +76,8 @@ def handler(args) -> int:
                        mode=args.mode, calib=args.calib, n_calib=args.n_calib, calib_len=args.calib_len,
                        eval_corpus=None if str(args.eval).lower() == "none" else args.eval,
                        seq_len=args.seq_len, n_tokens=args.n_tokens or None, with_fp=not args.no_fp,
-                       seed=args.seed, save=args.save, progress=not args.quiet, hardware=hardware)
+                       seed=args.seed, save=args.save, progress=not args.quiet, hardware=hardware,
+                       options=parse_options(args.opt))
     res.pop("_fp_result", None)
     print(format_table([res]))
     if args.json:
@@ -83,10 +86,33 @@ def handler(args) -> int:
     return 0
 
 
-def build_recipe(recipe: str, *, w=None, a=None, lowrank=None, rank=None, mode=None):
+def parse_options(items) -> dict[str, dict[str, Any]]:
+    """``["gptq.act_order=false", ...]`` -> ``{"gptq": {"act_order": False}}`` (JSON values, else strings)."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or ():
+        key, sep, val = str(item).partition("=")
+        stage, dot, name = key.partition(".")
+        if not sep or not dot or not stage or not name:
+            raise ValueError(f"--opt {item!r}: expected STAGE.KEY=VALUE, e.g. gptq.act_order=false")
+        try:
+            v = json.loads(val)
+        except ValueError:
+            v = val
+        out.setdefault(stage.strip(), {})[name.strip()] = v
+    return out
+
+
+def build_recipe(recipe: str, *, w=None, a=None, lowrank=None, rank=None, mode=None, options=None):
+    import dataclasses
+
     from hwsim.quant import get_recipe, validate_recipe, with_formats
 
     r = with_formats(get_recipe(recipe), w=w, a=a, lowrank=lowrank, rank=rank, mode=mode)
+    if options:
+        merged = {k: dict(v) for k, v in r.options.items()}
+        for stage, kv in options.items():
+            merged.setdefault(stage, {}).update(kv)
+        r = dataclasses.replace(r, options=merged)
     return validate_recipe(r)
 
 
@@ -94,7 +120,7 @@ def run_quantize(model_name: str, recipe: str, *, w=None, a=None, lowrank=None, 
                  calib: str = "austen", n_calib: int = 32, calib_len: int = 512, eval_corpus: str | None = "austen",
                  seq_len: int = 512, n_tokens: int | None = 2048, with_fp: bool = True, seed: int = 0,
                  save: str | None = None, progress: bool = True, fp_result: Any = None,
-                 hardware: Any = None) -> dict[str, Any]:
+                 hardware: Any = None, options: dict | None = None) -> dict[str, Any]:
     """Load, (evaluate fp,) calibrate + quantize, evaluate, and cost the quantized model on
     ``hardware`` (a ``hwsim.dse.HardwarePoint``; None: no cost); returns a plain dict."""
     import torch
@@ -105,7 +131,7 @@ def run_quantize(model_name: str, recipe: str, *, w=None, a=None, lowrank=None, 
     from hwsim.quant import quantize_model, save_quantized
 
     torch.manual_seed(seed)
-    rec = build_recipe(recipe, w=w, a=a, lowrank=lowrank, rank=rank, mode=mode)
+    rec = build_recipe(recipe, w=w, a=a, lowrank=lowrank, rank=rank, mode=mode, options=options)
     times: dict[str, float] = {}
     t = time.perf_counter()
     model, tok = emodels.load(model_name, progress=progress)
@@ -136,6 +162,9 @@ def run_quantize(model_name: str, recipe: str, *, w=None, a=None, lowrank=None, 
     out["n_quantized"] = report.n_quantized
     out["calib"] = report.calib
     out["events"] = len(report.events)
+    out["options"] = {k: dict(v) for k, v in rec.options.items()}
+    if report.resolved:
+        out["resolved"] = report.resolved
     if eval_corpus:
         t = time.perf_counter()
         res = evaluate(model, tok, eval_corpus, "eval", **ev)
@@ -198,6 +227,10 @@ def format_table(results: list[dict[str, Any]]) -> str:
             if c.get("not_costed"):
                 lines.append(f"not costed (outside the decoder layers): {', '.join(c['not_costed'])}")
     lines.append("")
+    for r in results:
+        if r.get("options") or r.get("resolved"):
+            lines.append(f"options [{r['recipe']}]: {json.dumps(r.get('options') or {})}"
+                         + (f"; resolved: {json.dumps(r['resolved'])}" if r.get("resolved") else ""))
     for r in results:
         lines.append(f"time per stage [{r['recipe']}] (s): " + ", ".join(
             f"{k}={v:.1f}" for k, v in r["times"].items()))

@@ -175,6 +175,8 @@ class LayerStats:
     batch_size: int | None = None
     state_tag: str = ""
     _final: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    #: derived objects shared by the linears reading this input (e.g. GPTQ's inverse factor)
+    cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def n_tokens(self) -> int:
@@ -228,15 +230,16 @@ class StatsCollector(contextlib.AbstractContextManager):
 
     def __enter__(self):
         for g in self.groups:
-            lin = g.linears[0]
-            dim = int(getattr(lin, "in_features", None) or lin.weight.shape[1])
-            objs = {}
-            for k in self.kinds:
-                objs[k] = Rxx(dim, self.outer_dtype) if k == "rxx" else _STAT_CLASSES[k](dim)
-            ls = LayerStats(g.input_key, dim, objs, self.batch_size, self.state_tag)
+            ls = make_layer_stats(g, self.kinds, outer_dtype=self.outer_dtype, batch_size=self.batch_size,
+                                  state_tag=self.state_tag)
             self.stats[g.input_key] = ls
-            self._handles.append(lin.register_forward_pre_hook(_make_hook(ls)))
+            self._handles.append(g.linears[0].register_forward_pre_hook(_make_hook(ls)))
         return self
+
+    def stop_at(self, group: LinearGroup) -> None:
+        """Stop every forward pass at ``group``'s first linear, after its statistics are recorded
+        (raises ``StopForward``; catch it around the forward)."""
+        self._handles.append(group.linears[0].register_forward_pre_hook(_stop_hook))
 
     def __exit__(self, *exc):
         self.remove()
@@ -246,6 +249,21 @@ class StatsCollector(contextlib.AbstractContextManager):
         for h in self._handles:
             h.remove()
         self._handles.clear()
+
+
+def make_layer_stats(group: LinearGroup, kinds: Iterable[str], *, outer_dtype: torch.dtype = torch.float32,
+                     batch_size: int | None = None, state_tag: str = "") -> LayerStats:
+    """Empty statistics of ``group``'s input (fill with ``LayerStats.update``)."""
+    lin = group.linears[0]
+    dim = int(getattr(lin, "in_features", None) or lin.weight.shape[1])
+    objs = {}
+    for k in _check_kinds(kinds):
+        objs[k] = Rxx(dim, outer_dtype) if k == "rxx" else _STAT_CLASSES[k](dim)
+    return LayerStats(group.input_key, dim, objs, batch_size, state_tag)
+
+
+def _stop_hook(module, args):
+    raise StopForward
 
 
 def _make_hook(ls: LayerStats):
@@ -318,8 +336,11 @@ def _progress(it, enabled: bool, desc: str, total: int | None = None):
 # ------------------------------------------------------------------------------------------------
 
 
-class _StopForward(Exception):
-    """Private sentinel that stops a forward pass at a block."""
+class StopForward(Exception):
+    """Sentinel that stops a forward pass at a block or a linear."""
+
+
+_StopForward = StopForward
 
 
 @dataclass

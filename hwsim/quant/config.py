@@ -166,7 +166,10 @@ _QERA_LAYER = LayerConfig(w="mxint4", x=None, a=None, b=None, xa=None, xab=None,
 
 PRESETS: dict[str, Recipe] = {
     "rtn": Recipe("rtn", ("rtn",), LayerConfig(w="mxint4")),
-    "gptq": Recipe("gptq", ("gptq",), LayerConfig(w="int4_g128_asym"), stats_source="sequential"),
+    # act_order "auto": on where the scales are static (block formats, channel scales, static
+    # groups), off for lazy integer groups (issue 17); the resolved value is in QuantReport.resolved
+    "gptq": Recipe("gptq", ("gptq",), LayerConfig(w="int4_g128_asym"), stats_source="sequential",
+                   options={"gptq": {"act_order": "auto"}}),
     "lqer": Recipe("lqer", ("rtn", "lqer"), _LQER_LAYER),
     "l2qer": Recipe("l2qer", ("rtn", "l2qer"), _LQER_LAYER),
     "l2qer-w4a6": Recipe("l2qer-w4a6", ("rtn", "l2qer"), dataclasses.replace(

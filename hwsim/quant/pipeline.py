@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .calibrate import LayerStats, StatsCollector, _progress, as_token_ids, capture_block_inputs, stat_bytes
+from .calibrate import (LayerStats, StatsCollector, StopForward, _progress, as_token_ids, capture_block_inputs,
+                        make_layer_stats, stat_bytes)
 from .config import Recipe, get_recipe, validate_recipe
 from .model import LinearGroup, ModelAdapter, fold_norms, get_adapter, set_module
 from .qlinear import ActQuantCache, QLinear, _to_torch
@@ -37,13 +38,21 @@ class QuantReport:
     timings: dict[str, float] = field(default_factory=dict)
     bits_per_weight: float = 0.0
     n_quantized: int = 0
+    #: what "auto" options resolved to, per stage: e.g. ``{"gptq": {"act_order": {"true": 182, "false": 28}}}``
+    resolved: dict[str, Any] = field(default_factory=dict)
 
     def add_time(self, stage: str, seconds: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + seconds
 
     def to_dict(self) -> dict[str, Any]:
         return {"recipe": self.recipe, "calib": self.calib, "layers": self.layers, "events": self.events,
-                "timings": self.timings, "bits_per_weight": self.bits_per_weight, "n_quantized": self.n_quantized}
+                "timings": self.timings, "bits_per_weight": self.bits_per_weight, "n_quantized": self.n_quantized,
+                "resolved": self.resolved}
+
+    def count_resolved(self, stage: str, option: str, value: Any) -> None:
+        opt = self.resolved.setdefault(stage, {}).setdefault(option, {})
+        key = str(value).lower()
+        opt[key] = opt.get(key, 0) + 1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -76,7 +85,8 @@ def _info_dict(info) -> dict[str, Any]:
     return {"info": repr(info)}
 
 
-def _round(stage: str, W: torch.Tensor, fmt, stats: dict[str, torch.Tensor] | None, opts: dict, layer: str):
+def _round(stage: str, W: torch.Tensor, fmt, stats: dict[str, torch.Tensor] | None, opts: dict, layer: str,
+           cache: dict | None = None):
     from . import algorithms as alg
 
     if stage == "rtn":
@@ -90,7 +100,18 @@ def _round(stage: str, W: torch.Tensor, fmt, stats: dict[str, torch.Tensor] | No
         check_finite(W, "W", layer)
         return quantize_np(W, fmt, axis=-1), {}
     if stage == "gptq":
-        _wq, info = alg.gptq_quantize(W, stats["rxx"], fmt, return_info=True, layer=layer, **opts)
+        from .algorithms.gptq import prepare_hessian, resolve_act_order
+
+        opts = dict(opts)
+        prepared = None
+        if cache is not None:  # one factorisation per shared input (q/k/v, gate/up)
+            ao, _static = resolve_act_order(fmt, opts.get("act_order", "auto"), opts.get("static_groups"))
+            damp = opts.get("damp", 0.01)
+            key = ("gptq_factor", ao, float(damp) if isinstance(damp, (int, float)) else damp)
+            prepared = cache.get(key)
+            if prepared is None:
+                prepared = cache[key] = prepare_hessian(stats["rxx"], damp=damp, act_order=ao, layer=layer)
+        _wq, info = alg.gptq_quantize(W, stats["rxx"], fmt, return_info=True, layer=layer, prepared=prepared, **opts)
         return info.qtensor, _info_dict(info)
     raise ValueError(f"stage {stage!r} is not a rounding stage")
 
@@ -120,13 +141,15 @@ def quantize_linear(linear: nn.Linear, cfg, recipe: Recipe, stats: LayerStats | 
     out_f, in_f = W.shape
     sdict = stats.as_dict() if stats is not None else {}
     t0 = time.perf_counter()
-    q, rinfo = _round(recipe.rounding, W, cfg.w, sdict, recipe.stage_options(recipe.rounding), name)
+    q, rinfo = _round(recipe.rounding, W, cfg.w, sdict, recipe.stage_options(recipe.rounding), name,
+                      cache=stats.cache if stats is not None else None)
     t_round = time.perf_counter() - t0
     Wq = _to_torch(q.dequantize()).to(torch.float32)
     row: dict[str, Any] = {"layer": name, "in": in_f, "out": out_f, "w": cfg.w, "rank": 0,
                            "w_err_fro": float(torch.linalg.vector_norm((W - Wq).double())),
                            "t_round_s": t_round}
-    for k in ("loss", "saturated", "damping", "percdamp"):
+    for k in ("loss", "saturated", "damping", "percdamp", "act_order", "static_groups", "objective",
+              "t_factor_s", "t_sweep_s"):
         if k in rinfo and isinstance(rinfo[k], (int, float)):
             row[f"round_{k}"] = rinfo[k]
     events = list(rinfo.get("events", ()) or ())
@@ -163,6 +186,11 @@ def quantize_linear(linear: nn.Linear, cfg, recipe: Recipe, stats: LayerStats | 
         report.events.extend(dict(e) for e in events)
         report.add_time("round", t_round)
         report.add_time("reconstruct", t_rec)
+        for k in ("t_factor_s", "t_sweep_s"):
+            if isinstance(rinfo.get(k), float):
+                report.add_time(f"round.{k[2:-2]}", rinfo[k])
+        if "act_order" in rinfo:
+            report.count_resolved(recipe.rounding, "act_order", rinfo["act_order"])
     return ql
 
 
@@ -197,7 +225,7 @@ def _plan(adapter: ModelAdapter, recipe: Recipe):
 @torch.no_grad()
 def quantize_model(model: nn.Module, recipe: str | Recipe | dict, calib: Any = None, *,
                    adapter: ModelAdapter | None = None, progress: bool = True,
-                   max_resident_bytes: int | None = None) -> QuantReport:
+                   max_resident_bytes: int | None = None, calib_pass: str = "auto") -> QuantReport:
     """Quantize ``model`` in place with ``recipe`` (a preset name, a Recipe or its dict).
 
     Args:
@@ -205,6 +233,8 @@ def quantize_model(model: nn.Module, recipe: str | Recipe | dict, calib: Any = N
             a stage uses statistics (GPTQ, L²QER, QERA).
         max_resident_bytes: budget for the statistics held at once (one block's); exceeding it
             raises a ValueError before collection.
+        calib_pass: how sequential statistics are computed (``"auto"``, ``"piecewise"``, ``"stop"``,
+            ``"full"``; see ``_streamed``); all give the same result, ``"auto"`` is the fastest.
     Returns:
         ``QuantReport``; it is also stored as ``model.hwsim_quant`` (used by ``save_quantized``).
     """
@@ -248,7 +278,7 @@ def quantize_model(model: nn.Module, recipe: str | Recipe | dict, calib: Any = N
         for _bidx, group, items in _progress(plan, progress, f"quantize[{recipe.name}]"):
             quantize_group(group, items, None)
     else:
-        _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, progress)
+        _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, progress, calib_pass)
     _finish(model, report, recipe)
     report.timings["total"] = time.perf_counter() - t_start
     return report
@@ -262,7 +292,49 @@ def _block_stat_bytes(groups: list[LinearGroup], kinds) -> int:
     return total
 
 
-def _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, progress):
+CALIB_PASSES = ("auto", "piecewise", "stop", "full")
+
+
+def _llama_pieces_ok(adapter, block, groups) -> bool:
+    """The piecewise pass reproduces ``LlamaDecoderLayer.forward`` (pre-norm attention, then a
+    gated MLP ``down(act(gate(x)) * up(x))``, each added to the residual): only for LlamaAdapter
+    models (LLaMA, Qwen2, Mistral, SmolLM2) with exactly the groups qkv, o, gate_up, down."""
+    from .model import LlamaAdapter
+
+    if type(adapter) is not LlamaAdapter:
+        return False
+    mlp = getattr(block, "mlp", None)
+    need = (hasattr(block, "input_layernorm") and hasattr(block, "post_attention_layernorm")
+            and hasattr(getattr(block, "self_attn", None), "o_proj") and mlp is not None
+            and all(hasattr(mlp, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn")))
+    if not need or type(mlp).forward is not _llama_mlp_forward():
+        return False
+    return [g.name for g in groups] == ["qkv", "o", "gate_up", "down"]
+
+
+def _llama_mlp_forward():
+    try:
+        from transformers.models.llama.modeling_llama import LlamaMLP
+    except ImportError:  # pragma: no cover
+        return None
+    return LlamaMLP.forward
+
+
+def _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, progress, calib_pass="auto"):
+    """Stream the blocks: statistics, quantization, propagation (algorithms.md §2.3, §2.5).
+
+    ``stats_source="fp"``: one forward of each block collects every group's statistics.
+    ``"sequential"``: the statistics of each group come from the block whose earlier groups are
+    already quantized. ``calib_pass`` chooses how: ``"piecewise"`` (LLaMA-style blocks; the default
+    there under ``"auto"``) computes the block once, piece by piece (norm → q/k/v; attention up to
+    o_proj; residual + post-norm → gate/up; gated product → down; residual = the block output), so
+    statistics and propagation together cost one block forward; ``"stop"`` (``"auto"`` elsewhere)
+    runs the block only up to each group's first linear and then once in full to propagate;
+    ``"full"`` (the pre-issue-17 path) runs the whole block once per group and once to propagate.
+    All give the same statistics and outputs bit for bit.
+    """
+    if calib_pass not in CALIB_PASSES:
+        raise ValueError(f"calib_pass must be one of {CALIB_PASSES}, got {calib_pass!r}")
     bs = int(recipe.calib_batch_size)
     t0 = time.perf_counter()
     binp = capture_block_inputs(model, ids, adapter=adapter, batch_size=bs)
@@ -278,10 +350,17 @@ def _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, 
         block = blocks[i]
         todo = by_block.get(i, [])
 
-        def run_block(hook_groups):
+        def run_block(hook_groups, stop=None):
             t = time.perf_counter()
+            outs = []
             with StatsCollector(hook_groups, kinds, batch_size=bs, state_tag=tag) as col:
-                outs = [adapter.block_forward(block, h, binp.context(i, h)) for h in hs]
+                if stop is not None:
+                    col.stop_at(stop)
+                for h in hs:
+                    try:
+                        outs.append(adapter.block_forward(block, h, binp.context(i, h)))
+                    except StopForward:
+                        pass
             report.add_time("calibrate", time.perf_counter() - t)
             return col.stats, outs
 
@@ -291,14 +370,26 @@ def _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, 
                 quantize_group(group, items, stats[group.input_key])
             del stats
             hs = outs
-        else:
-            for group, items in todo:
-                stats, _ = run_block([group])
-                quantize_group(group, items, stats[group.input_key])
-                del stats
-            t = time.perf_counter()
-            hs = [adapter.block_forward(block, h, binp.context(i, h)) for h in hs]
-            report.add_time("propagate", time.perf_counter() - t)
+            continue
+        mode = calib_pass
+        all_groups = adapter.linear_groups(block)
+        if mode in ("auto", "piecewise"):
+            ok = _llama_pieces_ok(adapter, block, all_groups)
+            if mode == "piecewise" and not ok:
+                raise ValueError(f"calib_pass='piecewise' needs a LLaMA-style block; {type(block).__name__} "
+                                 "is not one (use 'stop' or 'auto')")
+            mode = "piecewise" if ok else "stop"
+        if mode == "piecewise":
+            hs = _piecewise_block(adapter, block, i, hs, binp, todo, all_groups, kinds, bs, tag,
+                                  quantize_group, report)
+            continue
+        for group, items in todo:
+            stats, _ = run_block([group], stop=group if mode == "stop" else None)
+            quantize_group(group, items, stats[group.input_key])
+            del stats
+        t = time.perf_counter()
+        hs = [adapter.block_forward(block, h, binp.context(i, h)) for h in hs]
+        report.add_time("propagate", time.perf_counter() - t)
     head = by_block.get(None)
     if head:
         group, items = head[0]
@@ -310,6 +401,63 @@ def _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, 
                 ls.update(norm(h) if norm is not None else h)
         report.add_time("calibrate", time.perf_counter() - t)
         quantize_group(group, items, ls)
+
+
+def _piecewise_block(adapter, block, i, hs, binp, todo, groups, kinds, bs, tag, quantize_group, report):
+    """One sequential pass over a LLaMA-style block (see ``_streamed``); returns the block outputs."""
+    items_of = {g.input_key: items for g, items in todo}
+    qkv, o, gate_up, down = groups
+    clock = {"t": time.perf_counter()}
+
+    def lap(stage):
+        t = time.perf_counter()
+        report.add_time(stage, t - clock["t"])
+        clock["t"] = t
+
+    def collect(group, xs):
+        if group.input_key not in items_of:
+            return
+        ls = make_layer_stats(group, kinds, batch_size=bs, state_tag=tag)
+        with torch.autocast(device_type=xs[0].device.type, enabled=False):
+            for x in xs:
+                ls.update(x)
+        lap("calibrate")
+        quantize_group(group, items_of[group.input_key], ls)
+        clock["t"] = time.perf_counter()
+
+    # q/k/v read the attention norm's output
+    collect(qkv, [block.input_layernorm(h) for h in hs])
+    # o_proj reads the attention output (block run up to o_proj, with q/k/v quantized)
+    attn = []
+
+    def grab(module, args):
+        attn.append(args[0])
+        raise StopForward
+
+    handle = o.linears[0].register_forward_pre_hook(grab)
+    try:
+        for h in hs:
+            try:
+                adapter.block_forward(block, h, binp.context(i, h))
+            except StopForward:
+                pass
+    finally:
+        handle.remove()
+    if len(attn) != len(hs):  # pragma: no cover - o_proj not reached
+        raise RuntimeError(f"block {i}: o_proj was not reached by the piecewise pass")
+    collect(o, attn)
+    o_mod = block.self_attn.o_proj  # the QLinear once o is quantized
+    h1 = [h + o_mod(a) for h, a in zip(hs, attn)]
+    del attn
+    x2 = [block.post_attention_layernorm(h) for h in h1]
+    collect(gate_up, x2)
+    mlp = block.mlp
+    u = [mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x) for x in x2]
+    del x2
+    collect(down, u)
+    out = [h + mlp.down_proj(x) for h, x in zip(h1, u)]
+    lap("propagate")
+    return out
 
 
 def _provenance(calib, ids, recipe) -> dict[str, Any]:
