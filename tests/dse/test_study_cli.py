@@ -67,3 +67,12 @@ def test_invalid_study_file_reports_every_problem_before_any_work(tmp_path, caps
     err = capsys.readouterr().err
     assert "3 problems" in err and "did you mean 'l2qer'" in err and "'wss'" in err and "mxint44" in err
     assert not (tmp_path / "reports").exists()
+
+
+def test_demo_is_the_default_study_and_the_formats_demo_moved(tmp_path, capsys):
+    assert main(["demo", "--dry-run", "--db", str(tmp_path / "d.db")]) == 0
+    out = capsys.readouterr().out
+    assert "study default: 30 accuracy points x 2 hardware points = 60 design points" in out
+    assert main(["formats", "demo", "--rows", "8", "--cols", "64", "--formats", "mxint4", "bfp4",
+                 "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "formats_demo.md").exists() and (tmp_path / "formats_demo.png").exists()
