@@ -5,8 +5,8 @@ law, exposing ``area_um2`` (um^2), ``actions`` (action name -> pJ) and ``leak_w`
 Compounds list ``parts()`` as ``(name, component, multiplicity)``; their costs are the sums
 (times a calibration factor kappa for the two FP compounds).
 
-The cost formulas are pure functions of the coefficient dict of :class:`~.tech.Technology`
-(``_p_*``), evaluated at the library node and then scaled to the requested node.
+The cost formulas are the pure functions of ``laws.py`` on the coefficient dict of
+:class:`~.tech.Technology`, evaluated at the library node and then scaled to the requested node.
 """
 
 from __future__ import annotations
@@ -18,85 +18,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from .tech import KB, Technology, _dram_types, load_data
-
-AE = tuple[float, float]  # (area um^2, energy pJ) at the library node
-
-# --------------------------------------------------------------------------------------------
-# pure cost laws on a coefficient dict (library node)
-# --------------------------------------------------------------------------------------------
-
-
-def _clog2(x: int) -> int:
-    return 0 if x <= 1 else math.ceil(math.log2(x))
-
-
-def _p_adder(c, w) -> AE:  # law: linear
-    return c["adder.area_per_bit"] * w, c["adder.energy_per_bit"] * w
-
-
-def _p_mult(c, a, b) -> AE:  # law: pp_cpa = alpha*a*b + beta*(a+b)
-    return (c["multiplier.area_alpha"] * a * b + c["multiplier.area_beta"] * (a + b),
-            c["multiplier.energy_alpha"] * a * b + c["multiplier.energy_beta"] * (a + b))
-
-
-def _p_bits(c, name, bits) -> AE:  # law: linear (register, comparator, mux2)
-    return c[f"{name}.area_per_bit"] * bits, c[f"{name}.energy_per_bit"] * bits
-
-
-def _p_shifter(c, w, s) -> AE:  # law: w_log2s -> W * ceil(log2(S+1)) mux bits
-    return _p_bits(c, "mux2", w * _clog2(s + 1))
-
-
-def _p_lzc(c, w) -> AE:  # law: nlog2n
-    return _p_bits(c, "mux2", w * _clog2(w))
-
-
-def _add(*terms: tuple[float, AE]) -> AE:
-    return sum(k * t[0] for k, t in terms), sum(k * t[1] for k, t in terms)
-
-
-def _p_fpmul_raw(c, e, m) -> AE:
-    p = m + 1
-    return _add((1, _p_mult(c, p, p)), (2, _p_adder(c, e + 2)), (1, _p_bits(c, "mux2", p)),
-                (1, _p_adder(c, p + 1)))
-
-
-def _p_fpadd_raw(c, e, m) -> AE:
-    p = m + 1
-    return _add((1, _p_adder(c, e + 1)), (1, _p_bits(c, "mux2", 2 * p + e)), (1, _p_shifter(c, p + 3, p + 3)),
-                (1, _p_adder(c, p + 4)), (1, _p_lzc(c, p + 4)), (1, _p_shifter(c, p + 4, p + 4)),
-                (1, _p_adder(c, p + 1)), (1, _p_adder(c, e + 1)))
-
-
-def fit_fp_kappas(library: str, c: dict[str, float]) -> dict[str, float]:
-    """The four kappa of FPMultiplier / FPAdder: log least squares over the FP16 and FP32 points.
-
-    Libraries without FP reference points (aladdin40: multi-cycle FP energies) use kappa = 1.
-    """
-    if library == "horowitz45" or "reference" in _maybe_lib(library):
-        ref = _maybe_lib(library)["reference"]
-        out = {}
-        for op, raw in (("mult", _p_fpmul_raw), ("add", _p_fpadd_raw)):
-            ra, re_ = [], []
-            for w in ("fp16", "fp32"):
-                r = ref[f"{w}_{op}"]
-                a, e = raw(c, r["ebits"], r["mbits"])
-                ra.append(r["area_um2"] / a)
-                re_.append(r["energy_pj"] / e)
-            key = "fp_mul" if op == "mult" else "fp_add"
-            out[f"{key}.kappa_area"] = float(np.exp(np.mean(np.log(ra))))
-            out[f"{key}.kappa_energy"] = float(np.exp(np.mean(np.log(re_))))
-        return out
-    return {"fp_mul.kappa_area": 1.0, "fp_mul.kappa_energy": 1.0,
-            "fp_add.kappa_area": 1.0, "fp_add.kappa_energy": 1.0}
-
-
-def _maybe_lib(library: str) -> dict:
-    from .tech import _library_data
-
-    return _library_data(library)
-
+from .laws import (AE, clog2, fp_add_terms, fp_mul_terms, p_adder, p_bits, p_lzc, p_mult,
+                   p_shifter)
+from .tech import KB, Technology, dram_types, load_data
 
 @lru_cache(maxsize=None)
 def _default_tech() -> Technology:
@@ -189,7 +113,7 @@ class IntAdder(Component):
         _check_pos("w", self.w)
 
     def _raw(self, c):
-        return _p_adder(c, self.w)
+        return p_adder(c, self.w)
 
 
 @dataclass(frozen=True)
@@ -207,7 +131,7 @@ class IntMultiplier(Component):
         _check_pos("b", self.b)
 
     def _raw(self, c):
-        return _p_mult(c, self.a, self.b)
+        return p_mult(c, self.a, self.b)
 
 
 @dataclass(frozen=True)
@@ -223,11 +147,15 @@ class Register(Component):
         _check_pos("bits", self.bits, 0)
 
     def _raw(self, c):
-        return _p_bits(c, "register", self.bits)
+        return p_bits(c, "register", self.bits)
 
 
 @dataclass(frozen=True)
 class Comparator(Component):
+    """w-bit magnitude comparator; action ``compare``. Law ``linear``: comparator.area_per_bit * w
+    um^2, comparator.energy_per_bit * w pJ (Aladdin's 32-bit comparator relative to its adder,
+    times the Horowitz adder bit)."""
+
     w: int
     law: ClassVar[str] = "linear"
     reference: ClassVar[str] = "Aladdin 32-bit comparator / adder ratio x Horowitz adder bit"
@@ -237,11 +165,15 @@ class Comparator(Component):
         _check_pos("w", self.w)
 
     def _raw(self, c):
-        return _p_bits(c, "comparator", self.w)
+        return p_bits(c, "comparator", self.w)
 
 
 @dataclass(frozen=True)
 class Mux2(Component):
+    """``bits`` two-input multiplexers; action ``select``. Law ``linear``: mux2.area_per_bit * bits
+    um^2, mux2.energy_per_bit * bits pJ (Aladdin's shifter as 160 mux bits relative to its adder,
+    times the Horowitz adder bit)."""
+
     bits: int
     law: ClassVar[str] = "linear"
     reference: ClassVar[str] = "Aladdin shifter as 160 mux bits / adder ratio x Horowitz adder bit"
@@ -251,7 +183,7 @@ class Mux2(Component):
         _check_pos("bits", self.bits, 0)
 
     def _raw(self, c):
-        return _p_bits(c, "mux2", self.bits)
+        return p_bits(c, "mux2", self.bits)
 
 
 @dataclass(frozen=True)
@@ -268,20 +200,24 @@ class BarrelShifter(Component):
         _check_pos("positions", self.positions, 0)
 
     def _raw(self, c):
-        return _p_shifter(c, self.width, self.positions)
+        return p_shifter(c, self.width, self.positions)
 
 
 @dataclass(frozen=True)
 class LeadingZeroCounter(Component):
+    """Leading-zero counter of a ``width``-bit word; action ``count``. Law ``nlog2n``: a tree of
+    width * ceil(log2 width) Mux2 bits (um^2, pJ through the mux2 coefficients)."""
+
     width: int
     law: ClassVar[str] = "nlog2n"
+    reference: ClassVar[str] = "mux2 bits (no own reference point)"
     action: ClassVar[str] = "count"
 
     def __post_init__(self):
         _check_pos("width", self.width)
 
     def _raw(self, c):
-        return _p_lzc(c, self.width)
+        return p_lzc(c, self.width)
 
 
 @dataclass(frozen=True)
@@ -298,13 +234,13 @@ class AdderTree(Component):
 
     def parts(self):
         out = []
-        for lvl in range(1, _clog2(self.inputs) + 1):
+        for lvl in range(1, clog2(self.inputs) + 1):
             out.append((f"level{lvl}", IntAdder(self.w + lvl, tech=self.tech), math.ceil(self.inputs / 2 ** lvl)))
         return tuple(out)
 
     @property
     def out_bits(self) -> int:
-        return self.w + _clog2(self.inputs)
+        return self.w + clog2(self.inputs)
 
 
 @dataclass(frozen=True)
@@ -338,16 +274,20 @@ class FPMultiplier(Component):
         _check_pos("m", self.m, 0)
 
     def parts(self):
-        p, t = self.m + 1, self.tech
-        return (("significand_mult", IntMultiplier(p, p, tech=t), 1), ("exponent_add", IntAdder(self.e + 2, tech=t), 2),
-                ("normalise", Mux2(p, tech=t), 1), ("round", IntAdder(p + 1, tech=t), 1))
+        return _parts_of(fp_mul_terms(self.e, self.m), self.tech)
 
 
 @dataclass(frozen=True)
 class FPAdder(Component):
+    """FP adder with e exponent and m stored mantissa bits (p = m+1); action ``add``. Law: the sum
+    of its parts (laws.fp_add_terms: exponent difference, swap, align shifter, significand adder,
+    leading-zero counter, normalise shifter, round and exponent adjust) times kappa[fp_add], which
+    ``tech`` fits to the Horowitz fp16 / fp32 add (um^2, pJ)."""
+
     e: int
     m: int
     kappa_key: ClassVar[str] = "fp_add"
+    reference: ClassVar[str] = "Horowitz ISSCC 2014 fp16/fp32 add (kappa, log least squares)"
     action: ClassVar[str] = "add"
 
     def __post_init__(self):
@@ -355,15 +295,22 @@ class FPAdder(Component):
         _check_pos("m", self.m, 0)
 
     def parts(self):
-        p, e, t = self.m + 1, self.e, self.tech
-        return (("exp_diff", IntAdder(e + 1, tech=t), 1), ("swap", Mux2(2 * p + e, tech=t), 1),
-                ("align", BarrelShifter(p + 3, p + 3, tech=t), 1), ("significand_add", IntAdder(p + 4, tech=t), 1),
-                ("lzc", LeadingZeroCounter(p + 4, tech=t), 1), ("normalise", BarrelShifter(p + 4, p + 4, tech=t), 1),
-                ("round", IntAdder(p + 1, tech=t), 1), ("exp_adjust", IntAdder(e + 1, tech=t), 1))
+        return _parts_of(fp_add_terms(self.e, self.m), self.tech)
+
+
+def _parts_of(terms, tech) -> tuple:
+    """Components of (part, law, args, count) terms (laws.fp_*_terms)."""
+    make = {"adder": IntAdder, "mult": IntMultiplier, "mux2": Mux2, "shifter": BarrelShifter,
+            "lzc": LeadingZeroCounter}
+    return tuple((name, make[law](*args, tech=tech), n) for name, law, args, n in terms)
 
 
 @dataclass(frozen=True)
 class IntToFP(Component):
+    """w-bit integer to FP (e, m) converter; action ``convert``. Law: the sum of its parts, a
+    w-bit leading-zero counter and normalising shifter, an (e+1)-bit exponent adder and an
+    (m+2)-bit rounding adder (um^2, pJ; no own reference point)."""
+
     w: int
     e: int
     m: int
@@ -377,6 +324,10 @@ class IntToFP(Component):
 
 @dataclass(frozen=True)
 class FPToInt(Component):
+    """FP (e, m) to w-bit integer converter; action ``convert``. Law: the sum of its parts, an
+    (m+2)-bit shifter over w positions, a w-bit rounding adder and a w-bit clamp comparator
+    (um^2, pJ; no own reference point)."""
+
     e: int
     m: int
     w: int
@@ -442,13 +393,13 @@ class DRAM(Component):
     action: ClassVar[str] = "read"
 
     def __post_init__(self):
-        if self.dram_type not in _dram_types():
-            raise ValueError(f"dram_type={self.dram_type!r} is unknown; valid: {sorted(_dram_types())}")
+        if self.dram_type not in dram_types():
+            raise ValueError(f"dram_type={self.dram_type!r} is unknown; valid: {sorted(dram_types())}")
 
     @property
     def _ae(self):
         t = self.t
-        pj = t.dram_pj_per_bit if t.dram_type == self.dram_type else _dram_types()[self.dram_type]
+        pj = t.dram_pj_per_bit if t.dram_type == self.dram_type else dram_types()[self.dram_type]
         return 0.0, pj
 
     @property

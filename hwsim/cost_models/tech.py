@@ -20,6 +20,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .laws import p_fpadd_raw, p_fpmul_raw
+
 DATA_DIR = Path(__file__).with_name("data")
 LIBRARIES = ("horowitz45", "aladdin40")
 KB = 1024
@@ -187,7 +189,7 @@ def _aladdin_coefficients(ala: dict) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------
 
 @lru_cache(maxsize=1)
-def _dram_types() -> dict[str, float]:
+def dram_types() -> dict[str, float]:
     return {k: float(v["pj_per_bit"]) for k, v in load_data("dram")["type"].items()}
 
 
@@ -223,7 +225,7 @@ class Technology:
             object.__setattr__(self, "node_nm", float(self.node_nm))
         else:
             object.__setattr__(self, "node_nm", self._parse_node(self.node_nm))
-        types = _dram_types()
+        types = dram_types()
         if self.dram_type not in types:
             raise ValueError(f"dram_type={self.dram_type!r} is unknown; valid: {sorted(types)}")
         if self.vdd is not None and not self.vdd > 0:
@@ -267,8 +269,6 @@ class Technology:
             c = _horowitz_coefficients(self.library_data, ala)
         else:
             c = _aladdin_coefficients(self.library_data)
-        from .components import fit_fp_kappas  # lazy: components builds on Technology
-
         c.update(fit_fp_kappas(self.library, c))
         return c
 
@@ -313,7 +313,7 @@ class Technology:
         for k, v in self.overrides:
             if k == "dram.pj_per_bit":
                 return float(v)
-        return _dram_types()[self.dram_type]
+        return dram_types()[self.dram_type]
 
     @property
     def bandwidth_gbps(self) -> float:
@@ -384,3 +384,30 @@ def load_user_file(path: str | Path) -> Technology:
     if data.get("overrides"):
         t = t.with_overrides(data["overrides"])
     return t
+
+
+_dram_types = dram_types   # the name hwsim.dse.study imports
+
+
+def fit_fp_kappas(library: str, c: dict[str, float]) -> dict[str, float]:
+    """The four kappa of FPMultiplier / FPAdder: log least squares over the FP16 and FP32 points.
+
+    Libraries without FP reference points (aladdin40: multi-cycle FP energies) use kappa = 1.
+    """
+    lib = _library_data(library)
+    if library == "horowitz45" or "reference" in lib:
+        ref = lib["reference"]
+        out = {}
+        for op, raw in (("mult", p_fpmul_raw), ("add", p_fpadd_raw)):
+            ra, re_ = [], []
+            for w in ("fp16", "fp32"):
+                r = ref[f"{w}_{op}"]
+                a, e = raw(c, r["ebits"], r["mbits"])
+                ra.append(r["area_um2"] / a)
+                re_.append(r["energy_pj"] / e)
+            key = "fp_mul" if op == "mult" else "fp_add"
+            out[f"{key}.kappa_area"] = float(np.exp(np.mean(np.log(ra))))
+            out[f"{key}.kappa_energy"] = float(np.exp(np.mean(np.log(re_))))
+        return out
+    return {"fp_mul.kappa_area": 1.0, "fp_mul.kappa_energy": 1.0,
+            "fp_add.kappa_area": 1.0, "fp_add.kappa_energy": 1.0}

@@ -15,7 +15,7 @@ from typing import Any
 
 from .components import (
     AdderTree, BarrelShifter, Comparator, Compound, FPAdder, FPMultiplier, FPReciprocal, FPToInt, IntAdder,
-    IntMultiplier, IntToFP, MaxTree, Mux2, Register, _clog2,
+    IntMultiplier, IntToFP, MaxTree, Mux2, Register,
 )
 from .fmt import FP16, FP32, Accumulator, FormatInfo, accumulator, describe
 from .tech import Technology

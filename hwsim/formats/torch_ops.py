@@ -30,8 +30,8 @@ _M32 = (1 << WORD_BITS) - 1
 _POW2_CACHE: dict = {}
 
 
-def _pow2(device) -> torch.Tensor:
-    """bits.POW2_F32 on ``device`` (index e + POW2_ZERO holds 2**e)."""
+def pow2_table(device) -> torch.Tensor:
+    """bits.POW2_F32 on ``device`` (index e + POW2_ZERO holds 2**e), built once per device."""
     t = _POW2_CACHE.get(device)
     if t is None:
         t = torch.from_numpy(POW2_F32.copy()).to(device)
@@ -359,7 +359,7 @@ def _fake_blocks_rne(x: torch.Tensor, spec: BlockSpec, ax: int) -> torch.Tensor:
     P = _params(elem)
     ftz = spec.input_ftz
     e3 = e[:, :, None]
-    p2 = _pow2(x.device)
+    p2 = pow2_table(x.device)
     if isinstance(elem, IntElem):
         st = e3 + elem.ie
         fast = (st >= (FAST_E_LO_FTZ if ftz else FAST_E_LO)) & (st <= FAST_E_HI)
@@ -405,7 +405,7 @@ def encode_floats(values: torch.Tensor, elem: FloatElem) -> torch.Tensor:
 
 def _scale_cast(s: torch.Tensor, elem: FloatElem):
     P = _params(elem)
-    pow2 = _pow2(s.device)
+    pow2 = pow2_table(s.device)
     codes = encode_floats(s, elem)
     dec = decode_elem(codes, 0, P, pow2)
     tiny = int(encode_floats(torch.tensor([elem.min_normal], dtype=torch.float32), elem)[0])
@@ -479,7 +479,7 @@ def _nvfp4(x, spec: BlockSpec, ax: int, mode: int, seeds) -> QTensor:
     r = (absb.amax(dim=2) / torch.tensor(NVFP4_ELEM_MAX)) / s_t
     P4 = _params(E4M3)
     sb_codes = encode_floats(torch.clamp(r, max=NVFP4_SCALE_MAX), E4M3)
-    sb = decode_elem(sb_codes, 0, P4, _pow2(x.device))
+    sb = decode_elem(sb_codes, 0, P4, pow2_table(x.device))
     d = s_t * sb
     bad = ~finite.all(dim=2)
     zero_blk = (d == 0) | bad
@@ -505,7 +505,7 @@ def _elem_table(elem, device) -> torch.Tensor:
     t = _ELEM_TABLES.get(key)
     if t is None:
         codes = torch.arange(1 << elem.bits, dtype=torch.int64)
-        t = decode_elem(codes, torch.zeros_like(codes), _params(elem), _pow2(codes.device)).to(device)
+        t = decode_elem(codes, torch.zeros_like(codes), _params(elem), pow2_table(codes.device)).to(device)
         _ELEM_TABLES[key] = t
     return t
 
@@ -514,7 +514,7 @@ def dequantize(q: QTensor) -> torch.Tensor:
     spec = q.spec
     shape = tuple(q.shape)
     codes = q.codes.to(torch.int64)
-    pow2 = _pow2(codes.device)
+    pow2 = pow2_table(codes.device)
     if isinstance(spec, FloatElem):
         return decode_elem(codes, 0, _params(spec), pow2).reshape(shape)
     ax = q.axis

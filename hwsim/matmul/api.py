@@ -69,10 +69,10 @@ def matmul(a, b, *, accumulator="fp32", out_format=None, mode: str = "exact", ba
     "fixed:W:F[:wrap][:rne]", "exact" or a spec object. out_format: None (fp32; fp64 for "exact"),
     "fp32", "bf16", "fp16", "fp64" (exact only) or a block format (returns a QTensor blocked along N).
     mode: "exact" (this core) or "fake" (dequantize, then an fp32 GEMM). backend: "auto", "numba"
-    (numpy inputs), "torch", "triton" (CUDA, or CPU with TRITON_INTERPRET=1); "auto" picks the
-    fastest bit-exact path: Triton for covered CUDA cases, else torch on CUDA; on CPU the torch
-    backend's batched-GEMM path for the fp32 accumulator where it applies, else numba for numpy and
-    torch for torch tensors. All backends give the same bits. bias: fp32 [N].
+    (numpy inputs), "torch", "triton" (CUDA, or CPU with TRITON_INTERPRET=1); "auto" runs the first
+    backend of ``AUTO_CUDA`` / ``AUTO_CPU`` that covers the pair and accumulator (Triton, then the
+    batched-GEMM path, then torch on CUDA; the GEMM path, then numba for numpy and torch for torch
+    tensors on CPU). All backends give the same bits. bias: fp32 [N].
     Returns an array of the operands' library (numpy or torch) of shape [..., M, N] (or a QTensor).
     """
     if mode not in MODES:
@@ -99,40 +99,10 @@ def matmul(a, b, *, accumulator="fp32", out_format=None, mode: str = "exact", ba
     lib = "torch" if is_torch(p.a.codes) else "numpy"
     if lib != ("torch" if is_torch(p.b.codes) else "numpy"):
         raise ValueError("operands a and b must both hold numpy arrays or both torch tensors")
-    be = backend
-    y = None
-    if be == "auto":
-        be, y = _auto(p, acc, lib, bias)
-    _check_acc_support(p, acc, be)
-    if be == "numba" and lib == "torch":
+    if backend == "numba" and lib == "torch":
         raise ValueError("backend='numba' needs numpy operands; got torch tensors (use backend='torch')")
-    if be in ("torch", "triton") and lib == "numpy" and y is None:
-        p = _to_torch(p)
-    if y is not None:
-        pass
-    elif be == "numba":
-        y = _run_numba(p, acc, out, bias)
-    elif be == "torch":
-        if isinstance(acc, ExactAcc) or (isinstance(acc, FixedAcc) and p.sum_bits > 62):
-            warnings.warn(f"the torch backend delegates accumulator={acc.name!r} for {p.facts_a.spec.name} x "
-                          f"{p.facts_b.spec.name} to the numba reference", stacklevel=2)
-            y = _run_numba(_to_numpy(p), acc, out, None if bias is None else _np(bias))
-            import torch
-
-            y = torch.as_tensor(y, device=p.a.codes.device)
-        else:
-            from . import torch_backend
-
-            y = torch_backend.finish(torch_backend.run_fp32_fixed(p, acc), p, bias)
-    else:
-        from . import torch_backend, triton_backend
-
-        if not triton_backend.covers(p):
-            log.info("triton: %s x %s is outside the int8 path; using the exact torch backend",
-                     p.facts_a.spec.name, p.facts_b.spec.name)
-            y = torch_backend.finish(torch_backend.run_fp32_fixed(p, acc), p, bias)
-        else:
-            y = torch_backend.finish(triton_backend.run_fp32(p), p, bias)
+    _check_acc_support(p, acc, backend)
+    y = _dispatch(p, acc, out, bias, backend, lib)
     if lib == "numpy" and is_torch(y):
         y = _np(y)
     y = _reshape_out(y, p)
@@ -155,43 +125,57 @@ def _np(x):
     return x.detach().cpu().numpy() if is_torch(x) else np.asarray(x)
 
 
-def _auto(p: Prepared, acc, lib: str, bias):
-    """backend="auto": (backend name, result or None).
+# ---------------------------------------------------------------------------------------------
+# backends
+# ---------------------------------------------------------------------------------------------
 
-    CUDA tensors: Triton when it covers the pair and accumulator, else torch. CPU (numpy or CPU torch
-    tensors): the fp32 accumulator runs on the torch backend's batched-GEMM path whenever it covers
-    the pair (it is the fastest bit-exact CPU path, see docs/matmul.md); its result is returned here
-    so that codes with NaN/Inf elements (found while converting) can fall back. Otherwise numpy goes
-    to numba and torch tensors to the torch backend.
-    """
-    cuda = lib == "torch" and p.a.codes.is_cuda
-    if cuda:
-        from . import triton_backend
+# Each backend is a module with NAME, covers(p, acc) -> bool and run(p, acc, out, bias) -> [M, N]
+# array or None (common.py). Modules are imported on first use, so that torch and triton load only
+# when a path needs them.
+_MODULES = {"numba": "reference", "gemm": "gemm", "torch": "torch_backend", "triton": "triton_backend"}
 
-        return ("triton" if isinstance(acc, Fp32Acc) and triton_backend.covers(p) else "torch"), None
-    if isinstance(acc, Fp32Acc):
-        from . import gemm, torch_backend
-
-        if gemm.covers(p):
-            y = gemm.run_fp32(p)
-            if y is not None:
-                return "torch", torch_backend.finish(y, p, bias)
-    return ("numba" if lib == "numpy" else "torch"), None
+# The preference lists (docs/matmul.md §8): the first backend that covers the problem runs; one
+# whose run() returns None (NaN/Inf element codes, found while converting) passes to the next.
+AUTO_CUDA = ("triton", "gemm", "torch")      # backend="auto", CUDA tensors
+AUTO_CPU = ("gemm", "numba", "torch")        # backend="auto", numpy or CPU torch operands
+EXPLICIT = {"numba": ("numba",), "torch": ("gemm", "torch"), "triton": ("triton", "gemm", "torch")}
 
 
-def _run_numba(p: Prepared, acc, out, bias):
-    from . import reference
+def backend_module(name: str):
+    """The module of backend ``name`` (one of ``_MODULES``)."""
+    import importlib
 
-    if isinstance(acc, ExactAcc):
-        target = out if isinstance(out, str) else "fp32"
-        return reference.run_exact(p, target, None if bias is None else _np(bias))
-    y = reference.run_fp32_fixed(p, acc)
-    if p.tA is not None or p.tB is not None:
-        t = np.float32(np.float32(1.0 if p.tA is None else p.tA) * np.float32(1.0 if p.tB is None else p.tB))
-        y = (y * t).astype(np.float32)
-    if bias is not None:
-        y = (y + np.asarray(_np(bias), np.float32).reshape(1, -1)).astype(np.float32)
-    return y
+    return importlib.import_module(f".{_MODULES[name]}", __package__)
+
+
+def preference(p: Prepared, backend: str) -> tuple[str, ...]:
+    """The backends tried, in order, for ``backend=`` and this operand pair."""
+    if backend != "auto":
+        return EXPLICIT[backend]
+    return AUTO_CUDA if p.is_torch and p.a.codes.is_cuda else AUTO_CPU
+
+
+def _dispatch(p: Prepared, acc, out, bias, backend: str, lib: str):
+    """[M, N] result of the first covering backend of ``preference(p, backend)``."""
+    if backend in ("torch", "triton") and lib == "numpy":
+        p = _to_torch(p)
+    for name in preference(p, backend):
+        mod = backend_module(name)
+        if not mod.covers(p, acc):
+            if name == "triton" and backend == "triton":
+                log.info("triton: %s x %s is outside the int8 path; using the exact torch backend",
+                         p.facts_a.spec.name, p.facts_b.spec.name)
+            continue
+        y = mod.run(p, acc, out, bias)
+        if y is not None:
+            return y
+    # only ExactAcc, and fixed-point sums wider than 62 bits, of torch operands get here
+    warnings.warn(f"the torch backend delegates accumulator={acc.name!r} for {p.facts_a.spec.name} x "
+                  f"{p.facts_b.spec.name} to the numba reference", stacklevel=3)
+    import torch
+
+    y = backend_module("numba").run(_to_numpy(p), acc, out, None if bias is None else _np(bias))
+    return torch.as_tensor(y, device=p.a.codes.device)
 
 
 def _to_torch(p: Prepared) -> Prepared:
@@ -234,7 +218,7 @@ def fake_matmul(a, b, *, out_format="fp32", bias=None):
     if is_torch(xa) or is_torch(xb):
         import torch
 
-        from .torch_backend import exact_float_matmul
+        from .common import exact_float_matmul
 
         xa = torch.as_tensor(xa).float()
         xb = torch.as_tensor(xb, device=xa.device).float()

@@ -30,11 +30,12 @@ import numpy as np
 import torch
 from numba import njit
 
-from .operands import (NAN_E, Prepared, codes_np, element_lut, exp_stats, fill_cols, fill_rows,
+from .common import epilogue, exact_float_matmul, tile_epi_g
+from .datapath import Fp32Acc
+from .operands import (HALF_NAN, Prepared, codes_np, element_lut, exp_stats, fill_cols, fill_rows,
                        pow2_f64, seg_nonzero)
-from .reference import _tile_epi_g
 
-HALF_NAN = NAN_E // 2
+NAME = "gemm"
 CHUNK_BYTES_CPU = 1 << 22          # one [Jc, Mc, Nc] GEMM output chunk per CPU thread
 CHUNK_BYTES_CUDA = 1 << 28
 CHUNK_ROWS = 128                   # preferred rows per GEMM call
@@ -42,10 +43,18 @@ B_TRANSPOSED_MIN_M = 256           # from this M on, B is held as [J*L, N] (see 
 _EPI_NC = 256                      # N columns per epilogue pass (CPU; acc slice stays in L1)
 
 
-def covers(p: Prepared) -> bool:
-    """Static part of the coverage test (the codes may still hold NaN/Inf, found while converting)."""
-    return (p.sum_bits <= 53 and element_lut(p.facts_a) is not None
-            and element_lut(p.facts_b) is not None)
+def covers(p: Prepared, acc=None) -> bool:
+    """The fp32 accumulator (``acc`` None counts as fp32), segment sums of at most 53 bits, element
+    codes with a lookup table. Static: the codes may still hold NaN/Inf, found while converting
+    (then ``run`` returns None)."""
+    return ((acc is None or isinstance(acc, Fp32Acc)) and p.sum_bits <= 53
+            and element_lut(p.facts_a) is not None and element_lut(p.facts_b) is not None)
+
+
+def run(p: Prepared, acc=None, out=None, bias=None):
+    """fp32 [M, N] torch tensor with tensor scale and bias applied, or None (NaN/Inf codes)."""
+    y = run_fp32(p)
+    return None if y is None else epilogue(y, p, bias)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,7 +111,7 @@ def acc_scaled(S, acc, dA, dBt, NC):
         for j in range(Jc):
             sj = S[j, m, n0:n1]
             db = dBt[j, n0:n1]
-            _tile_epi_g(a, sj, dA[m, j], db, n1 - n0)
+            tile_epi_g(a, sj, dA[m, j], db, n1 - n0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,8 +233,6 @@ def run_fp32(p: Prepared, portable: bool = False):
     """fp32 [M, N] Fp32Acc values (before tensor scale and bias) as a torch tensor on the operands'
     device, or None when the pair or its codes are outside this path. ``portable`` runs the CUDA
     code (torch conversion and epilogue) on CPU tensors too; tests use it to check that code."""
-    from .torch_backend import exact_float_matmul
-
     ops = _operands(p, portable)
     if ops is None:
         return None

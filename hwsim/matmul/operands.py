@@ -17,13 +17,15 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
+from hwsim.formats.bits import is_torch, pow2_f64
+
 from .datapath import OperandFacts, operand_facts, segment_length
 
-NAN_E = 1 << 20          # exponent sentinel of a NaN scale (any E >= NAN_E // 2 means NaN)
+__all__ = ["NAN_E", "HALF_NAN", "Prepared", "prepare", "is_torch", "pow2_f64", "exp_to_d", "element_lut",
+           "exp_stats", "fill_rows", "fill_cols", "seg_nonzero", "codes_np"]
 
-
-def is_torch(x) -> bool:
-    return type(x).__module__.startswith("torch")
+NAN_E = 1 << 20          # exponent sentinel of a NaN scale (any E >= HALF_NAN means NaN)
+HALF_NAN = NAN_E // 2    # the test: a segment exponent E >= HALF_NAN is a NaN scale
 
 
 @dataclass
@@ -159,7 +161,7 @@ def _scale_arrays(q, facts: OperandFacts, rows: int, role: str):
 def exp_to_d(E: np.ndarray) -> np.ndarray:
     """2**E as fp32 (exact for E in [-149, 127]); NaN for the NaN sentinel."""
     d = np.ldexp(np.float32(1.0), np.minimum(E, 200).astype(np.int32)).astype(np.float32)
-    return np.where(E >= NAN_E // 2, np.float32(np.nan), d).astype(np.float32)
+    return np.where(E >= HALF_NAN, np.float32(np.nan), d).astype(np.float32)
 
 
 def prepare(a, b) -> Prepared:
@@ -298,16 +300,10 @@ def element_lut(facts: OperandFacts):
     return lut, sp
 
 
-def pow2_f64(E) -> np.ndarray:
-    """2**E as float64 built from the bit pattern, E integer in [-1022, 1023] (numpy)."""
-    E = np.asarray(E, np.int64)
-    return ((E + 1023) << 52).view(np.float64)
-
-
 def exp_stats(E: np.ndarray, nz: np.ndarray | None):
     """(min, max) of the finite (non-NaN-sentinel) segment exponents E [rows, J], over the segments
     flagged in ``nz`` (any nonzero element) when given; (0, 0) when there is none."""
-    ok = E < NAN_E // 2
+    ok = E < HALF_NAN
     if nz is not None:
         ok = ok & nz
     if not ok.any():

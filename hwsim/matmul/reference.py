@@ -16,25 +16,24 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from hwsim.formats.numba_kernels import _bitlen
 from numba import njit, prange
 
-from .operands import NAN_E, Prepared, codes_np, element_lut, fill_cols, fill_rows, pow2_f64
+from hwsim.formats.bits import POW2_F32, POW2_ZERO, bitlen, pow2_f64
 
+from .common import epilogue, tile_epi_g
+from .datapath import ExactAcc, FixedAcc
+from .exact_acc import BASE, NLIMB, limb_add, limb_mul, limb_round
+from .operands import HALF_NAN, Prepared, codes_np, element_lut, fill_cols, fill_rows
+
+NAME = "numba"
 M32 = (1 << 32) - 1
-HALF_NAN = NAN_E // 2
-
-# 2**e for e in [-149, 127], built from fp32 bit patterns (never exp2/pow)
-_e = np.arange(-149, 128)
-POW2_F32 = np.where(_e >= -126, (_e + 127) << 23, 1 << np.clip(_e + 149, 0, 22)).astype(np.int32).view(np.float32)
-del _e
 
 ACC_FP32, ACC_FIXED = 0, 1
 
 
 @njit(cache=True, inline="always")
 def _pow2(pow2, e):
-    return pow2[e + 149]
+    return pow2[e + POW2_ZERO]
 
 
 @njit(cache=True, inline="always")
@@ -105,7 +104,7 @@ def _wide_magnitude(hi, lo):
             hi = -hi - 1
         else:
             hi = -hi
-    return neg, hi, lo, (_bitlen(hi) + 32 if hi > 0 else _bitlen(lo))
+    return neg, hi, lo, (bitlen(hi) + 32 if hi > 0 else bitlen(lo))
 
 
 @njit(cache=True)
@@ -481,21 +480,6 @@ def _tile_epi_p(acc, s, pa, pb, nn):
         acc[i] = np.float32(acc[i] + np.float32((np.float64(s[i]) * pa) * pb[i]))
 
 
-@njit(cache=True)
-def _tile_epi_g(acc, s, da, db, nn):
-    """Case G: sigma = RNE32(dA * dB); P^ = RNE32(RNE32(S) * sigma) (+0 for S = 0, NaN for NaN sigma)."""
-    for i in range(nn):
-        sig = np.float32(da * db[i])
-        v = s[i]
-        if sig != sig:
-            p = np.float32(np.nan)
-        elif v == 0:
-            p = np.float32(0.0)
-        else:
-            p = np.float32(np.float32(v) * sig)
-        acc[i] = np.float32(acc[i] + p)
-
-
 @njit(parallel=True, cache=True)
 def mm_fp32_tiled(A, Bt, Lp, J, M, caseP, PA, PBt, dA, dBt, NT):
     """fp32 [M, N] Fp32Acc result from integer-valued float views.
@@ -532,7 +516,7 @@ def mm_fp32_tiled(A, Bt, Lp, J, M, caseP, PA, PBt, dA, dBt, NT):
                 if caseP:
                     _tile_epi_p(acc[r], S[r], PA[m0 + r, j], PBt[j, n0:n0 + nn], nn)
                 else:
-                    _tile_epi_g(acc[r], S[r], dA[m0 + r, j], dBt[j, n0:n0 + nn], nn)
+                    tile_epi_g(acc[r], S[r], dA[m0 + r, j], dBt[j, n0:n0 + nn], nn)
         out[m0:m0 + R, n0:n0 + nn] = acc
     return out
 
@@ -569,99 +553,6 @@ def run_fp32_tiled(p: Prepared, NT: int = 1024):
         PBt = np.ascontiguousarray(pow2_or_nan(p.EB).T)
         return mm_fp32_tiled(A, Bt, Lp, J, M, True, PA, PBt, z32, z32, NT)
     return mm_fp32_tiled(A, Bt, Lp, J, M, False, z64, z64, p.dA, np.ascontiguousarray(p.dB.T), NT)
-
-
-# ---------------------------------------------------------------------------------------------
-# ExactAcc: a 32-bit-limb superaccumulator per output
-# ---------------------------------------------------------------------------------------------
-
-NLIMB = 44
-BASE = -736          # exponent of bit 0 of limb 0
-
-
-@njit(cache=True)
-def _limb_add(limbs, N, X):
-    """limbs += N * 2**X (N int64, any sign), X >= BASE."""
-    if N == 0:
-        return
-    neg = N < 0
-    mag = -N if neg else N
-    pos = X - BASE
-    i = pos // 32
-    off = pos % 32
-    while mag != 0:
-        chunk = mag & M32
-        mag >>= 32
-        v = chunk << off
-        lo = v & M32
-        hi = v >> 32
-        if neg:
-            limbs[i] -= lo
-            limbs[i + 1] -= hi
-        else:
-            limbs[i] += lo
-            limbs[i + 1] += hi
-        i += 1
-
-
-@njit(cache=True)
-def _limb_norm(limbs):
-    """Carry-propagate so limbs[i] in [0, 2**32) except the top one (which holds the sign)."""
-    for i in range(NLIMB - 1):
-        c = limbs[i] >> 32
-        limbs[i] -= c << 32
-        limbs[i + 1] += c
-
-
-@njit(cache=True)
-def _limb_mul(limbs, mult):
-    """limbs *= mult (0 <= mult < 2**24), normalised first."""
-    _limb_norm(limbs)
-    for i in range(NLIMB):
-        limbs[i] *= mult
-    _limb_norm(limbs)
-
-
-@njit(cache=True)
-def _bit(limbs, p):
-    if p < 0:
-        return 0
-    return (limbs[p // 32] >> (p % 32)) & 1
-
-
-@njit(cache=True)
-def _limb_round(limbs, base_exp, prec, emin_q):
-    """RNE of the limb value to ``prec`` significant bits with quantum >= 2**emin_q, as float64."""
-    _limb_norm(limbs)
-    neg = limbs[NLIMB - 1] < 0
-    if neg:
-        for i in range(NLIMB):
-            limbs[i] = -limbs[i]
-        _limb_norm(limbs)
-    h = -1
-    for i in range(NLIMB - 1, -1, -1):
-        if limbs[i] != 0:
-            h = i
-            break
-    if h < 0:
-        return 0.0
-    n = h * 32 + _bitlen(limbs[h])
-    r = max(n - prec, emin_q - base_exp, 0)
-    m = np.int64(0)
-    for i in range(prec + 1):
-        p = r + i
-        if p < n:
-            m |= _bit(limbs, p) << i
-    if r > 0 and _bit(limbs, r - 1) == 1:
-        sticky = False
-        for p in range(r - 1):
-            if _bit(limbs, p) == 1:
-                sticky = True
-                break
-        if sticky or (m & 1) == 1:
-            m += 1
-    v = math.ldexp(np.float64(m), base_exp + r)
-    return -v if neg else v
 
 
 @njit(parallel=True, cache=True)
@@ -712,10 +603,10 @@ def mm_exact_kernel(kA, kB, L, J, caseP, EA, EB, dA, dB, segsp, has_sp, wide,
                     continue
                 if caseP:
                     if wide:
-                        _limb_add(limbs, hi, E + 32)
-                        _limb_add(limbs, lo, E)
+                        limb_add(limbs, hi, E + 32)
+                        limb_add(limbs, lo, E)
                     else:
-                        _limb_add(limbs, S, E)
+                        limb_add(limbs, S, E)
                 else:
                     if np.isinf(sig):
                         if (S > 0) == (sig > 0):
@@ -726,18 +617,18 @@ def mm_exact_kernel(kA, kB, L, J, caseP, EA, EB, dA, dB, segsp, has_sp, wide,
                     mant, ex = math.frexp(np.float64(sig))
                     ms = np.int64(mant * 16777216.0)
                     if wide:
-                        _limb_add(limbs, hi * ms, ex - 24 + 32)
-                        _limb_add(limbs, lo * ms, ex - 24)
+                        limb_add(limbs, hi * ms, ex - 24 + 32)
+                        limb_add(limbs, lo * ms, ex - 24)
                     else:
                         # S * ms may exceed int64: split S in 31-bit halves
                         sh_ = S >> 31
                         sl_ = S - (sh_ << 31)
-                        _limb_add(limbs, sh_ * ms, ex - 24 + 31)
-                        _limb_add(limbs, sl_ * ms, ex - 24)
+                        limb_add(limbs, sh_ * ms, ex - 24 + 31)
+                        limb_add(limbs, sl_ * ms, ex - 24)
             base = BASE
             if has_t:
-                _limb_mul(limbs, tmul[0])
-                _limb_mul(limbs, tmul[1])
+                limb_mul(limbs, tmul[0])
+                limb_mul(limbs, tmul[1])
                 base = BASE + texp
             if nan or (pinf and ninf):
                 val = np.nan
@@ -751,12 +642,12 @@ def mm_exact_kernel(kA, kB, L, J, caseP, EA, EB, dA, dB, segsp, has_sp, wide,
                 if has_bias and bias[n] != 0:
                     if np.isfinite(bias[n]):
                         mant, ex = math.frexp(np.float64(bias[n]))
-                        _limb_add(limbs, np.int64(mant * 16777216.0), ex - 24 + (BASE - base))
-                        val = _limb_round(limbs, base, prec, emin_q)
+                        limb_add(limbs, np.int64(mant * 16777216.0), ex - 24 + (BASE - base))
+                        val = limb_round(limbs, base, prec, emin_q)
                     else:
                         val = np.float64(bias[n])
                 else:
-                    val = _limb_round(limbs, base, prec, emin_q)
+                    val = limb_round(limbs, base, prec, emin_q)
             out[m, n] = val
     return out
 
@@ -794,8 +685,6 @@ def _narrow(p: Prepared):
 def run_fp32_fixed(p: Prepared, acc, tiled: bool = True) -> np.ndarray:
     """fp32 [M, N] accumulator values (before the tensor scale and bias), numba. ``tiled=False``
     skips ``mm_fp32_tiled`` (the per-output kernels then compute the same bits; tests compare both)."""
-    from .datapath import FixedAcc
-
     if tiled and not isinstance(acc, FixedAcc):
         y = run_fp32_tiled(p)
         if y is not None:
@@ -837,3 +726,24 @@ def run_exact(p: Prepared, out: str, bias=None) -> np.ndarray:
     b = np.zeros(1, np.float32) if bias is None else np.asarray(bias, np.float32).reshape(-1)
     return mm_exact_kernel(p.kA, p.kB, p.L, p.J, caseP, EA, EB, dA, dB, segsp, has_sp, wide,
                            tmul, texp, has_t, b, has_bias, prec, emin_q)
+
+
+# ---------------------------------------------------------------------------------------------
+# Backend interface (common.py)
+# ---------------------------------------------------------------------------------------------
+
+
+def covers(p: Prepared, acc=None) -> bool:
+    """Every accumulator and operand pair, for numpy operands."""
+    return not p.is_torch
+
+
+def run(p: Prepared, acc, out, bias=None) -> np.ndarray:
+    """[M, N] result: fp32 (fp32/fixed accumulators, tensor scale and bias applied), or for
+    ExactAcc the exact sum rounded once to ``out`` (a float name; fp32 for a block format), fp64."""
+    if isinstance(acc, ExactAcc):
+        target = out if isinstance(out, str) else "fp32"
+        if bias is not None and not isinstance(bias, np.ndarray):
+            bias = bias.detach().cpu().numpy() if hasattr(bias, "detach") else np.asarray(bias)
+        return run_exact(p, target, bias)
+    return epilogue(run_fp32_fixed(p, acc), p, bias)

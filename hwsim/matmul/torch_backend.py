@@ -1,7 +1,8 @@
 """torch backend (CPU or CUDA), vectorized over M and N, segments in increasing K (matmul.md §8.2).
 
-The fp32 accumulator runs on the batched-GEMM path of ``gemm.py`` whenever it covers the pair (sums
-of at most 53 bits, element codes of at most 8 bits without NaN/Inf). Everything else runs here:
+``backend="torch"`` tries the batched-GEMM path (``gemm.py``) first for the fp32 accumulator (sums
+of at most 53 bits, element codes of at most 8 bits without NaN/Inf; ``api`` orders the two).
+Everything else runs here:
 segment sums S_j come from batched matmuls of the integer views (fp32 when the bound is <= 24
 bits, fp64 <= 53 bits, else int64 on CPU / split fp64 on CUDA, and a two-limb split beyond 62
 bits); P^_j and the accumulator update follow the numba reference elementwise.
@@ -9,68 +10,33 @@ bits); P^_j and the accumulator update follow the numba reference elementwise.
 
 from __future__ import annotations
 
-import contextlib
-
-import numpy as np
 import torch
 
-from .datapath import FixedAcc
-from .operands import NAN_E, Prepared
+from hwsim.formats.bits import F32_EMAX, F32_EMIN, F32_LSB_EXP, POW2_ZERO, bitlen_t
+from hwsim.formats.torch_ops import pow2_table
+
+from .common import epilogue, exact_float_matmul
+from .datapath import ExactAcc, FixedAcc
+from .operands import HALF_NAN, Prepared
+
+NAME = "torch"
 
 M32 = (1 << 32) - 1
 _CHUNK_ELEMS = 1 << 24     # max J_chunk * M * N elements of S held at once
 
 
-@contextlib.contextmanager
-def exact_float_matmul():
-    """IEEE fp32 matmuls for the duration (no TF32 on CUDA, no bf16/TF32 in oneDNN on CPU), restored
-    afterwards. Uses the per-backend ``fp32_precision`` flags where torch has them (a legacy
-    ``set_float32_matmul_precision("medium")`` maps to bf16 in oneDNN, which would break the exact
-    GEMMs), else the legacy switches."""
-    mods = [m for m in (getattr(torch.backends.mkldnn, "matmul", None), getattr(torch.backends.cuda, "matmul", None))
-            if m is not None and hasattr(m, "fp32_precision")]
-    if mods:
-        old = [m.fp32_precision for m in mods]
-        for m in mods:
-            m.fp32_precision = "ieee"
-        try:
-            yield
-        finally:
-            for m, o in zip(mods, old):
-                m.fp32_precision = o
-        return
-    old_prec = torch.get_float32_matmul_precision()   # pragma: no cover - torch without fp32_precision
-    old_tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.set_float32_matmul_precision("highest")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(old_prec)
-        torch.backends.cuda.matmul.allow_tf32 = old_tf32
-
-
 def pow2_f32(E: torch.Tensor) -> torch.Tensor:
-    """2**E as fp32 for integer E clamped to [-149, 127], built from the bit pattern."""
-    E = E.to(torch.int32).clamp(-149, 127)
-    normal = (E + 127) << 23
-    sub = torch.ones_like(E) << (E + 149).clamp(0, 22)
-    return torch.where(E >= -126, normal, sub).view(torch.float32)
+    """2**E as fp32 for integer E clamped to [-149, 127] (the formats' table on E's device)."""
+    return pow2_table(E.device)[E.to(torch.int64).clamp(F32_LSB_EXP, F32_EMAX) + POW2_ZERO]
 
 
 def ldexp_small(sf: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
     """RNE32(sf * 2**E), sf an exact fp32 integer below 2**24 in magnitude (two-step ldexp)."""
     E = E.to(torch.int64)
-    E1 = E.clamp(-126, 127)
+    E1 = E.clamp(F32_EMIN, F32_EMAX)
     E2 = E - E1
-    p = (sf * pow2_f32(E1)) * pow2_f32(E2.clamp(max=127))
-    return torch.where(E2 < -149, sf * 0.0, p)
-
-
-def _bitlen(x: torch.Tensor) -> torch.Tensor:
-    """Bit length of non-negative int64 values below 2**53."""
-    _, e = torch.frexp(x.to(torch.float64))
-    return torch.where(x > 0, e.to(torch.int64), torch.zeros_like(x))
+    p = (sf * pow2_f32(E1)) * pow2_f32(E2.clamp(max=F32_EMAX))
+    return torch.where(E2 < F32_LSB_EXP, sf * 0.0, p)
 
 
 def round_shift(hi: torch.Tensor, lo: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -107,7 +73,7 @@ def scale_wide(hi: torch.Tensor, lo: torch.Tensor, E) -> torch.Tensor:
     hi_n = torch.where(lo != 0, -hi - 1, -hi)
     hi_m = torch.where(neg, hi_n, hi)
     lo_m = torch.where(neg, lo_n, lo)
-    n = torch.where(hi_m > 0, _bitlen(hi_m) + 32, _bitlen(lo_m))
+    n = torch.where(hi_m > 0, bitlen_t(hi_m) + 32, bitlen_t(lo_m))
     E = torch.as_tensor(E, dtype=torch.int64, device=hi.device).expand_as(hi)
     r = torch.maximum(torch.maximum(n - 24, -149 - E), torch.zeros_like(n))
     m = round_shift(hi_m, lo_m, r)
@@ -215,17 +181,19 @@ def _fixed_add(A, N, X, acc: FixedAcc):
     return s.clamp(-h, h - 1)
 
 
-def run_fp32_fixed(p: Prepared, acc, gemm: bool = True) -> torch.Tensor:
-    """fp32 [M, N] accumulator values (before tensor scale and bias) on p's device.
+def covers(p: Prepared, acc=None) -> bool:
+    """The fp32 and fixed-point accumulators (fixed: segment sums of at most 62 bits)."""
+    return not isinstance(acc, ExactAcc) and not (isinstance(acc, FixedAcc) and p.sum_bits > 62)
 
-    The fp32 accumulator goes through the batched-GEMM path (``gemm.py``) when it covers the pair;
-    ``gemm=False`` forces the per-segment path below (same bits; tests compare both)."""
-    if gemm and not isinstance(acc, FixedAcc):
-        from . import gemm as _gemm
 
-        y = _gemm.run_fp32(p)
-        if y is not None:
-            return y
+def run(p: Prepared, acc, out=None, bias=None) -> torch.Tensor:
+    """fp32 [M, N] on p's device (p holds torch tensors), tensor scale and bias applied."""
+    return epilogue(run_fp32_fixed(p, acc), p, bias)
+
+
+def run_fp32_fixed(p: Prepared, acc) -> torch.Tensor:
+    """fp32 [M, N] accumulator values (before tensor scale and bias) on p's device, segment by
+    segment (the batched-GEMM path of ``gemm.py`` computes the same bits; tests compare both)."""
     dev = p.kA.device
     M, N, J = p.M, p.N, p.J
     fixed = isinstance(acc, FixedAcc)
@@ -259,7 +227,7 @@ def run_fp32_fixed(p: Prepared, acc, gemm: bool = True) -> torch.Tensor:
                 sp = _specials(p, j)
                 if p.case == "P":
                     E = EA[:, j, None] + EB[None, :, j]
-                    nan_scale = E >= NAN_E // 2
+                    nan_scale = E >= HALF_NAN
                     sig = None
                 else:
                     sig = dA[:, j, None] * dB[None, :, j]
@@ -307,14 +275,3 @@ def run_fp32_fixed(p: Prepared, acc, gemm: bool = True) -> torch.Tensor:
     h, l_ = split64(acc_i)
     y = scale_wide(h, l_, -acc.frac_bits)
     return torch.where(bad, nan, y)
-
-
-def finish(y: torch.Tensor, p: Prepared, bias) -> torch.Tensor:
-    """Apply the NVFP4 tensor scales (RNE32(y * RNE32(tA*tB))) and the bias (RNE32(y + b))."""
-    if p.tA is not None or p.tB is not None:
-        t = np.float32(np.float32(1.0 if p.tA is None else p.tA) * np.float32(1.0 if p.tB is None else p.tB))
-        y = y * torch.tensor(float(t), dtype=torch.float32, device=y.device)
-    if bias is not None:
-        b = torch.as_tensor(bias, dtype=torch.float32, device=y.device).reshape(1, -1)
-        y = y + b
-    return y

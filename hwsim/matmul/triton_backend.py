@@ -7,7 +7,11 @@ imported lazily; on a CPU-only machine the kernel runs under ``TRITON_INTERPRET=
 
 from __future__ import annotations
 
-from .operands import NAN_E, Prepared
+from .common import epilogue
+from .datapath import Fp32Acc
+from .operands import HALF_NAN, Prepared
+
+NAME = "triton"
 
 
 def available() -> tuple[bool, str]:
@@ -20,10 +24,16 @@ def available() -> tuple[bool, str]:
     return True, ""
 
 
-def covers(p: Prepared) -> bool:
-    """Whether the int8 tensor-core path is exact for this operand pair."""
-    return (p.facts_a.int8_exact and p.facts_b.int8_exact and not p.has_specials
+def covers(p: Prepared, acc=None) -> bool:
+    """Whether the int8 tensor-core path is exact for this operand pair and accumulator (fp32;
+    ``acc`` None counts as fp32)."""
+    return ((acc is None or isinstance(acc, Fp32Acc)) and p.facts_a.int8_exact and p.facts_b.int8_exact and not p.has_specials
             and p.sum_bound < (1 << 31) and available()[0])
+
+
+def run(p: Prepared, acc=None, out=None, bias=None):
+    """fp32 [M, N] on the operands' device (p holds torch tensors), tensor scale and bias applied."""
+    return epilogue(run_fp32(p), p, bias)
 
 
 def _kernel():
@@ -61,6 +71,6 @@ def run_fp32(p: Prepared, BM: int = 64, BN: int = 64, num_warps: int = 4):
     BN = max(16, min(BN, triton.next_power_of_2(N)))
     grid = (triton.cdiv(M, BM), triton.cdiv(N, BN))
     _kernel()[grid](a, b, ea, eb, da, db, out, M, N, p.J * p.L, p.J, p.L,
-                    CASE_P=p.case == "P", HALF_NAN=NAN_E // 2, BM=BM, BN=BN, BK=_block_k(p.L),
+                    CASE_P=p.case == "P", HALF_NAN=HALF_NAN, BM=BM, BN=BN, BK=_block_k(p.L),
                     num_warps=num_warps, enable_fp_fusion=False)
     return out

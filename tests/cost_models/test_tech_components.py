@@ -6,7 +6,8 @@ import pytest
 
 from hwsim.cost_models import calibration_table
 from hwsim.cost_models.components import (
-    SRAM, AdderTree, BarrelShifter, Comparator, FPAdder, FPMultiplier, IntAdder, IntMultiplier, Mux2, Register,
+    SRAM, AdderTree, BarrelShifter, Comparator, FPAdder, FPMultiplier, FPReciprocal, FPToInt, IntAdder,
+    IntMultiplier, IntToFP, MaxTree, Mux2, Register,
 )
 from hwsim.cost_models.tech import Technology, load_user_file, node_factors
 
@@ -139,3 +140,38 @@ def test_user_file(tmp_path):
     assert t.area_scale == pytest.approx(0.15) and t.dram_pj_per_bit == 5.0
     t2 = Technology(node_nm=3, area_factor=0.03, energy_factor=0.05)
     assert t2.area_scale == pytest.approx(0.03)
+
+
+COMPOUNDS = [
+    ("AdderTree", lambda t: AdderTree(32, 9, tech=t)),
+    ("MaxTree", lambda t: MaxTree(16, 8, tech=t)),
+    ("FPMultiplier", lambda t: FPMultiplier(5, 10, tech=t)),
+    ("FPAdder", lambda t: FPAdder(8, 23, tech=t)),
+    ("IntToFP", lambda t: IntToFP(24, 8, 23, tech=t)),
+    ("FPToInt", lambda t: FPToInt(8, 23, 24, tech=t)),
+    ("FPReciprocal", lambda t: FPReciprocal(5, 10, tech=t)),
+]
+
+
+@pytest.mark.parametrize("library", ["horowitz45", "aladdin40"])
+@pytest.mark.parametrize("name,make", COMPOUNDS, ids=[c[0] for c in COMPOUNDS])
+def test_compound_parts_sum_to_its_law(name, make, library):
+    """A compound's cost is the sum of its parts() (x kappa for the FP units), and for the FP units
+    that sum is the law that tech fits kappa with (laws.p_fp*_raw): the formula exists once."""
+    from hwsim.cost_models import laws
+
+    tech = Technology(library=library, node_nm=7)
+    comp = make(tech)
+    c = tech.coefficients
+    area = sum(n * part.area_um2 for _, part, n in comp.parts())
+    energy = sum(n * part.energy_pj for _, part, n in comp.parts())
+    ka = c[f"{comp.kappa_key}.kappa_area"] if comp.kappa_key else 1.0
+    ke = c[f"{comp.kappa_key}.kappa_energy"] if comp.kappa_key else 1.0
+    assert comp.parts()
+    assert math.isclose(comp.area_um2, area * ka, rel_tol=1e-12)
+    assert math.isclose(comp.energy_pj, energy * ke, rel_tol=1e-12)
+    law = {"FPMultiplier": laws.p_fpmul_raw, "FPAdder": laws.p_fpadd_raw}.get(name)
+    if law is not None:
+        la, le = law(c, comp.e, comp.m)
+        assert math.isclose(comp.area_um2, la * ka * tech.area_scale, rel_tol=1e-12)
+        assert math.isclose(comp.energy_pj, le * ke * tech.energy_scale, rel_tol=1e-12)

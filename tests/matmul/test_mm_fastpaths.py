@@ -4,7 +4,7 @@ The fast paths are the tiled numba kernel (``reference.run_fp32_tiled``) and the
 batched-GEMM path (``gemm.run_fp32``: numba converters + BLAS + numba epilogue on CPU, and its
 "portable" torch-only form, which is the code CUDA runs). The reference is ``mm_kernel`` /
 ``mm_fp32_rows`` (``reference.run_fp32_fixed(..., tiled=False)``) and the per-segment torch path
-(``torch_backend.run_fp32_fixed(..., gemm=False)``). Each regime also asserts which GEMM variant it
+(``torch_backend.run_fp32_fixed``). Each regime also asserts which GEMM variant it
 reaches (fp32 fold, fp64 fold, case G), so that every branch is exercised.
 """
 
@@ -68,7 +68,7 @@ def fast_paths(a, b):
     gp_nt, gp_nn = _gemm_b_layouts(pt, portable=True)
     out = {
         "reference": reference.run_fp32_fixed(p, Fp32Acc(), tiled=False),
-        "torch-per-segment": torch_backend.run_fp32_fixed(pt, Fp32Acc(), gemm=False),
+        "torch-per-segment": torch_backend.run_fp32_fixed(pt, Fp32Acc()),
         "numba-tiled": reference.run_fp32_tiled(p),
         "gemm(numpy, NT)": g_nt, "gemm(numpy, NN)": g_nn,
         "gemm(torch)": gemm.run_fp32(pt),

@@ -213,5 +213,5 @@ def test_torch_chunking_matches_numba(monkeypatch):
         yt = matmul(ta, tb, backend="torch").numpy()
         np.testing.assert_array_equal(y.view(np.uint32), yt.view(np.uint32))
         pt = prepare(ta, tb)
-        ys = torch_backend.run_fp32_fixed(pt, Fp32Acc(), gemm=False).numpy()   # per-segment path
+        ys = torch_backend.run_fp32_fixed(pt, Fp32Acc()).numpy()   # per-segment path
         np.testing.assert_array_equal(y.view(np.uint32), ys.view(np.uint32))
