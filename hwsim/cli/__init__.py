@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hwsim.quant.threads import prefer_workqueue
+
+    prefer_workqueue()  # before any numba kernel launches its threads (hwsim.quant.threads)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -100,20 +100,54 @@ def _round(stage: str, W: torch.Tensor, fmt, stats: dict[str, torch.Tensor] | No
         check_finite(W, "W", layer)
         return quantize_np(W, fmt, axis=-1), {}
     if stage == "gptq":
-        from .algorithms.gptq import prepare_hessian, resolve_act_order
-
+        done = cache.get("gptq_many", {}).pop(layer, None) if cache is not None else None
+        if done is not None:  # swept together with the other linears of its input (_gptq_group)
+            return done.qtensor, _info_dict(done)
         opts = dict(opts)
-        prepared = None
-        if cache is not None:  # one factorisation per shared input (q/k/v, gate/up)
-            ao, _static = resolve_act_order(fmt, opts.get("act_order", "auto"), opts.get("static_groups"))
-            damp = opts.get("damp", 0.01)
-            key = ("gptq_factor", ao, float(damp) if isinstance(damp, (int, float)) else damp)
-            prepared = cache.get(key)
-            if prepared is None:
-                prepared = cache[key] = prepare_hessian(stats["rxx"], damp=damp, act_order=ao, layer=layer)
+        prepared = _gptq_prepared(stats, fmt, opts, layer, cache)
         _wq, info = alg.gptq_quantize(W, stats["rxx"], fmt, return_info=True, layer=layer, prepared=prepared, **opts)
         return info.qtensor, _info_dict(info)
     raise ValueError(f"stage {stage!r} is not a rounding stage")
+
+
+def _gptq_prepared(stats, fmt, opts: dict, layer: str, cache: dict | None):
+    """One damped inverse factor per shared input (q/k/v, gate/up) and option set."""
+    from .algorithms.gptq import prepare_hessian, resolve_act_order
+
+    if cache is None:
+        return None
+    ao, _static = resolve_act_order(fmt, opts.get("act_order", "auto"), opts.get("static_groups"))
+    damp = opts.get("damp", 0.01)
+    key = ("gptq_factor", ao, float(damp) if isinstance(damp, (int, float)) else repr(damp))
+    prepared = cache.get(key)
+    if prepared is None:
+        prepared = cache[key] = prepare_hessian(stats["rxx"], damp=damp, act_order=ao, layer=layer)
+    return prepared
+
+
+def _gptq_group(items, recipe: Recipe, stats: LayerStats, report: QuantReport | None) -> None:
+    """Sweep the linears of one input together (``gptq_quantize_many``) when they share the weight
+    format; the results wait in ``stats.cache["gptq_many"]`` for ``quantize_linear``."""
+    from .algorithms.gptq import gptq_quantize_many
+
+    fmts = {cfg.w for _q, _l, cfg in items}
+    if len(items) < 2 or len(fmts) != 1:
+        return
+    fmt = fmts.pop()
+    opts = recipe.stage_options("gptq")
+    t0 = time.perf_counter()
+    sdict = stats.as_dict()
+    names = [q for q, _l, _c in items]
+    prepared = _gptq_prepared(sdict, fmt, opts, names[0], stats.cache)
+    Ws = [lin.weight.detach().to(torch.float32).cpu() for _q, lin, _c in items]
+    for W, name in zip(Ws, names):
+        if not bool(torch.isfinite(W).all()):
+            raise ValueError(f"{name}: weight has non-finite values; refusing to quantize")
+    res = gptq_quantize_many(Ws, sdict["rxx"], fmt, layers=names, prepared=prepared,
+                             **{k: v for k, v in opts.items() if k not in ("layer", "prepared")})
+    stats.cache["gptq_many"] = {n: info for n, (_q, info) in zip(names, res)}
+    if report is not None:
+        report.add_time("round", time.perf_counter() - t0)
 
 
 def _reconstruct(method: str, W, Wq, stats, rank: int, cfg, opts: dict, layer: str):
@@ -239,6 +273,9 @@ def quantize_model(model: nn.Module, recipe: str | Recipe | dict, calib: Any = N
         ``QuantReport``; it is also stored as ``model.hwsim_quant`` (used by ``save_quantized``).
     """
     recipe = validate_recipe(get_recipe(recipe))
+    from .threads import prefer_workqueue
+
+    prefer_workqueue()  # hwsim.quant.threads: numba workers that sleep, not spin, on shared cores
     adapter = adapter or get_adapter(model)
     t_start = time.perf_counter()
     plan = _plan(adapter, recipe)
@@ -269,6 +306,8 @@ def quantize_model(model: nn.Module, recipe: str | Recipe | dict, calib: Any = N
 
     def quantize_group(group: LinearGroup, items, stats: LayerStats | None):
         cache = caches.setdefault(group.input_key, ActQuantCache())
+        if recipe.rounding == "gptq" and stats is not None:
+            _gptq_group(items, recipe, stats, report)
         for qname, lin, cfg in items:
             ql = quantize_linear(lin, cfg, recipe, stats, name=qname, input_key=group.input_key, act_cache=cache,
                                  report=report)

@@ -50,16 +50,23 @@ def fake_quant(x: torch.Tensor, fmt, axis: int = -1) -> torch.Tensor:
     (GPU tensors, straight-through gradients). Returns a tensor of x's dtype."""
     F = _formats()
     if x.device.type == "cpu" and not (torch.is_grad_enabled() and x.requires_grad):
+        from .threads import numba_threads, numba_threads_for
+
         xn = x.detach().to(torch.float32).contiguous().numpy()
-        y = torch.from_numpy(F.fake_quant(xn, fmt, axis=axis))
+        with numba_threads(numba_threads_for(xn.size)):  # hwsim.quant.threads: 1 thread for small calls
+            y = torch.from_numpy(F.fake_quant(xn, fmt, axis=axis))
         return y if x.dtype == torch.float32 else y.to(x.dtype)
     return F.fake_quant(x, fmt, axis=axis)
 
 
 def quantize_np(x: torch.Tensor, fmt, axis: int = -1):
     """``hwsim.formats.quantize`` through the numba codec (numpy codes) for a CPU tensor."""
+    from .threads import numba_threads, numba_threads_for
+
     F = _formats()
-    return F.quantize(x.detach().to(torch.float32).cpu().contiguous().numpy(), fmt, axis=axis)
+    xn = x.detach().to(torch.float32).cpu().contiguous().numpy()
+    with numba_threads(numba_threads_for(xn.size)):
+        return F.quantize(xn, fmt, axis=axis)
 
 
 def as_numpy_q(q):

@@ -115,7 +115,7 @@ def test_torch_rounder_is_bit_identical_to_fixed_grid(fmt, act_order):
     assert torch.equal(a, b)
     assert np.array_equal(np.asarray(ia.qtensor.codes.cpu()), np.asarray(ib.qtensor.codes.cpu()))
     assert ia.saturated == ib.saturated
-    assert ib.loss == pytest.approx(ia.loss, rel=1e-9)
+    assert ib.loss == pytest.approx(ia.loss, rel=1e-6)  # Σ err² from the float32 errors
     assert torch.equal(_to(ib.qtensor.dequantize()), b)
 
 
@@ -240,3 +240,21 @@ def test_one_pass_sequential_calibration_equals_the_full_passes():
             assert torch.equal(weights[cp][k], w), (cp, k)
     assert reports["piecewise"].resolved == {"gptq": {"act_order": {"true": 14}}}
     assert all(r["round_act_order"] is True for r in reports["piecewise"].layers)
+
+
+@pytest.mark.parametrize("fmt", ["mxint4", "mxint3", "int4_g32_asym", "int4_ch"])
+@pytest.mark.parametrize("act_order", [False, True])
+def test_rows_sharing_a_hessian_swept_together_equal_one_by_one(fmt, act_order):
+    from hwsim.quant.algorithms import gptq_quantize_many
+
+    W, R = _problem(5, n_in=192, n_out=96)
+    W = W.float()
+    Ws = [W[:48], W[48:64], W[64:]]
+    kw = dict(act_order=act_order, static_groups=True if act_order else None)
+    many = gptq_quantize_many(Ws, R, fmt, **kw)
+    for Wk, (Qk, info) in zip(Ws, many):
+        Q1, i1 = gptq_quantize(Wk, R, fmt, return_info=True, **kw)
+        assert torch.equal(Qk, Q1)
+        assert np.array_equal(np.asarray(info.qtensor.codes.cpu()), np.asarray(i1.qtensor.codes.cpu()))
+        assert info.saturated == i1.saturated and info.act_order == i1.act_order
+        assert info.objective == pytest.approx(i1.objective, rel=1e-12)

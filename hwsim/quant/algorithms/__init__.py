@@ -7,7 +7,7 @@ Rounding (weight -> dequantized weight, codes via ``hwsim.formats``): :func:`rtn
 """
 
 from .common import DampingWarning, QuantWarning, output_error
-from .gptq import GPTQInfo, gptq_quantize
+from .gptq import GPTQInfo, gptq_quantize, gptq_quantize_many
 from .lowrank import Reconstruction, ReconstructInfo
 from .lqer import l2qer, lqer
 from .qera import qera_approx, qera_exact
@@ -15,5 +15,5 @@ from .rtn import rtn_quantize
 
 __all__ = [
     "DampingWarning", "GPTQInfo", "QuantWarning", "ReconstructInfo", "Reconstruction",
-    "gptq_quantize", "l2qer", "lqer", "output_error", "qera_approx", "qera_exact", "rtn_quantize",
+    "gptq_quantize", "gptq_quantize_many", "l2qer", "lqer", "output_error", "qera_approx", "qera_exact", "rtn_quantize",
 ]
