@@ -1,127 +1,39 @@
-"""quantize / dequantize / fake_quant: validation, dispatch, and the numpy (numba) codec."""
+"""The numpy codec: encode and decode with the numba kernels (formats.md §2-§3).
+
+``api.py`` validates the arguments and dispatches here for numpy inputs (``torch_ops`` for torch
+tensors). The encoders return :class:`Encoded` fields, from which ``api`` builds the ``QTensor``;
+the decoders read a QTensor's fields, so this module does not import ``qtensor``.
+"""
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import replace
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import numba_kernels as K
-from .qtensor import QTensor, code_dtype_bits, elem_of, is_torch
-from .registry import get
+from .bits import POW2_F32, code_dtype_bits, is_torch
 from .spec import (E4M3, NVFP4_ELEM_MAX, NVFP4_SCALE_MAX, NVFP4_SCALE_NAN, NVFP4_TENSOR_DIV,
                    BlockSpec, FloatElem, IntElem, NonFiniteError, NonFiniteWarning, Rounding, Rule,
-                   ScaledIntSpec)
+                   ScaledIntSpec, elem_of)
 
 _UINT = {8: np.uint8, 16: np.uint16, 32: np.uint32}
 
 
-# ---- validation ----------------------------------------------------------------------------
+class Encoded(NamedTuple):
+    """What an encoder returns: the QTensor fields besides spec, shape and axis."""
+
+    codes: Any
+    scales: Any = None
+    zero_points: Any = None
+    tensor_scale: float | None = None
 
 
-def resolve(fmt, rounding, seed):
-    """(spec, Rounding, (seed_lo, seed_hi)) after validating the arguments."""
-    spec = get(fmt)
-    if rounding is not None:
-        try:
-            rounding = Rounding(rounding.lower() if isinstance(rounding, str) else rounding)
-        except ValueError:
-            raise ValueError(f"invalid rounding={rounding!r}: expected one of "
-                             f"{[r.value for r in Rounding]} or None") from None
-        spec = replace(spec, rounding=rounding)
-    mode = spec.rounding
-    if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer, float)):
-            raise ValueError(f"invalid seed={seed!r}: expected a non-negative integer < 2**64")
-        if isinstance(seed, float):
-            if not math.isfinite(seed) or seed != int(seed):
-                raise ValueError(f"invalid seed={seed!r}: expected a finite non-negative integer")
-            seed = int(seed)
-        if not 0 <= int(seed) < 2 ** 64:
-            raise ValueError(f"invalid seed={seed!r}: expected an integer in [0, 2**64)")
-    if mode is Rounding.SR and seed is None:
-        raise ValueError("rounding='sr' (stochastic rounding) needs seed=<unsigned 64-bit int>")
-    s = int(seed or 0)
-    return spec, mode, (s & 0xFFFFFFFF, (s >> 32) & 0xFFFFFFFF)
-
-
-def normalize_axis(axis, ndim: int, spec) -> int:
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-        raise ValueError(f"invalid axis={axis!r}: expected an integer")
-    if ndim == 0:
-        if _needs_axis(spec):
-            raise ValueError(f"format {spec.name} needs at least a 1-D input (got a scalar)")
-        return 0
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"invalid axis={axis} for an input with {ndim} dimensions: expected "
-                         f"an integer in [{-ndim}, {ndim - 1}]")
-    return int(axis) % ndim
-
-
-def _needs_axis(spec) -> bool:
-    return isinstance(spec, BlockSpec) or (isinstance(spec, ScaledIntSpec)
-                                           and spec.granularity != "tensor")
-
-
-def _check_numpy_input(x) -> np.ndarray:
-    x = np.asarray(x)
-    if x.dtype.kind != "f" and x.dtype.name != "bfloat16":
-        raise ValueError(f"invalid input dtype {x.dtype}: expected float16, bfloat16, float32 or "
-                         "float64")
-    return x
-
-
-def _check_size(x, spec):
-    if x.size == 0 and (isinstance(spec, (BlockSpec, ScaledIntSpec))):
-        raise ValueError(f"empty input of shape {tuple(x.shape)}: format {spec.name} needs at "
-                         "least one element to form a block/slice")
-
-
-# ---- public entry points -------------------------------------------------------------------
-
-
-def quantize(x, fmt, axis: int = -1, *, rounding=None, seed=None) -> QTensor:
-    """Encode floats into a QTensor (numpy -> numba codec, torch -> torch codec, same device).
-
-    axis: the block axis (the GEMM reduction axis K). rounding: overrides the format's own
-    (None = the name's suffix, RNE by default). seed: unsigned 64-bit seed, required for 'sr'."""
-    spec, mode, seeds = resolve(fmt, rounding, seed)
-    if is_torch(x):
-        from . import torch_ops
-
-        return torch_ops.quantize(x, spec, axis, mode, seeds)
-    x = _check_numpy_input(x)
-    _check_size(x, spec)
-    ax = normalize_axis(axis, x.ndim, spec)
-    return _quantize_numpy(x, spec, ax, mode, seeds)
-
-
-def dequantize(q: QTensor):
-    """fp32 values of a QTensor (same array library and device as its codes)."""
-    return q.dequantize()
-
-
-def fake_quant(x, fmt, axis: int = -1, *, rounding=None, seed=None, out=None):
-    """dequantize(quantize(x)) in the input's array type; torch inputs get a straight-through
-    gradient. numpy MX/BFP/element formats run a fused numba kernel (no codes materialised).
-
-    out: optional float32 numpy array of x's shape (numpy inputs only) that receives the result,
-    as in numpy's ufuncs; it is returned. A C-contiguous ``out`` with the block axis last is
-    written in place by the kernel, with no temporary."""
-    spec, mode, seeds = resolve(fmt, rounding, seed)
-    if is_torch(x):
-        if out is not None:
-            raise ValueError("out= is supported for numpy inputs only (torch inputs keep autograd: "
-                             "use out.copy_(fake_quant(x, ...)))")
-        from . import torch_ops
-
-        return torch_ops.fake_quant(x, spec, axis, mode, seeds)
-    x = _check_numpy_input(x)
-    _check_size(x, spec)
-    ax = normalize_axis(axis, x.ndim, spec)
-    _check_out(out, x.shape)
+def fake_quant_numpy(x: np.ndarray, spec, ax: int, mode: Rounding, seeds, out=None) -> np.ndarray:
+    """dequantize(quantize(x)) for a validated numpy input (``out``: see api.fake_quant). MX/BFP
+    and element formats run a fused numba kernel (no codes materialised)."""
     if isinstance(spec, BlockSpec) and not spec.is_nvfp4:
         xb, meta = _rows_view(x, ax)
         direct = out is not None and ax == x.ndim - 1 and out.flags.c_contiguous
@@ -135,25 +47,14 @@ def fake_quant(x, fmt, axis: int = -1, *, rounding=None, seed=None, out=None):
         _run_elem(xb, spec, mode, seeds, None, res)
         res = out if direct else res.reshape(x.shape)
     else:
-        res = _quantize_numpy(x, spec, ax, mode, seeds).dequantize()
+        res = decode_numpy(spec, quantize_numpy(x, spec, ax, mode, seeds), tuple(x.shape), ax)
     if out is not None and res is not out:
         np.copyto(out, res)
         return out
     return res
 
 
-def _check_out(out, shape):
-    if out is None:
-        return
-    if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != tuple(shape):
-        got = f"{type(out).__name__} {getattr(out, 'dtype', '')} {getattr(out, 'shape', '')}"
-        raise ValueError(f"invalid out= ({got.strip()}): expected a float32 numpy array of shape "
-                         f"{tuple(shape)}")
-    if not out.flags.writeable:
-        raise ValueError("invalid out=: the array is read-only")
-
-
-# ---- numpy implementation ------------------------------------------------------------------
+# ---- encoders ------------------------------------------------------------------
 
 
 def _rows_view(x: np.ndarray, ax: int):
@@ -194,7 +95,7 @@ def _run_block(xb, spec: BlockSpec, mode, seeds, meta, codes=None, scales=None, 
     common = (B, P, emax_elem, spec.rule.code, rq, sc.e_min, sc.e_max)
     if codes is None:
         bad = K.block_fake(xb, xb.view(np.float32), *common, sc_nan, spec.input_ftz, mode.code,
-                           seeds[0], seeds[1], meta[2], out, K.POW2_F32)
+                           seeds[0], seeds[1], meta[2], out, POW2_F32)
     else:
         bad = K.block_codec(xb, *common, sc.bias, sc_nan, spec.input_ftz, mode.code, seeds[0],
                             seeds[1], meta[2], codes, scales)
@@ -210,7 +111,7 @@ def _run_elem(xb, elem: FloatElem, mode, seeds, codes, out, idx=None):
     lost = K.elem_codec(xb, P, mode.code, seeds[0], seeds[1],
                         codes if codes is not None else np.zeros(1, np.uint8),
                         out if out is not None else np.zeros(1, np.float32),
-                        codes is not None, out is not None, K.POW2_F32,
+                        codes is not None, out is not None, POW2_F32,
                         np.zeros(0, np.int64) if idx is None else idx)
     if lost:
         warnings.warn(f"{lost} NaN input(s) encoded as -0: format {elem.name} has no NaN code",
@@ -232,17 +133,17 @@ def decode_elem(codes, elem) -> np.ndarray:
     """fp32 values of element codes (IntElem values in units of 2**ie, FloatElem exact)."""
     c = np.ascontiguousarray(codes, dtype=np.int64)
     out = np.empty(c.size, np.float32)
-    K.elem_decode(c.reshape(-1), K.elem_params(elem), out, K.POW2_F32)
+    K.elem_decode(c.reshape(-1), K.elem_params(elem), out, POW2_F32)
     return out.reshape(c.shape)
 
 
-def _quantize_numpy(x: np.ndarray, spec, ax: int, mode: Rounding, seeds) -> QTensor:
+def quantize_numpy(x: np.ndarray, spec, ax: int, mode: Rounding, seeds) -> Encoded:
     shape = tuple(x.shape)
     if isinstance(spec, FloatElem):
         xb = np.ascontiguousarray(x.astype(np.float32)).reshape(-1).view(np.uint32)
         codes = np.empty(xb.shape, _UINT[code_dtype_bits(spec.bits)])
         _run_elem(xb, spec, mode, seeds, codes, None)
-        return QTensor(spec, codes.reshape(shape), shape=shape, axis=ax)
+        return Encoded(codes.reshape(shape))
     if isinstance(spec, BlockSpec) and not spec.is_nvfp4:
         xb, meta = _rows_view(x, ax)
         B = spec.block_size
@@ -250,7 +151,7 @@ def _quantize_numpy(x: np.ndarray, spec, ax: int, mode: Rounding, seeds) -> QTen
         codes = np.empty((xb.shape[0], nblk * B), _UINT[code_dtype_bits(spec.element_bits)])
         scales = np.empty((xb.shape[0], nblk), np.uint8)
         _run_block(xb, spec, mode, seeds, meta, codes, scales)
-        return QTensor(spec, _from_rows(codes, meta), _from_rows(scales, meta), shape=shape, axis=ax)
+        return Encoded(_from_rows(codes, meta), _from_rows(scales, meta))
     if isinstance(spec, BlockSpec):
         return _nvfp4_numpy(x, spec, ax, mode, seeds)
     return _scaled_int_numpy(x, spec, ax, mode, seeds)
@@ -280,7 +181,7 @@ def _scale_cast(s: np.ndarray, elem: FloatElem) -> tuple[np.ndarray, np.ndarray]
     return codes, dec
 
 
-def _scaled_int_numpy(x: np.ndarray, spec: ScaledIntSpec, ax: int, mode, seeds) -> QTensor:
+def _scaled_int_numpy(x: np.ndarray, spec: ScaledIntSpec, ax: int, mode, seeds) -> Encoded:
     shape = tuple(x.shape)
     if not np.all(np.isfinite(x)):
         idx = int(np.flatnonzero(~np.isfinite(np.asarray(x, np.float32)))[0])
@@ -330,11 +231,10 @@ def _scaled_int_numpy(x: np.ndarray, spec: ScaledIntSpec, ax: int, mode, seeds) 
     if len(shape) == 0:
         codes, sc = codes.reshape(()), sc.reshape(())
         zp = None if zp is None else zp.reshape(())
-    return QTensor(spec, codes, sc, zp, shape=shape, axis=ax)
+    return Encoded(codes, sc, zp)
 
 
-def _nvfp4_numpy(x: np.ndarray, spec: BlockSpec, ax: int, mode, seeds) -> QTensor:
-    shape = tuple(x.shape)
+def _nvfp4_numpy(x: np.ndarray, spec: BlockSpec, ax: int, mode, seeds) -> Encoded:
     blk, meta = _slices(x, ax, spec.block_size)
     rows, nblk, B = blk.shape
     finite = np.isfinite(blk)
@@ -361,9 +261,8 @@ def _nvfp4_numpy(x: np.ndarray, spec: BlockSpec, ax: int, mode, seeds) -> QTenso
     L = meta[3]
     codes[:, L:] = 0
     sb_codes = np.where(bad_blk, NVFP4_SCALE_NAN, sb_codes)
-    return QTensor(spec, _from_rows(codes.astype(np.uint8), meta),
-                   _from_rows(sb_codes.astype(np.uint8), meta), tensor_scale=float(s_t),
-                   shape=shape, axis=ax)
+    return Encoded(_from_rows(codes.astype(np.uint8), meta),
+                   _from_rows(sb_codes.astype(np.uint8), meta), tensor_scale=float(s_t))
 
 
 def _logical_index(meta, rows: int, Lp: int) -> np.ndarray:
@@ -378,12 +277,17 @@ def _logical_index(meta, rows: int, Lp: int) -> np.ndarray:
 # ---- decoding ------------------------------------------------------------------------------
 
 
-def dequantize_numpy(q: QTensor) -> np.ndarray:
-    spec = q.spec
-    shape = tuple(q.shape)
+def dequantize_numpy(q) -> np.ndarray:
+    """fp32 values of a QTensor with numpy codes."""
+    return decode_numpy(q.spec, Encoded(q.codes, q.scales, q.zero_points, q.tensor_scale), q.shape, q.axis)
+
+
+def decode_numpy(spec, q: Encoded, shape, axis: int) -> np.ndarray:
+    """fp32 values of encoded fields of the logical ``shape`` blocked along ``axis``."""
+    shape = tuple(shape)
     if isinstance(spec, FloatElem):
         return decode_elem(q.codes, spec).reshape(shape)
-    ax = q.axis
+    ax = axis
     codes = np.asarray(q.codes)
     moved = np.moveaxis(codes, ax, -1)
     rows = int(np.prod(moved.shape[:-1], dtype=np.int64))
@@ -395,7 +299,7 @@ def dequantize_numpy(q: QTensor) -> np.ndarray:
         s2 = np.ascontiguousarray(np.moveaxis(np.asarray(q.scales), ax, -1)).reshape(rows, -1)
         out = np.empty((rows, L), np.float32)
         K.block_decode(c2, s2.astype(np.int64), spec.block_size, L, K.elem_params(spec.elem),
-                       sc.bias, -1 if sc.nan_code is None else sc.nan_code, out, K.POW2_F32)
+                       sc.bias, -1 if sc.nan_code is None else sc.nan_code, out, POW2_F32)
         return _from_rows(out, meta)
     s2 = np.ascontiguousarray(np.moveaxis(np.asarray(q.scales).reshape(
         (1,) * len(shape) if not shape else np.asarray(q.scales).shape), ax, -1))
@@ -422,7 +326,7 @@ def dequantize_numpy(q: QTensor) -> np.ndarray:
     return out.reshape(shape)
 
 
-def int_values(q: QTensor):
+def int_values(q):
     """Signed element integers in units of the element quantum (formats.md §5; matmul.md §3)."""
     spec = q.spec
     torch_in = is_torch(q.codes)

@@ -8,16 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from .spec import BlockSpec, FloatElem, IntElem, ScaledIntSpec
+from .bits import code_dtype_bits, is_torch
+from .spec import BlockSpec, ScaledIntSpec, elem_of
 
-
-def is_torch(a) -> bool:
-    return type(a).__module__.startswith("torch")
-
-
-def code_dtype_bits(bits: int) -> int:
-    """Container width for codes of ``bits`` bits: 8, 16 or 32."""
-    return 8 if bits <= 8 else (16 if bits <= 16 else 32)
+__all__ = ["QTensor", "PackedQTensor", "pack_bits", "unpack_bits", "code_dtype_bits", "is_torch", "elem_of"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -219,10 +213,3 @@ def _check_range(what: str, a, bits: int) -> None:
     if arr.size and (arr.min() < 0 or arr.max() >= (1 << bits)):
         raise ValueError(f"from_codes: {what} must be in [0, {(1 << bits) - 1}] for {bits}-bit "
                          f"codes, got range [{arr.min()}, {arr.max()}]")
-
-
-def elem_of(spec):
-    """The element spec that codes of ``spec`` are stored in."""
-    if isinstance(spec, (FloatElem, IntElem)):
-        return spec
-    return spec.elem

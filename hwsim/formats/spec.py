@@ -479,6 +479,13 @@ def _numel(shape) -> int:
 FormatSpec = Union[FloatElem, BlockSpec, ScaledIntSpec]
 
 
+def elem_of(spec):
+    """The element spec that codes of ``spec`` are stored in."""
+    if isinstance(spec, (FloatElem, IntElem)):
+        return spec
+    return spec.elem
+
+
 # ---------------------------------------------------------------------------------------------
 # Canonical names (formats.md §4): the inverse of registry.parse, kept here so that a spec knows
 # its own name without importing the registry.

@@ -1,7 +1,8 @@
 """torch codec (CPU or GPU): the same integer-on-bits algorithms as ``numba_kernels``, vectorised.
 
 Bit-identical to the numba path for every format and rounding mode (tests/formats cross-check).
-All integer work is int64; powers of two come from a table built from bits.
+All integer work is int64; powers of two come from a table built from bits. Inputs arrive
+validated from ``api.py`` (block axis normalised); encoders return ``codec.Encoded`` fields.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ import torch
 from . import numba_kernels as K
 from .bits import (F32_ABS_MASK, F32_BIAS, F32_EMAX, F32_EMIN, F32_HIDDEN_BIT, F32_INF_BITS,
                    F32_LSB_BIAS, F32_LSB_EXP, F32_MANT_BITS, F32_MANT_MASK, F32_MAX_LSHIFT, F32_MAX_SHIFT,
-                   F32_SIGN_MASK, F32_SIGN_SHIFT, POW2_F32, POW2_ZERO, WORD_BITS, bitlen_t)
-from .codec import normalize_axis
+                   F32_SIGN_MASK, F32_SIGN_SHIFT, POW2_F32, POW2_ZERO, WORD_BITS, bitlen_t,
+                   code_dtype_bits)
+from .codec import Encoded
 from .numba_kernels import (E_UNDERFLOW, FAST_E_HI, FAST_E_LO, FAST_E_LO_FTZ, KIND_INT, P_BIAS,
                             P_BITS, P_CMAX, P_CMIN, P_EBITS, P_EMAX, P_EMIN, P_IE, P_KIND,
                             P_MAXMANT, P_MBITS, P_SAT, P_SIGNMAG, P_SPECIALS, P_SUBN, PHILOX_M0,
                             PHILOX_M1, PHILOX_ROUNDS, PHILOX_W0, PHILOX_W1)
-from .qtensor import QTensor, code_dtype_bits
 from .spec import (E4M3, MODE_RDN, MODE_RNA, MODE_RNE, MODE_RTZ, MODE_SR, NVFP4_ELEM_MAX,
                    NVFP4_SCALE_MAX, NVFP4_SCALE_NAN, NVFP4_TENSOR_DIV, RULE_CEIL, RULE_FLOOR,
                    SPECIALS_FN, SPECIALS_IEEE, SPECIALS_NONE, BlockSpec, FloatElem, IntElem,
@@ -177,15 +178,6 @@ def decode_elem(code: torch.Tensor, e, P, pow2) -> torch.Tensor:
 # ---- layout helpers --------------------------------------------------------------------------
 
 
-def _check_input(x: torch.Tensor, spec) -> None:
-    if not x.dtype.is_floating_point:
-        raise ValueError(f"invalid input dtype {x.dtype}: expected float16, bfloat16, float32 or "
-                         "float64")
-    if x.numel() == 0 and isinstance(spec, (BlockSpec, ScaledIntSpec)):
-        raise ValueError(f"empty input of shape {tuple(x.shape)}: format {spec.name} needs at "
-                         "least one element to form a block/slice")
-
-
 def _bits(x32: torch.Tensor) -> torch.Tensor:
     return x32.contiguous().view(torch.int32).to(torch.int64) & _M32  # fp32 bits as int64
 
@@ -245,17 +237,16 @@ def _code_tensor(codes: torch.Tensor, bits: int) -> torch.Tensor:
 # ---- encoders ------------------------------------------------------------------------------
 
 
-def quantize(x: torch.Tensor, spec, axis: int, mode: Rounding, seeds) -> QTensor:
-    _check_input(x, spec)
-    ax = normalize_axis(axis, x.dim(), spec)
+def quantize(x: torch.Tensor, spec, ax: int, mode: Rounding, seeds) -> Encoded:
+    """Encoded fields of a validated input (``ax``: the normalised block axis)."""
     shape = tuple(x.shape)
     if isinstance(spec, FloatElem):
         codes = _encode_standalone(x.detach().to(torch.float32).reshape(-1), spec, mode.code, seeds)
-        return QTensor(spec, _code_tensor(codes.reshape(shape), spec.bits), shape=shape, axis=ax)
+        return Encoded(_code_tensor(codes.reshape(shape), spec.bits))
     if isinstance(spec, BlockSpec) and not spec.is_nvfp4:
         codes, scales, meta = _encode_blocks(x, spec, ax, mode.code, seeds)
-        return QTensor(spec, _code_tensor(_unrows(codes, meta), spec.element_bits),
-                       _unrows(scales, meta).to(torch.uint8), shape=shape, axis=ax)
+        return Encoded(_code_tensor(_unrows(codes, meta), spec.element_bits),
+                       _unrows(scales, meta).to(torch.uint8))
     if isinstance(spec, BlockSpec):
         return _nvfp4(x, spec, ax, mode.code, seeds)
     return _scaled_int(x, spec, ax, mode.code, seeds)
@@ -413,7 +404,7 @@ def _scale_cast(s: torch.Tensor, elem: FloatElem):
     return codes, decode_elem(codes, 0, P, pow2)
 
 
-def _scaled_int(x, spec: ScaledIntSpec, ax: int, mode: int, seeds) -> QTensor:
+def _scaled_int(x, spec: ScaledIntSpec, ax: int, mode: int, seeds) -> Encoded:
     shape = tuple(x.shape)
     if not bool(torch.isfinite(x).all()):
         idx = int(torch.nonzero(~torch.isfinite(x.detach().reshape(-1)))[0])
@@ -465,11 +456,10 @@ def _scaled_int(x, spec: ScaledIntSpec, ax: int, mode: int, seeds) -> QTensor:
     if not shape:
         codes, sc = codes.reshape(()), sc.reshape(())
         zp = None if zp is None else zp.reshape(())
-    return QTensor(spec, codes, sc, zp, shape=shape, axis=ax)
+    return Encoded(codes, sc, zp)
 
 
-def _nvfp4(x, spec: BlockSpec, ax: int, mode: int, seeds) -> QTensor:
-    shape = tuple(x.shape)
+def _nvfp4(x, spec: BlockSpec, ax: int, mode: int, seeds) -> Encoded:
     blk, meta = _rows(x, ax, spec.block_size)
     rows, nblk, B = blk.shape
     finite = torch.isfinite(blk)
@@ -489,8 +479,8 @@ def _nvfp4(x, spec: BlockSpec, ax: int, mode: int, seeds) -> QTensor:
     pos = torch.arange(nblk * B, device=x.device).reshape(1, nblk, B)
     codes = torch.where(zero_blk[:, :, None] | (pos >= meta[3]), torch.zeros_like(codes), codes)
     sb_codes = torch.where(bad, torch.full_like(sb_codes, NVFP4_SCALE_NAN), sb_codes)
-    return QTensor(spec, _unrows(codes, meta).to(torch.uint8), _unrows(sb_codes, meta).to(torch.uint8),
-                   tensor_scale=float(s_t), shape=shape, axis=ax)
+    return Encoded(_unrows(codes, meta).to(torch.uint8), _unrows(sb_codes, meta).to(torch.uint8),
+                   tensor_scale=float(s_t))
 
 
 # ---- decoders ------------------------------------------------------------------------------
@@ -510,14 +500,19 @@ def _elem_table(elem, device) -> torch.Tensor:
     return t
 
 
-def dequantize(q: QTensor) -> torch.Tensor:
-    spec = q.spec
-    shape = tuple(q.shape)
+def dequantize(q) -> torch.Tensor:
+    """fp32 values of a QTensor with torch codes (same device)."""
+    return decode(q.spec, Encoded(q.codes, q.scales, q.zero_points, q.tensor_scale), q.shape, q.axis)
+
+
+def decode(spec, q: Encoded, shape, axis: int) -> torch.Tensor:
+    """fp32 values of encoded fields of the logical ``shape`` blocked along ``axis``."""
+    shape = tuple(shape)
     codes = q.codes.to(torch.int64)
     pow2 = pow2_table(codes.device)
     if isinstance(spec, FloatElem):
         return decode_elem(codes, 0, _params(spec), pow2).reshape(shape)
-    ax = q.axis
+    ax = axis
     L = shape[ax] if shape else 1
     if isinstance(spec, BlockSpec):
         B = spec.block_size
@@ -569,14 +564,15 @@ class _StraightThrough(torch.autograd.Function):
         return grad, None
 
 
-def fake_quant(x: torch.Tensor, spec, axis: int, mode: Rounding, seeds) -> torch.Tensor:
-    """dequantize(quantize(x)) with a straight-through gradient; output dtype = input dtype."""
+def fake_quant(x: torch.Tensor, spec, ax: int, mode: Rounding, seeds) -> torch.Tensor:
+    """dequantize(quantize(x)) with a straight-through gradient; output dtype = input dtype
+    (x validated, ``ax`` the normalised block axis)."""
     with torch.no_grad():
         if mode is Rounding.RNE and isinstance(spec, BlockSpec) and not spec.is_nvfp4:
-            _check_input(x, spec)
-            y = _fake_blocks_rne(x.detach(), spec, normalize_axis(axis, x.dim(), spec)).to(x.dtype)
+            y = _fake_blocks_rne(x.detach(), spec, ax).to(x.dtype)
         else:
-            y = quantize(x.detach(), spec, axis, mode, seeds).dequantize().to(x.dtype)
+            enc = quantize(x.detach(), spec, ax, mode, seeds)
+            y = decode(spec, enc, tuple(x.shape), ax).to(x.dtype)
     if x.requires_grad:
         return _StraightThrough.apply(x, y)
     return y
