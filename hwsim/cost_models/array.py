@@ -8,9 +8,8 @@ Units: cycles, pJ, um^2, bytes.
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -44,26 +43,95 @@ def _cdiv(a, b):
     return -(-a // b)
 
 
-def mapping(M, K, N, df, lanes=1):
-    """(S_R, S_C, T, K') of SCALE-Sim's mapping; df: 0 = WS, 1 = OS, 2 = IS (arrays broadcast)."""
+class Flow(NamedTuple):
+    """One dataflow's closed forms (cost_model.md §5): the mapping of the GEMM onto the array and how
+    often each operand passes through its SRAM port, in terms of the fold counts F_R, F_C.
+
+    S_R x S_C is the matrix mapped onto R x C PEs (F_R = ceil(S_R/R) by F_C = ceil(S_C/C) folds),
+    T the time steps of a fold; ``kr`` counts how many times a fold's rows are traversed (2 when
+    the stationary operand is first loaded through them). ``a_passes`` / ``w_passes`` / ``y_passes``
+    ("1", "FR" or "FC"): how many times A is read, W is read, Y is written (partial sums are read
+    back y_passes - 1 times and spill to DRAM when they do not fit). ``regs``: the operand registers
+    written per action; ``stationary``: the operand loaded once per fold into the PEs ("a", "w", None).
+    """
+
+    SR: Any
+    SC: Any
+    T: Any
+    kr: int
+    a_passes: str
+    w_passes: str
+    y_passes: str
+    regs: tuple[str, ...]
+    stationary: str | None
+
+
+def weight_stationary(M, Kp, N) -> Flow:
+    """WS: W [K', N] stays in the PEs; A streams through in M steps, is read once per column fold,
+    and each row fold writes Y once (partial sums of the previous row folds read back)."""
+    return Flow(SR=Kp, SC=N, T=M, kr=2, a_passes="FC", w_passes="1", y_passes="FR", regs=("a",),
+                stationary="w")
+
+
+def output_stationary(M, Kp, N) -> Flow:
+    """OS: Y [M, N] accumulates in the PEs over K' steps; A is read once per column fold, W once
+    per row fold, Y written once (no partial sums leave the array)."""
+    return Flow(SR=M, SC=N, T=Kp, kr=1, a_passes="FC", w_passes="FR", y_passes="1", regs=("a", "w"),
+                stationary=None)
+
+
+def input_stationary(M, Kp, N) -> Flow:
+    """IS: A^T [K', M] stays in the PEs; W streams through in N steps, is read once per column fold,
+    A once, and each row fold writes Y once (partial sums read back)."""
+    return Flow(SR=Kp, SC=M, T=N, kr=2, a_passes="1", w_passes="FC", y_passes="FR", regs=("w",),
+                stationary="a")
+
+
+FLOWS = (weight_stationary, output_stationary, input_stationary)   # in DATAFLOWS order (df codes)
+
+
+def _select(df, values):
+    """Per element of the dataflow codes ``df``, the value of its dataflow (values in FLOWS order)."""
+    return np.choose(df, [np.asarray(v, dtype=np.int64) for v in values])
+
+
+def _flows(M, K, N, df, lanes=1):
+    """(the three Flows, K') for int64 arrays M, K, N, df (broadcast)."""
     M, K, N, df = (np.asarray(x, dtype=np.int64) for x in (M, K, N, df))
     Kp = _cdiv(K, np.int64(lanes))
-    SR = np.where(df == 1, M, Kp)
-    SC = np.where(df == 2, M, N)
-    T = np.where(df == 0, M, np.where(df == 1, Kp, N))
+    return [f(M, Kp, N) for f in FLOWS], Kp
+
+
+def _passes(flows, field_name: str, df, FR, FC):
+    """The pass count ``field_name`` of each element's dataflow, as int64 (broadcast)."""
+    count = {"1": np.ones_like(FR), "FR": FR, "FC": FC}
+    return _select(df, [count[getattr(f, field_name)] for f in flows])
+
+
+def mapping(M, K, N, df, lanes=1):
+    """(S_R, S_C, T, K') of SCALE-Sim's mapping; df: 0 = WS, 1 = OS, 2 = IS (arrays broadcast)."""
+    flows, Kp = _flows(M, K, N, df, lanes)
+    df = np.asarray(df, dtype=np.int64)
+    SR, SC, T = (_select(df, [getattr(f, k) for f in flows]) for k in ("SR", "SC", "T"))
     return SR, SC, T, Kp
+
+
+def _kr(df):
+    return _select(np.asarray(df, dtype=np.int64), [f(0, 0, 0).kr for f in FLOWS])
 
 
 def fold_cycles(SR, SC, T, R, C, df, compat=False):
     """Compute cycles (no stalls) summed over folds.
 
     default: WS/IS 2*S_R*F_C + S_C*F_R + F*(T-2); OS S_R*F_C + S_C*F_R + F*(T-2).
-    compat (scale-sim-v2): F*(2R+C+T-2) for WS/IS, F*(R+C+T-2) for OS.
+    compat (scalesim_compat=True): F*(2R+C+T-2) for WS/IS, F*(R+C+T-2) for OS. This is
+    SCALE-Sim's trace length, one more than the "Total Cycles" its report prints: the report gives
+    the 0-based index of the last cycle (one MAC on a 1x1 output-stationary array reports 0, here 1).
     """
     SR, SC, T, R, C, df = (np.asarray(x, dtype=np.int64) for x in (SR, SC, T, R, C, df))
     FR, FC = _cdiv(SR, R), _cdiv(SC, C)
     F = FR * FC
-    kr = np.where(df == 1, 1, 2)
+    kr = _kr(df)
     if compat:
         return F * (kr * R + C + T - 2), FR, FC
     return kr * SR * FC + SC * FR + F * (T - 2), FR, FC
@@ -86,7 +154,7 @@ def stall_cycles(t_mem, SR, SC, T, R, C, df, compat=False, double_buffer=True):
     F = FR * FC
     if not double_buffer:
         return F * t_mem
-    kr = np.where(df == 1, 1, 2)
+    kr = _kr(df)
     r_full, c_full = np.minimum(R, SR), np.minimum(C, SC)
     r_last, c_last = SR - (FR - 1) * R, SC - (FC - 1) * C
     total = np.zeros(np.broadcast(t_mem, SR, R, df).shape)
@@ -192,7 +260,8 @@ class SystolicArray:
     """R x C array of PEs (scalar MACs or B-lane block dot-product units).
 
     Parameters: rows, cols; dataflow 'ws' | 'os' | 'is'; scalesim_compat (charge the full array
-    on every fold, as scale-sim-v2); tech (Technology, library name or None); node (shortcut for
+    on every fold, as scale-sim-v2: the cycles then equal SCALE-Sim's trace length, which is one
+    more than the "Total Cycles" its report prints, the 0-based index of the last cycle); tech (Technology, library name or None); node (shortcut for
     tech.at_node); sram (SRAMConfig); double_buffer; overhead_fraction; a_format / w_format /
     acc: the default PE formats used by :meth:`area` and when :meth:`gemm` gets none.
     """
@@ -257,12 +326,36 @@ class SystolicArray:
               "sram_ifmap": self._sram_units["ifmap"].area_um2,
               "sram_filter": self._sram_units["filter"].area_um2,
               "sram_ofmap": self._sram_units["ofmap"].area_um2,
-              "act_quant": R * cfg.act_quant.area_um2 if cfg.act_quant else 0.0,
-              "dequant": R * cfg.dequant.area_um2 if cfg.dequant else 0.0,
-              "rescale": C * cfg.rescale.area_um2 if cfg.rescale else 0.0}
+              **self._edge_area(cfg, R, C)}
         base = sum(bd.values())
         bd["overhead"] = self.overhead_fraction * base
         return AreaReport(base + bd["overhead"], bd)
+
+    # ---------------------------------------------------------------- edge units
+    # The units outside the PE grid, area and energy side by side: R input quantizers (MX/BFP
+    # activations) and dequantizers (one per row), C output rescalers (float scales, one per column).
+    @staticmethod
+    def _edge_area(cfg: PEConfig, R, C) -> dict:
+        return {"act_quant": R * cfg.act_quant.area_um2 if cfg.act_quant else 0.0,
+                "dequant": R * cfg.dequant.area_um2 if cfg.dequant else 0.0,
+                "rescale": C * cfg.rescale.area_um2 if cfg.rescale else 0.0}
+
+    @staticmethod
+    def _edge_energy(cfg: PEConfig, M64, K64, N64, fi_reads, quantize_input: bool, zero) -> dict:
+        """act_quant: every activation once, plus one scale per group (unless the input was already
+        quantized); dequant: every weight read; rescale: every output once per scale group."""
+        fa, fw = cfg.a, cfg.w
+        out = {"act_quant": zero, "dequant": zero, "rescale": zero}
+        if cfg.act_quant is not None and quantize_input:
+            g = cfg.act_group or K64
+            out["act_quant"] = (M64 * K64 * cfg.act_quant.energy("quantize")
+                                + M64 * _cdiv(K64, g) * cfg.act_quant.energy("scale"))
+        if cfg.dequant is not None:
+            out["dequant"] = fi_reads * cfg.dequant.energy("dequant")
+        if cfg.rescale is not None:
+            groups = _cdiv(K64, (fw.group or fa.group)) if cfg.rescale_per_group else 1
+            out["rescale"] = M64 * N64 * groups * cfg.rescale.energy("rescale")
+        return out
 
     # ---------------------------------------------------------------- gemm
     def gemm(self, M: int, K: int, N: int, a_format: Any = None, w_format: Any = None, *, acc: Any = None,
@@ -302,16 +395,18 @@ class SystolicArray:
         """Vectorised core over arrays R, C, df (broadcast) for one GEMM (M, K, N ints)."""
         L = cfg.lanes
         fa, fw = cfg.a, cfg.w
+        # ---- 1. mapping and folds of each point's dataflow
+        flows, _ = _flows(M, K, N, df, L)
         SR, SC, T, Kp = mapping(M, K, N, df, L)
         compute, FR, FC = fold_cycles(SR, SC, T, R, C, df, self.scalesim_compat)
         F = FR * FC
         M64, K64, N64 = np.int64(M), np.int64(K), np.int64(N)
-        is_ws, is_os, is_is = df == 0, df == 1, df == 2
-        # ---- SRAM accesses (elements)
-        if_reads = np.where(is_is, M64 * K64, M64 * K64 * FC)
-        fi_reads = np.where(is_ws, K64 * N64, np.where(is_os, K64 * N64 * FR, K64 * N64 * FC))
-        of_writes = np.where(is_os, M64 * N64, M64 * N64 * FR)
-        ps_reads = np.where(is_os, 0, M64 * N64 * (FR - 1))
+        a_passes, w_passes, y_passes = (_passes(flows, k, df, FR, FC) for k in ("a_passes", "w_passes", "y_passes"))
+        # ---- 2. SRAM accesses (elements)
+        if_reads = M64 * K64 * a_passes
+        fi_reads = K64 * N64 * w_passes
+        of_writes = M64 * N64 * y_passes
+        ps_reads = M64 * N64 * (y_passes - 1)
         acc_bits = cfg.acc.bits
 
         def elem_bits(f: FormatInfo, k):
@@ -321,29 +416,31 @@ class SystolicArray:
         if_bits = if_reads * elem_bits(fa, K64)
         fi_bits = fi_reads * elem_bits(fw, K64)
         of_bits = (of_writes + ps_reads) * acc_bits
-        # ---- DRAM bytes
+        # ---- 3. DRAM bytes: an operand that does not fit its SRAM half is fetched once per pass
         Dx, Dw, Dout = fa.nbytes(M, K), fw.nbytes(N, K), out.nbytes(M, N)
         half = 2 if self.double_buffer else 1
         cap_if, cap_fi, cap_of = (getattr(self.sram, f"{p}_bytes") / half for p in ("ifmap", "filter", "ofmap"))
         x_fits, w_fits = Dx <= cap_if, Dw <= cap_fi
-        dram_x = np.where(is_is | x_fits, Dx, Dx * FC)
-        dram_w = np.where(is_ws | w_fits, Dw, np.where(is_os, Dw * FR, Dw * FC))
+        dram_x = np.where(x_fits, Dx, Dx * a_passes)
+        dram_w = np.where(w_fits, Dw, Dw * w_passes)
         psum_bytes = M64 * N64 * acc_bits / 8
-        spill = np.where(is_os | (psum_bytes <= cap_of), 0, np.ceil(2 * psum_bytes * (FR - 1))).astype(np.int64)
+        spill = np.where(psum_bytes <= cap_of, 0, np.ceil(2 * psum_bytes * (y_passes - 1))).astype(np.int64)
         dram_out = np.full(np.shape(dram_x), Dout, dtype=np.int64)
         dram_total = dram_x + dram_w + dram_out + spill
-        # ---- stalls
+        # ---- 4. stalls
         bytes_per_cycle = self.tech.bandwidth_gbps * 1e9 / self.tech.clock_hz
         t_mem = dram_total / bytes_per_cycle / F
         stall = np.ceil(stall_cycles(t_mem, SR, SC, T, R, C, df, self.scalesim_compat, self.double_buffer) - 1e-9)
         stall = np.maximum(stall, 0).astype(np.int64)
-        # ---- energy
+        # ---- 5. energy
         pe_actions = M64 * Kp * N64
         e_act = cfg.pe.energy(cfg.action)
         rb = self._reg_bit.energy_pj
         a_reg, w_reg = self._reg_bits(fa, L), self._reg_bits(fw, L)
-        per_action_regs = np.where(is_ws, a_reg, np.where(is_os, a_reg + w_reg, w_reg)) * rb
-        stationary = np.where(is_ws, Kp * N64 * w_reg, np.where(is_is, Kp * M64 * a_reg, 0)) * rb
+        reg_bits = {"a": a_reg, "w": w_reg}
+        per_action_regs = _select(df, [sum(reg_bits[r] for r in f.regs) for f in flows]) * rb
+        loads = {"w": Kp * N64 * w_reg, "a": Kp * M64 * a_reg, None: 0}
+        stationary = _select(df, [loads[f.stationary] for f in flows]) * rb
         e_sram = {p: self._sram_units[p].energy_per_bit_pj for p in ("ifmap", "filter", "ofmap")}
         bd = {
             "pe": pe_actions * e_act,
@@ -353,18 +450,7 @@ class SystolicArray:
             "sram_ofmap": of_bits * e_sram["ofmap"],
             "dram": dram_total * 8 * self.tech.dram_pj_per_bit,
         }
-        zero = np.zeros_like(bd["pe"], dtype=np.float64)
-        if cfg.act_quant is not None and quantize_input:
-            g = cfg.act_group or K64
-            bd["act_quant"] = M64 * K64 * cfg.act_quant.energy("quantize") + M64 * _cdiv(K64, g) * cfg.act_quant.energy("scale")
-        else:
-            bd["act_quant"] = zero
-        bd["dequant"] = fi_reads * cfg.dequant.energy("dequant") if cfg.dequant is not None else zero
-        if cfg.rescale is not None:
-            groups = _cdiv(K64, (fw.group or fa.group)) if cfg.rescale_per_group else 1
-            bd["rescale"] = M64 * N64 * groups * cfg.rescale.energy("rescale")
-        else:
-            bd["rescale"] = zero
+        bd.update(self._edge_energy(cfg, M64, K64, N64, fi_reads, quantize_input, np.zeros_like(bd["pe"], dtype=np.float64)))
         energy = sum(np.asarray(v, dtype=np.float64) for v in bd.values())
         cycles = compute + stall
         R64, C64 = np.asarray(R, dtype=np.int64), np.asarray(C, dtype=np.int64)
@@ -407,8 +493,8 @@ class SystolicArray:
             r = self._evaluate(cfg, M, K, N, R, C, D, out, True)
             pe_area = self._pe_area(cfg)
             fixed = sum(u.area_um2 for u in self._sram_units.values())
-            edge = R * (cfg.act_quant.area_um2 if cfg.act_quant else 0.0) + R * (
-                cfg.dequant.area_um2 if cfg.dequant else 0.0) + C * (cfg.rescale.area_um2 if cfg.rescale else 0.0)
+            e = self._edge_area(cfg, R, C)
+            edge = e["act_quant"] + e["dequant"] + e["rescale"]
             area = (R * C * pe_area + fixed + edge) * (1 + self.overhead_fraction)
             frames.append(pd.DataFrame({
                 "rows": R, "cols": C, "dataflow": np.array(DATAFLOWS)[D], "a_format": cfg.a.name,

@@ -390,161 +390,201 @@ def cost_model(model: ModelSpec, array: SystolicArray, *, lowrank_placement: str
     max(main, branch) + merge) or 'shared' (branch GEMMs follow the main GEMM on the main array).
     shared_mode: 'widen' (PE sized for the widest pair) or 'split' (ceil(b/b_port) passes).
     hadamard_impl: 'fwht' (fp16 vector unit, ceil(adds/V) cycles per token) or 'gemm'.
-    """
 
+    Per decoder layer (identical layers are costed once and their rows repeated), each linear is
+    costed in three steps: (1) the main GEMM, (2) its low-rank branch, (3) the online transform
+    before it; then (4) the attention GEMMs of the layer. (5) sums the rows into totals and sizes
+    the arrays and the vector unit.
+    """
     if lowrank_placement not in ("separate", "shared"):
         raise ValueError(f"lowrank_placement={lowrank_placement!r}; valid: ['separate', 'shared']")
     if shared_mode not in ("widen", "split"):
         raise ValueError(f"shared_mode={shared_mode!r}; valid: ['widen', 'split']")
     if hadamard_impl not in ("fwht", "gemm"):
         raise ValueError(f"hadamard_impl={hadamard_impl!r}; valid: ['fwht', 'gemm']")
-    M = model.M
-    V = vector_lanes or array.cols
-    vec = fp16_vector_adder(array.tech)
-    e_add = vec.energy("add")
     if lowrank_array is None:  # R_lr * C_lr = R * C / 16 (the LQER hardware assumption)
         lowrank_array = array.with_(rows=max(1, array.rows // 4), cols=max(1, array.cols // 4))
-    cache: dict = {}
-
-    energy_by = dict.fromkeys(ENERGY_COMPONENTS, 0.0)
-
-    def run(arr, m, k, n, xf, wf, acc, qin):
-        key = (id(arr), m, k, n, describe(xf), describe(wf), acc, qin)
-        if key not in cache:
-            g = arr.gemm(m, k, n, xf, wf, acc=acc, quantize_input=qin)
-            cache[key] = (g, gemm_energy_components(arr.pe_config(xf, wf, acc, k), g.energy_breakdown))
-        return cache[key]
-
-    def charge(components: dict, times: int = 1) -> None:
-        for comp, pj in components.items():
-            energy_by[comp] += pj * times
-
+    c = _Coster(model, array, lowrank_array, lowrank_placement, shared_mode, overlap_transforms,
+                hadamard_impl, vector_lanes or array.cols)
     rows = []
-    pairs_main, pairs_lr = set(), set()
     layer_memo: dict = {}  # identical layers (the usual case) are costed once
     for li, linears in enumerate(model.layer_linears):
         if linears in layer_memo:
             memo_rows, memo_energy = layer_memo[linears]
             rows.extend({**r, "layer": li} for r in memo_rows)
-            charge(memo_energy)
-            continue
-        model_energy, energy_by = energy_by, dict.fromkeys(ENERGY_COMPONENTS, 0.0)  # this layer's charges
-        first_row = len(rows)
+        else:
+            memo_rows, memo_energy = layer_memo[linears] = c.layer(li, linears)
+            rows.extend(memo_rows)
+        c.charge(memo_energy)
+    return c.summarise(rows)
+
+
+class _Coster:
+    """The state of one cost_model() call: GEMM cache, energy by component, format pairs seen."""
+
+    def __init__(self, model, array, lowrank_array, placement, shared_mode, overlap_transforms,
+                 hadamard_impl, V):
+        self.model, self.array, self.lowrank_array = model, array, lowrank_array
+        self.placement, self.shared_mode = placement, shared_mode
+        self.overlap_transforms, self.hadamard_impl, self.V = overlap_transforms, hadamard_impl, V
+        self.M = model.M
+        self.vec = fp16_vector_adder(array.tech)
+        self.e_add = self.vec.energy("add")
+        self.cache: dict = {}
+        self.energy_by = dict.fromkeys(ENERGY_COMPONENTS, 0.0)
+        self.pairs_main: set = set()
+        self.pairs_lr: set = set()
+
+    def run(self, arr, m, k, n, xf, wf, acc, qin):
+        """(GemmResult, energy by component) of one GEMM, each distinct GEMM costed once."""
+        key = (id(arr), m, k, n, describe(xf), describe(wf), acc, qin)
+        if key not in self.cache:
+            g = arr.gemm(m, k, n, xf, wf, acc=acc, quantize_input=qin)
+            self.cache[key] = (g, gemm_energy_components(arr.pe_config(xf, wf, acc, k), g.energy_breakdown))
+        return self.cache[key]
+
+    def charge(self, components: dict, times: int = 1) -> None:
+        for comp, pj in components.items():
+            self.energy_by[comp] += pj * times
+
+    # ---- one decoder layer -------------------------------------------------------------------
+    def layer(self, li: int, linears) -> tuple[list[dict], dict]:
+        """(rows, energy by component) of decoder layer ``li``; charges nothing to the model."""
+        model_energy, self.energy_by = self.energy_by, dict.fromkeys(ENERGY_COMPONENTS, 0.0)
+        rows = []
         quantized_inputs: set[str] = set()
         for lin in linears:
             share = lin.shares_input_with
             qin = lin.act_quant and not (share is not None and share in quantized_inputs)
             quantized_inputs.add(lin.name)
-            g, g_energy = run(array, M, lin.K, lin.N, lin.x_fmt, lin.w_fmt, lin.acc, qin)
-            charge(g_energy)
-            pairs_main.add((describe(lin.x_fmt), describe(lin.w_fmt), lin.acc))
-            row = {"layer": li, "linear": lin.name, "M": M, "K": lin.K, "N": lin.N, "w_fmt": g.w_format,
-                   "x_fmt": g.a_format, "macs": g.macs, "main_cycles": g.cycles, "compute_cycles": g.compute_cycles,
-                   "stall_cycles": g.stall_cycles, "energy_pj": g.energy_pj, "dram_bytes": g.dram_total_bytes,
-                   "weight_bytes": describe(lin.w_fmt).nbytes(lin.N, lin.K), "lowrank_macs": 0, "lowrank_cycles": 0,
-                   "transform_adds": 0, "transform_cycles": 0, "merge_cycles": 0}
-            extra_cycles = 0
-            # low-rank branch
-            if lin.lowrank is not None:
-                lr = lin.lowrank
-                xa = lr.xa_fmt if lr.xa_fmt is not None else lin.x_fmt
-                arr = lowrank_array if lowrank_placement == "separate" else array
-                g1 = run(arr, M, lin.K, lr.rank, lin.x_fmt, lr.a_fmt, None, False)[0]
-                g2 = run(arr, M, lr.rank, lin.N, xa, lr.b_fmt, None, True)[0]
-                passes = 1
-                if lowrank_placement == "shared" and shared_mode == "split":
-                    port = max(describe(lin.w_fmt).element_bits, 1)
-                    passes = max(math.ceil(describe(lr.a_fmt).element_bits / port),
-                                 math.ceil(describe(lr.b_fmt).element_bits / port))
-                lr_cycles = (g1.cycles + g2.cycles) * passes
-                lr_energy = (g1.energy_pj + g2.energy_pj) * passes
-                if passes > 1:  # shift-add of the partial results of each extra pass
-                    lr_energy += (passes - 1) * (M * lr.rank + M * lin.N) * e_add
-                if lr.xab_fmt is not None:
-                    cfg = build_pe(lr.xab_fmt, lr.xab_fmt, tech=array.tech, k=lin.N)
-                    if cfg.act_quant is not None:
-                        lr_energy += M * lin.N * cfg.act_quant.energy("quantize") + M * math.ceil(
-                            lin.N / (cfg.act_group or lin.N)) * cfg.act_quant.energy("scale")
-                merge = math.ceil(M * lin.N / V)
-                lr_energy += M * lin.N * e_add
-                row.update(lowrank_macs=g1.macs + g2.macs, lowrank_cycles=lr_cycles, merge_cycles=merge)
-                row["energy_pj"] += lr_energy
-                energy_by["lowrank"] += lr_energy
-                row["dram_bytes"] += g1.dram_total_bytes + g2.dram_total_bytes
-                row["weight_bytes"] += describe(lr.a_fmt).nbytes(lr.rank, lin.K) + describe(lr.b_fmt).nbytes(lin.N, lr.rank)
-                pairs_lr.add((describe(lin.x_fmt), describe(lr.a_fmt), None))
-                pairs_lr.add((describe(xa), describe(lr.b_fmt), None))
-                if lowrank_placement == "separate":
-                    layer_cycles = max(g.cycles, lr_cycles) + merge
-                else:
-                    layer_cycles = g.cycles + lr_cycles + merge
-            else:
-                layer_cycles = g.cycles
-            # online transform before this linear
-            if lin.pre_transform is not None:
-                msize = hadamard_size(lin.pre_transform, lin.name)
-                if hadamard_impl == "fwht":
-                    adds = hadamard_adds(msize) * M
-                    tc = M * math.ceil(hadamard_adds(msize) / V)
-                    row["energy_pj"] += adds * e_add
-                    energy_by["transforms"] += adds * e_add
-                else:
-                    gh = run(array, M, msize, msize, "fp16", "fp16", None, False)[0]
-                    adds, tc = gh.macs, gh.cycles
-                    row["energy_pj"] += gh.energy_pj
-                    energy_by["transforms"] += gh.energy_pj
-                    row["dram_bytes"] += gh.dram_total_bytes
-                row.update(transform_adds=adds, transform_cycles=tc)
-                extra_cycles += 0 if overlap_transforms else tc
+            row, g = self.main_gemm(li, lin, qin)                        # step 1
+            layer_cycles = self.lowrank_branch(lin, row, g)              # step 2
+            extra_cycles = self.transform(lin, row)                      # step 3
             row["cycles"] = layer_cycles + extra_cycles
             rows.append(row)
-        if model.include_attention:
-            rows.extend(_attention_rows(model, array, li, run, charge))
-        layer_memo[linears] = (rows[first_row:], energy_by)
-        energy_by = model_energy
-        charge(layer_memo[linears][1])
-    def total(col: str) -> int | float:
-        return sum(r[col] for r in rows)
+        if self.model.include_attention:                                 # step 4
+            rows.extend(_attention_rows(self.model, self.array, li, self.run, self.charge))
+        layer_energy, self.energy_by = self.energy_by, model_energy
+        return rows, layer_energy
 
-    # areas
-    main_pairs = list(pairs_main) + (list(pairs_lr) if lowrank_placement == "shared" and shared_mode == "widen"
-                                     else [])
-    main_area, main_pair = max(((array.area(*p).total_um2, p) for p in main_pairs), key=lambda t: t[0])
-    lr_area = max((lowrank_array.area(x, w, a).total_um2 for x, w, a in pairs_lr), default=0.0) \
-        if lowrank_placement == "separate" else 0.0
-    vec_area = V * vec.area_um2 if (pairs_lr or total("transform_adds") > 0) else 0.0
-    area = {"main_array_um2": main_area, "lowrank_array_um2": lr_area, "vector_unit_um2": vec_area}
-    area["total_um2"] = sum(area.values())
-    area_by = area_components(array, array.pe_config(*main_pair))
-    area_by.update(lowrank=lr_area, vector_unit=vec_area)
-    cycles = int(total("cycles"))
-    clk = array.tech.clock_hz
-    macs_useful = int(total("macs"))
-    latency = cycles / clk
-    energy = float(total("energy_pj"))
-    ops_useful = 2 * macs_useful
-    ops_total = ops_useful + 2 * int(total("lowrank_macs")) + int(total("transform_adds"))
-    weight_bytes = int(total("weight_bytes"))  # attention rows hold no weights
-    kv_bytes = 2 * model.layers * model.kv_heads * model.d_head * model.context * describe(model.kv_fmt).bpe() / 8
-    totals = {
-        "phase": model.phase, "tokens": model.tokens, "M": M, "cycles": cycles,
-        "compute_cycles": int(total("compute_cycles")), "stall_cycles": int(total("stall_cycles")),
-        "latency_s": latency, "energy_pj": energy, "energy_per_token_pj": energy / model.tokens,
-        "macs_useful": macs_useful, "ops_useful": ops_useful, "ops_total": ops_total,
-        "dram_bytes": int(total("dram_bytes")), "weight_bytes": weight_bytes,
-        "kv_cache_bytes_per_seq": int(math.ceil(kv_bytes)), "area_um2": area["total_um2"],
-        "area_mm2": area["total_um2"] / 1e6, "TOPS": ops_useful / latency / 1e12,
-        "TOPS_per_mm2": ops_useful / latency / 1e12 / (area["total_um2"] / 1e6),
-        "TOPS_per_W": ops_useful / energy,
-    }
-    warnings = []
-    if totals["stall_cycles"] > 0.5 * cycles:
-        warnings.append("bandwidth_bound: DRAM stalls exceed 50 % of the cycles")
-    assumptions = {**array.tech.assumptions, "array": repr(array), "lowrank_array": repr(lowrank_array),
-                   "lowrank_placement": lowrank_placement, "shared_mode": shared_mode,
-                   "hadamard_impl": hadamard_impl, "overlap_transforms": overlap_transforms, "vector_lanes": V,
-                   "include_attention": model.include_attention, "limitations": LIMITATIONS}
-    return ModelCost(rows, totals, area, assumptions, warnings, area_by, energy_by)
+    def main_gemm(self, li: int, lin, qin: bool) -> tuple[dict, Any]:
+        """Step 1: the linear's GEMM on the main array; its row (cycles filled in later)."""
+        M = self.M
+        g, g_energy = self.run(self.array, M, lin.K, lin.N, lin.x_fmt, lin.w_fmt, lin.acc, qin)
+        self.charge(g_energy)
+        self.pairs_main.add((describe(lin.x_fmt), describe(lin.w_fmt), lin.acc))
+        row = {"layer": li, "linear": lin.name, "M": M, "K": lin.K, "N": lin.N, "w_fmt": g.w_format,
+               "x_fmt": g.a_format, "macs": g.macs, "main_cycles": g.cycles, "compute_cycles": g.compute_cycles,
+               "stall_cycles": g.stall_cycles, "energy_pj": g.energy_pj, "dram_bytes": g.dram_total_bytes,
+               "weight_bytes": describe(lin.w_fmt).nbytes(lin.N, lin.K), "lowrank_macs": 0, "lowrank_cycles": 0,
+               "transform_adds": 0, "transform_cycles": 0, "merge_cycles": 0}
+        return row, g
+
+    def lowrank_branch(self, lin, row: dict, g) -> int:
+        """Step 2: x A then (x A) B on the low-rank array (or after the main GEMM on the main array),
+        the merge into the main result; the layer's cycles so far."""
+        if lin.lowrank is None:
+            return g.cycles
+        M, lr, e_add = self.M, lin.lowrank, self.e_add
+        xa = lr.xa_fmt if lr.xa_fmt is not None else lin.x_fmt
+        arr = self.lowrank_array if self.placement == "separate" else self.array
+        g1 = self.run(arr, M, lin.K, lr.rank, lin.x_fmt, lr.a_fmt, None, False)[0]
+        g2 = self.run(arr, M, lr.rank, lin.N, xa, lr.b_fmt, None, True)[0]
+        passes = 1
+        if self.placement == "shared" and self.shared_mode == "split":
+            port = max(describe(lin.w_fmt).element_bits, 1)
+            passes = max(math.ceil(describe(lr.a_fmt).element_bits / port),
+                         math.ceil(describe(lr.b_fmt).element_bits / port))
+        lr_cycles = (g1.cycles + g2.cycles) * passes
+        lr_energy = (g1.energy_pj + g2.energy_pj) * passes
+        if passes > 1:  # shift-add of the partial results of each extra pass
+            lr_energy += (passes - 1) * (M * lr.rank + M * lin.N) * e_add
+        if lr.xab_fmt is not None:
+            cfg = build_pe(lr.xab_fmt, lr.xab_fmt, tech=self.array.tech, k=lin.N)
+            if cfg.act_quant is not None:
+                lr_energy += M * lin.N * cfg.act_quant.energy("quantize") + M * math.ceil(
+                    lin.N / (cfg.act_group or lin.N)) * cfg.act_quant.energy("scale")
+        merge = math.ceil(M * lin.N / self.V)
+        lr_energy += M * lin.N * e_add
+        row.update(lowrank_macs=g1.macs + g2.macs, lowrank_cycles=lr_cycles, merge_cycles=merge)
+        row["energy_pj"] += lr_energy
+        self.energy_by["lowrank"] += lr_energy
+        row["dram_bytes"] += g1.dram_total_bytes + g2.dram_total_bytes
+        row["weight_bytes"] += describe(lr.a_fmt).nbytes(lr.rank, lin.K) + describe(lr.b_fmt).nbytes(lin.N, lr.rank)
+        self.pairs_lr.add((describe(lin.x_fmt), describe(lr.a_fmt), None))
+        self.pairs_lr.add((describe(xa), describe(lr.b_fmt), None))
+        if self.placement == "separate":
+            return max(g.cycles, lr_cycles) + merge
+        return g.cycles + lr_cycles + merge
+
+    def transform(self, lin, row: dict) -> int:
+        """Step 3: the online Hadamard transform before the linear (vector-unit FWHT or an fp16
+        GEMM); the cycles it adds to the layer (0 when overlapped)."""
+        if lin.pre_transform is None:
+            return 0
+        M, V = self.M, self.V
+        msize = hadamard_size(lin.pre_transform, lin.name)
+        if self.hadamard_impl == "fwht":
+            adds = hadamard_adds(msize) * M
+            tc = M * math.ceil(hadamard_adds(msize) / V)
+            row["energy_pj"] += adds * self.e_add
+            self.energy_by["transforms"] += adds * self.e_add
+        else:
+            gh = self.run(self.array, M, msize, msize, "fp16", "fp16", None, False)[0]
+            adds, tc = gh.macs, gh.cycles
+            row["energy_pj"] += gh.energy_pj
+            self.energy_by["transforms"] += gh.energy_pj
+            row["dram_bytes"] += gh.dram_total_bytes
+        row.update(transform_adds=adds, transform_cycles=tc)
+        return 0 if self.overlap_transforms else tc
+
+    # ---- step 5: totals -----------------------------------------------------------------------
+    def summarise(self, rows: list[dict]) -> ModelCost:
+        model, array, lowrank_array, V = self.model, self.array, self.lowrank_array, self.V
+        pairs_main, pairs_lr, M = self.pairs_main, self.pairs_lr, self.M
+
+        def total(col: str) -> int | float:
+            return sum(r[col] for r in rows)
+
+        # areas: the main array sized for its widest pair, the low-rank array, the vector unit
+        main_pairs = list(pairs_main) + (list(pairs_lr) if self.placement == "shared" and self.shared_mode == "widen"
+                                         else [])
+        main_area, main_pair = max(((array.area(*p).total_um2, p) for p in main_pairs), key=lambda t: t[0])
+        lr_area = max((lowrank_array.area(x, w, a).total_um2 for x, w, a in pairs_lr), default=0.0) \
+            if self.placement == "separate" else 0.0
+        vec_area = V * self.vec.area_um2 if (pairs_lr or total("transform_adds") > 0) else 0.0
+        area = {"main_array_um2": main_area, "lowrank_array_um2": lr_area, "vector_unit_um2": vec_area}
+        area["total_um2"] = sum(area.values())
+        area_by = area_components(array, array.pe_config(*main_pair))
+        area_by.update(lowrank=lr_area, vector_unit=vec_area)
+        cycles = int(total("cycles"))
+        clk = array.tech.clock_hz
+        macs_useful = int(total("macs"))
+        latency = cycles / clk
+        energy = float(total("energy_pj"))
+        ops_useful = 2 * macs_useful
+        ops_total = ops_useful + 2 * int(total("lowrank_macs")) + int(total("transform_adds"))
+        weight_bytes = int(total("weight_bytes"))  # attention rows hold no weights
+        kv_bytes = 2 * model.layers * model.kv_heads * model.d_head * model.context * describe(model.kv_fmt).bpe() / 8
+        totals = {
+            "phase": model.phase, "tokens": model.tokens, "M": M, "cycles": cycles,
+            "compute_cycles": int(total("compute_cycles")), "stall_cycles": int(total("stall_cycles")),
+            "latency_s": latency, "energy_pj": energy, "energy_per_token_pj": energy / model.tokens,
+            "macs_useful": macs_useful, "ops_useful": ops_useful, "ops_total": ops_total,
+            "dram_bytes": int(total("dram_bytes")), "weight_bytes": weight_bytes,
+            "kv_cache_bytes_per_seq": int(math.ceil(kv_bytes)), "area_um2": area["total_um2"],
+            "area_mm2": area["total_um2"] / 1e6, "TOPS": ops_useful / latency / 1e12,
+            "TOPS_per_mm2": ops_useful / latency / 1e12 / (area["total_um2"] / 1e6),
+            "TOPS_per_W": ops_useful / energy,
+        }
+        warnings = []
+        if totals["stall_cycles"] > 0.5 * cycles:
+            warnings.append("bandwidth_bound: DRAM stalls exceed 50 % of the cycles")
+        assumptions = {**array.tech.assumptions, "array": repr(array), "lowrank_array": repr(lowrank_array),
+                       "lowrank_placement": self.placement, "shared_mode": self.shared_mode,
+                       "hadamard_impl": self.hadamard_impl, "overlap_transforms": self.overlap_transforms,
+                       "vector_lanes": V, "include_attention": model.include_attention, "limitations": LIMITATIONS}
+        return ModelCost(rows, totals, area, assumptions, warnings, area_by, self.energy_by)
 
 
 def _attention_rows(model: ModelSpec, array: SystolicArray, li: int, run, charge) -> list[dict]:
