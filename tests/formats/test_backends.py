@@ -210,6 +210,7 @@ def test_sr_thread_count_independent():
     assert_same_summary(a, b, "threads")
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 @pytest.mark.parametrize("name,mode", [(n, m) for n in ("mxint8", "mxfp8_e4m3", "mxfp4_e2m1", "bfp4", "nvfp4",
                                                          "int8_ch", "int4_g128_asym", "fp8_e4m3")
