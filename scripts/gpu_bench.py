@@ -15,26 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
-
-
-def _timeit(fn, reps: int, sync) -> float:
-    fn()
-    sync()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+from pathlib import Path
 
 
 def run(size: int, reps: int, device: str) -> dict:
     import numpy as np
     import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_matmul import timeit   # median of reps after a warm-up, each ended by sync()
 
     import hwsim.formats as F
     from hwsim.matmul import matmul, triton_backend
@@ -56,8 +46,8 @@ def run(size: int, reps: int, device: str) -> dict:
     bit_equal = bool(np.array_equal(y_c.cpu().numpy().view(np.uint32),
                                     matmul(qa_c, qb_c, backend="numba").view(np.uint32)))
     xb, wb = x.bfloat16(), w.T.contiguous().bfloat16()
-    t_bf16 = _timeit(lambda: torch.matmul(xb, wb), reps, sync)
-    t_tri = _timeit(lambda: matmul(qa, qb, backend="triton"), reps, sync)
+    t_bf16 = timeit(lambda: torch.matmul(xb, wb), reps, sync)
+    t_tri = timeit(lambda: matmul(qa, qb, backend="triton"), reps, sync)
     flops = 2.0 * size ** 3
     return {
         "benchmark": "Triton exact MXINT8 GEMM vs torch bf16 matmul", "M": size, "K": size, "N": size,
