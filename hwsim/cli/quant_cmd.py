@@ -41,6 +41,8 @@ def register(subparsers) -> None:
     p.add_argument("--json", default=None, help="write the results as JSON to this file")
     p.add_argument("--opt", action="append", default=[], metavar="STAGE.KEY=VALUE",
                    help="stage option, repeatable, e.g. gptq.act_order=false (values parsed as JSON, else strings)")
+    p.add_argument("--sink-weight", type=float, default=None,
+                   help="weight of each calibration sequence's first (BOS, attention-sink) position in R_xx (default 1)")
     p.add_argument("--list-recipes", action="store_true", help="list the recipe presets and exit")
     hw = p.add_argument_group("accelerator the quantized model is costed on (hwsim.cost_models)")
     hw.add_argument("--rows", type=int, default=32, help="systolic array rows (default 32)")
@@ -77,7 +79,7 @@ def handler(args) -> int:
                        eval_corpus=None if str(args.eval).lower() == "none" else args.eval,
                        seq_len=args.seq_len, n_tokens=args.n_tokens or None, with_fp=not args.no_fp,
                        seed=args.seed, save=args.save, progress=not args.quiet, hardware=hardware,
-                       options=parse_options(args.opt))
+                       options=parse_options(args.opt), sink_weight=args.sink_weight)
     res.pop("_fp_result", None)
     print(format_table([res]))
     if args.json:
@@ -102,7 +104,8 @@ def parse_options(items) -> dict[str, dict[str, Any]]:
     return out
 
 
-def build_recipe(recipe: str, *, w=None, a=None, lowrank=None, rank=None, mode=None, options=None):
+def build_recipe(recipe: str, *, w=None, a=None, lowrank=None, rank=None, mode=None, options=None,
+                 sink_weight=None):
     import dataclasses
 
     from hwsim.quant import get_recipe, validate_recipe, with_formats
@@ -113,6 +116,8 @@ def build_recipe(recipe: str, *, w=None, a=None, lowrank=None, rank=None, mode=N
         for stage, kv in options.items():
             merged.setdefault(stage, {}).update(kv)
         r = dataclasses.replace(r, options=merged)
+    if sink_weight is not None:
+        r = dataclasses.replace(r, sink_weight=float(sink_weight))
     return validate_recipe(r)
 
 
@@ -120,7 +125,8 @@ def run_quantize(model_name: str, recipe: str, *, w=None, a=None, lowrank=None, 
                  calib: str = "austen", n_calib: int = 32, calib_len: int = 512, eval_corpus: str | None = "austen",
                  seq_len: int = 512, n_tokens: int | None = 2048, with_fp: bool = True, seed: int = 0,
                  save: str | None = None, progress: bool = True, fp_result: Any = None,
-                 hardware: Any = None, options: dict | None = None) -> dict[str, Any]:
+                 hardware: Any = None, options: dict | None = None, sink_weight: float | None = None
+                 ) -> dict[str, Any]:
     """Load, (evaluate fp,) calibrate + quantize, evaluate, and cost the quantized model on
     ``hardware`` (a ``hwsim.dse.HardwarePoint``; None: no cost); returns a plain dict."""
     import torch
@@ -131,7 +137,8 @@ def run_quantize(model_name: str, recipe: str, *, w=None, a=None, lowrank=None, 
     from hwsim.quant import quantize_model, save_quantized
 
     torch.manual_seed(seed)
-    rec = build_recipe(recipe, w=w, a=a, lowrank=lowrank, rank=rank, mode=mode, options=options)
+    rec = build_recipe(recipe, w=w, a=a, lowrank=lowrank, rank=rank, mode=mode, options=options,
+                       sink_weight=sink_weight)
     times: dict[str, float] = {}
     t = time.perf_counter()
     model, tok = emodels.load(model_name, progress=progress)

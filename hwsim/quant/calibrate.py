@@ -114,22 +114,36 @@ class MeanSq(_Stat):
 
 
 class Rxx(_Stat):
+    """R = Σ w_t x_t x_tᵀ / Σ w_t; w_t = ``sink_weight`` for the first position of each sequence
+    (inputs [b, T, d]; the BOS token, the attention sink), 1 elsewhere (issue 17)."""
+
     kind = "rxx"
 
-    def __init__(self, dim: int, outer_dtype: torch.dtype = torch.float32):
+    def __init__(self, dim: int, outer_dtype: torch.dtype = torch.float32, sink_weight: float = 1.0):
         super().__init__(dim)
         self.outer_dtype = outer_dtype
+        self.sink_weight = float(sink_weight)
         self.sum = torch.zeros(dim, dim, dtype=torch.float64)
+        self.weight = 0.0
 
     def update(self, x):
+        if self.sink_weight != 1.0 and x.dim() == 3:
+            first = self._check(x[:, 0, :]).to(self.outer_dtype)
+            x = self._check(x[:, 1:, :]).to(self.outer_dtype)
+            self.sum += (x.T @ x).to(torch.float64).cpu()
+            self.sum += self.sink_weight * (first.T @ first).to(torch.float64).cpu()
+            self.n += x.shape[0] + first.shape[0]
+            self.weight += x.shape[0] + self.sink_weight * first.shape[0]
+            return
         x = self._check(x).to(self.outer_dtype)
         self.sum += (x.T @ x).to(torch.float64).cpu()
         self.n += x.shape[0]
+        self.weight += x.shape[0]
 
     def finalize(self):
         if self.n == 0:
             raise ValueError("rxx: no tokens were recorded")
-        return self.sum / self.n
+        return self.sum / self.weight
 
     @property
     def nbytes(self):
@@ -219,7 +233,8 @@ class StatsCollector(contextlib.AbstractContextManager):
     """
 
     def __init__(self, groups: list[LinearGroup], kinds: Iterable[str], *, outer_dtype: torch.dtype = torch.float32,
-                 batch_size: int | None = None, state_tag: str = ""):
+                 batch_size: int | None = None, state_tag: str = "", sink_weight: float = 1.0):
+        self.sink_weight = float(sink_weight)
         self.kinds = _check_kinds(kinds)
         self.groups = groups
         self.outer_dtype = outer_dtype
@@ -231,7 +246,7 @@ class StatsCollector(contextlib.AbstractContextManager):
     def __enter__(self):
         for g in self.groups:
             ls = make_layer_stats(g, self.kinds, outer_dtype=self.outer_dtype, batch_size=self.batch_size,
-                                  state_tag=self.state_tag)
+                                  state_tag=self.state_tag, sink_weight=self.sink_weight)
             self.stats[g.input_key] = ls
             self._handles.append(g.linears[0].register_forward_pre_hook(_make_hook(ls)))
         return self
@@ -252,13 +267,14 @@ class StatsCollector(contextlib.AbstractContextManager):
 
 
 def make_layer_stats(group: LinearGroup, kinds: Iterable[str], *, outer_dtype: torch.dtype = torch.float32,
-                     batch_size: int | None = None, state_tag: str = "") -> LayerStats:
-    """Empty statistics of ``group``'s input (fill with ``LayerStats.update``)."""
+                     batch_size: int | None = None, state_tag: str = "", sink_weight: float = 1.0) -> LayerStats:
+    """Empty statistics of ``group``'s input (fill with ``LayerStats.update``); ``sink_weight``
+    weights the first position of each sequence in ``rxx``."""
     lin = group.linears[0]
     dim = int(getattr(lin, "in_features", None) or lin.weight.shape[1])
     objs = {}
     for k in _check_kinds(kinds):
-        objs[k] = Rxx(dim, outer_dtype) if k == "rxx" else _STAT_CLASSES[k](dim)
+        objs[k] = Rxx(dim, outer_dtype, sink_weight) if k == "rxx" else _STAT_CLASSES[k](dim)
     return LayerStats(group.input_key, dim, objs, batch_size, state_tag)
 
 

@@ -80,6 +80,9 @@ class Recipe:
     mode: str = "fake"
     stats_source: str = "fp"
     calib_batch_size: int = 2
+    #: weight of each calibration sequence's first position (BOS, the attention sink) in R_xx
+    #: (algorithms.md §2.2 with a position weight; 1 = every token counts once; issue 17)
+    sink_weight: float = 1.0
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     seed: int = 0
 
@@ -132,6 +135,7 @@ class Recipe:
             "mode": self.mode,
             "stats_source": self.stats_source,
             "calib_batch_size": self.calib_batch_size,
+            "sink_weight": self.sink_weight,
             "options": {k: dict(v) for k, v in self.options.items()},
             "seed": self.seed,
         }
@@ -148,6 +152,7 @@ class Recipe:
             mode=d.get("mode", "fake"),
             stats_source=d.get("stats_source", "fp"),
             calib_batch_size=int(d.get("calib_batch_size", 2)),
+            sink_weight=float(d.get("sink_weight", 1.0)),
             options={k: dict(v) for k, v in d.get("options", {}).items()},
             seed=int(d.get("seed", 0)),
         )
@@ -304,6 +309,9 @@ def validate_recipe(recipe: Recipe) -> Recipe:
     if recipe.stats_source not in STATS_SOURCES:
         raise ValueError(f"recipe {recipe.name!r}: stats_source {recipe.stats_source!r} is not valid; valid: "
                          f"{', '.join(STATS_SOURCES)}")
+    sw = recipe.sink_weight
+    if isinstance(sw, bool) or not isinstance(sw, (int, float)) or not sw >= 0 or sw != sw or sw == float("inf"):
+        raise ValueError(f"recipe {recipe.name!r}: sink_weight must be a finite number >= 0, got {sw!r}")
     if int(recipe.calib_batch_size) < 1:
         raise ValueError(f"recipe {recipe.name!r}: calib_batch_size must be >= 1, got {recipe.calib_batch_size}")
     for st in recipe.options:

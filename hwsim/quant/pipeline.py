@@ -183,8 +183,8 @@ def quantize_linear(linear: nn.Linear, cfg, recipe: Recipe, stats: LayerStats | 
                            "w_err_fro": float(torch.linalg.vector_norm((W - Wq).double())),
                            "t_round_s": t_round}
     for k in ("loss", "saturated", "damping", "percdamp", "act_order", "static_groups", "objective",
-              "t_factor_s", "t_sweep_s"):
-        if k in rinfo and isinstance(rinfo[k], (int, float)):
+              "t_factor_s", "t_sweep_s", "raised_blocks", "saturation"):
+        if k in rinfo and isinstance(rinfo[k], (int, float, str)):
             row[f"round_{k}"] = rinfo[k]
     events = list(rinfo.get("events", ()) or ())
     lowrank = None
@@ -225,6 +225,8 @@ def quantize_linear(linear: nn.Linear, cfg, recipe: Recipe, stats: LayerStats | 
                 report.add_time(f"round.{k[2:-2]}", rinfo[k])
         if "act_order" in rinfo:
             report.count_resolved(recipe.rounding, "act_order", rinfo["act_order"])
+        if isinstance(rinfo.get("saturation"), str):
+            report.count_resolved(recipe.rounding, "saturation", rinfo["saturation"])
     return ql
 
 
@@ -375,6 +377,7 @@ def _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, 
     if calib_pass not in CALIB_PASSES:
         raise ValueError(f"calib_pass must be one of {CALIB_PASSES}, got {calib_pass!r}")
     bs = int(recipe.calib_batch_size)
+    sw = float(recipe.sink_weight)
     t0 = time.perf_counter()
     binp = capture_block_inputs(model, ids, adapter=adapter, batch_size=bs)
     report.add_time("calibrate", time.perf_counter() - t0)
@@ -392,7 +395,7 @@ def _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, 
         def run_block(hook_groups, stop=None):
             t = time.perf_counter()
             outs = []
-            with StatsCollector(hook_groups, kinds, batch_size=bs, state_tag=tag) as col:
+            with StatsCollector(hook_groups, kinds, batch_size=bs, state_tag=tag, sink_weight=sw) as col:
                 if stop is not None:
                     col.stop_at(stop)
                 for h in hs:
@@ -420,7 +423,7 @@ def _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, 
             mode = "piecewise" if ok else "stop"
         if mode == "piecewise":
             hs = _piecewise_block(adapter, block, i, hs, binp, todo, all_groups, kinds, bs, tag,
-                                  quantize_group, report)
+                                  quantize_group, report, sw)
             continue
         for group, items in todo:
             stats, _ = run_block([group], stop=group if mode == "stop" else None)
@@ -434,7 +437,7 @@ def _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, 
         group, items = head[0]
         t = time.perf_counter()
         norm = adapter.final_norm()
-        with StatsCollector([group], kinds, batch_size=bs, state_tag=tag) as col:
+        with StatsCollector([group], kinds, batch_size=bs, state_tag=tag, sink_weight=sw) as col:
             ls = col.stats[group.input_key]
             for h in hs:
                 ls.update(norm(h) if norm is not None else h)
@@ -442,7 +445,7 @@ def _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, 
         quantize_group(group, items, ls)
 
 
-def _piecewise_block(adapter, block, i, hs, binp, todo, groups, kinds, bs, tag, quantize_group, report):
+def _piecewise_block(adapter, block, i, hs, binp, todo, groups, kinds, bs, tag, quantize_group, report, sw=1.0):
     """One sequential pass over a LLaMA-style block (see ``_streamed``); returns the block outputs."""
     items_of = {g.input_key: items for g, items in todo}
     qkv, o, gate_up, down = groups
@@ -456,7 +459,7 @@ def _piecewise_block(adapter, block, i, hs, binp, todo, groups, kinds, bs, tag, 
     def collect(group, xs):
         if group.input_key not in items_of:
             return
-        ls = make_layer_stats(group, kinds, batch_size=bs, state_tag=tag)
+        ls = make_layer_stats(group, kinds, batch_size=bs, state_tag=tag, sink_weight=sw)
         with torch.autocast(device_type=xs[0].device.type, enabled=False):
             for x in xs:
                 ls.update(x)
@@ -503,6 +506,7 @@ def _provenance(calib, ids, recipe) -> dict[str, Any]:
     prov: dict[str, Any] = {}
     if ids is not None:
         prov.update({"n_seq": int(ids.shape[0]), "seq_len": int(ids.shape[1]), "batch_size": recipe.calib_batch_size,
+                     "sink_weight": recipe.sink_weight,
                      "stats_source": recipe.stats_source})
     meta = getattr(calib, "provenance", None) or getattr(calib, "meta", None)
     if callable(meta):

@@ -258,3 +258,60 @@ def test_rows_sharing_a_hessian_swept_together_equal_one_by_one(fmt, act_order):
         assert np.array_equal(np.asarray(info.qtensor.codes.cpu()), np.asarray(i1.qtensor.codes.cpu()))
         assert info.saturated == i1.saturated and info.act_order == i1.act_order
         assert info.objective == pytest.approx(i1.objective, rel=1e-12)
+
+
+def test_sink_weight_weights_the_first_position_of_each_sequence():
+    from hwsim.quant.calibrate import Rxx
+
+    x = torch.randn(3, 7, 5)
+    r = Rxx(5, sink_weight=4.0)
+    r.update(x)
+    X = torch.cat([x[:, 0]] * 4 + [x[:, 1:].reshape(-1, 5)]).double()
+    assert torch.allclose(r.finalize(), X.T @ X / X.shape[0], rtol=1e-6)
+    assert r.n == 21
+    r1 = Rxx(5)
+    r1.update(x)
+    X1 = x.reshape(-1, 5).double()
+    assert torch.allclose(r1.finalize(), X1.T @ X1 / 21, rtol=1e-6)
+
+
+def test_sink_weight_is_a_validated_recipe_field():
+    from hwsim.quant import get_recipe, validate_recipe
+    from hwsim.quant.config import Recipe
+
+    r = get_recipe("gptq", sink_weight=64.0)
+    assert Recipe.from_dict(r.to_dict()).sink_weight == 64.0
+    assert get_recipe("gptq").sink_weight == 1.0
+    with pytest.raises(ValueError, match="sink_weight"):
+        validate_recipe(get_recipe("gptq", sink_weight=-1.0))
+
+
+def test_saturation_raise_exponent_keeps_the_lower_objective():
+    W, R = _problem(6, n_in=128, n_out=32)
+    W = W.float()
+    _, a = gptq_quantize(W, R, "mxint3", return_info=True)
+    Q, b = gptq_quantize(W, R, "mxint3", return_info=True, saturation="raise_exponent")
+    assert a.saturated > 0
+    assert b.objective <= a.objective
+    ev = [e for e in b.events if e["kind"] == "raise_exponent"]
+    assert ev and ev[0]["objective_clamp"] == pytest.approx(a.objective)
+    assert b.saturation in ("clamp", "raise_exponent")
+    assert torch.equal(_to(b.qtensor.dequantize()).float(), Q)  # the codes carry the kept exponents
+    with pytest.raises(ValueError, match="saturation"):
+        gptq_quantize(W, R, "mxint3", saturation="bump")
+
+
+@pytest.mark.parametrize("fmt", ["mxint4", "mxint3", "int4_ch", "int4_g32_asym"])
+@pytest.mark.parametrize("act_order", [False, True])
+def test_numba_lazy_batch_kernel_equals_the_torch_column_loop(fmt, act_order, monkeypatch):
+    import hwsim.quant.algorithms.gptq as G
+
+    W, R = _problem(7, n_in=200, n_out=40)
+    W = W.float()
+    kw = dict(act_order=act_order, static_groups=True if act_order else None, return_info=True)
+    a, ia = gptq_quantize(W, R, fmt, **kw)
+    monkeypatch.setattr(G, "USE_KERNEL", False)
+    b, ib = gptq_quantize(W, R, fmt, **kw)
+    assert torch.equal(a, b)
+    assert np.array_equal(np.asarray(ia.qtensor.codes.cpu()), np.asarray(ib.qtensor.codes.cpu()))
+    assert ia.saturated == ib.saturated and ia.loss == ib.loss

@@ -97,6 +97,19 @@ class FixedGrid:
             self._refresh_scales()
 
     # ---- scales ------------------------------------------------------------------------------
+    def raise_exponents(self, mask: np.ndarray) -> int:
+        """Block formats: shared exponent + 1 of the blocks where ``mask`` [out, nblk] is set (and
+        the scale code allows it); the emitted QTensor carries the raised scale codes. Returns the
+        number of blocks raised."""
+        if self.kind != "block":
+            raise ValueError(f"raise_exponents applies to MX/BFP block formats, not {self.spec.name}")
+        sc = np.array(self.q0.scales, copy=True)
+        m = np.asarray(mask, dtype=bool) & (sc.astype(np.int64) - self.spec.scale.bias < self.spec.scale.e_max)
+        sc[m] = sc[m] + 1
+        self.e = sc.astype(np.int64) - self.spec.scale.bias
+        self.scale_codes = sc
+        return int(m.sum())
+
     def _refresh_scales(self):
         s = self.F.decode_elem(self.s_codes, self.spec.scale.elem).astype(np.float32)
         self.s = np.broadcast_to(s, (self.out, s.shape[1])) if s.shape[0] == 1 else s
@@ -178,7 +191,7 @@ class FixedGrid:
         if missing.size:  # pragma: no cover - the sweep rounds every column
             raise RuntimeError(f"GPTQ: columns {missing[:5].tolist()} were never rounded")
         F = self.F
-        scales = self.q0.scales
+        scales = getattr(self, "scale_codes", self.q0.scales)
         zps = self.q0.zero_points
         if self.kind == "int":
             scales = self.s_codes

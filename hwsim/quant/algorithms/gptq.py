@@ -35,6 +35,7 @@ from .lowrank import Timer
 #: with the default 0.01), algorithms.md §4.2 "Failure handling".
 DAMP_RETRIES = 3
 ACT_ORDER_CHOICES = (True, False, "auto")
+SATURATION_CHOICES = ("clamp", "raise_exponent")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class GPTQInfo:
     act_order: whether act_order was used (the resolved value of ``act_order="auto"``).
     static_groups: whether integer groups were static (False for lazy groups and non-group formats).
     t_factor_s, t_sweep_s: time in the Hessian factorisation (0 when reused) and in the sweep.
+    saturation: the sweep kept (``"clamp"`` or ``"raise_exponent"``), raised_blocks: blocks whose
+        shared exponent was raised in the kept sweep.
     """
 
     qtensor: Any = field(repr=False)
@@ -71,6 +74,8 @@ class GPTQInfo:
     static_groups: bool = False
     t_factor_s: float = 0.0
     t_sweep_s: float = 0.0
+    saturation: str = "clamp"
+    raised_blocks: int = 0
 
 
 @dataclass
@@ -179,7 +184,8 @@ def prepare_hessian(H, *, damp: float = 0.01, act_order: bool = False, layer: st
 def gptq_quantize(W, H, fmt, *, block_size: int = 128, damp: float = 0.01,
                   act_order: bool | str | None = "auto", static_groups: bool | None = None,
                   layer: str | None = None, return_info: bool = False,
-                  prepared: PreparedHessian | None = None, rounder: str = "auto"):
+                  prepared: PreparedHessian | None = None, rounder: str = "auto",
+                  saturation: str = "clamp"):
     """GPTQ-quantize one weight [out, in] given its input second moment H [in, in].
 
     Args:
@@ -199,6 +205,11 @@ def gptq_quantize(W, H, fmt, *, block_size: int = 128, damp: float = 0.01,
             checked for its shape); its damp and act_order must match the resolved ones.
         rounder: ``"auto"`` (torch per-column rounding where bit-identical, else numpy),
             ``"torch"`` or ``"numpy"`` (the ``FixedGrid.round`` path).
+        saturation: ``"clamp"`` (default, §4.2 step 5: values that error feedback pushes past a
+            fixed block's range saturate, and the clipped error is fed back) or
+            ``"raise_exponent"`` (MX/BFP with the torch rounder: sweep again with the shared
+            exponent of every saturated (row, block) raised by one, keep whichever of the two
+            sweeps has the lower layer objective tr(D H Dᵀ); ``info.saturation`` says which).
     Returns:
         Wq [out, in], the dequantized GPTQ weight (float32, or float64 when W is float64),
         or ``(Wq, info)``.
@@ -218,6 +229,8 @@ def gptq_quantize(W, H, fmt, *, block_size: int = 128, damp: float = 0.01,
         raise ValueError(f"block_size must be a positive int, got {block_size!r}")
     if rounder not in ("auto", "torch", "numpy"):
         raise ValueError(f"rounder must be 'auto', 'torch' or 'numpy', got {rounder!r}")
+    if saturation not in SATURATION_CHOICES:
+        raise ValueError(f"saturation must be one of {SATURATION_CHOICES}, got {saturation!r}")
     act_order, static = resolve_act_order(spec, act_order, static_groups)
     dtype = torch.float64 if W.dtype == torch.float64 else torch.float32
     if prepared is None:
@@ -258,25 +271,46 @@ def gptq_quantize(W, H, fmt, *, block_size: int = 128, damp: float = 0.01,
         invperm = torch.argsort(perm)
         Q = Q[:, invperm]
     saturation_event(events, layer, n_sat)
+    D = W0.to(torch.float64) - Q.to(torch.float64)
+    objective = float(torch.sum(D * (D @ prepared.H_given)))
+    sat_choice = "clamp"
+    n_raised = 0
+    if saturation == "raise_exponent" and n_sat and tr is not None and fg.kind == "block":
+        fg2 = FixedGrid(spec, W0.to(torch.float32).numpy(), lazy_groups=not static)
+        n_raised = fg2.raise_exponents(tr.sat_blocks)
+        if n_raised:
+            tr2 = _TorchRounder.make([fg2], dtype)
+            W2 = W0[:, perm] if perm is not None else W0.clone()
+            with _single_numba_thread():
+                Q2, losses2, sats2 = _sweep_torch(W2, Hinv, [fg2], tr2, order, block_size, dtype)
+            if perm is not None:
+                Q2 = Q2[:, invperm]
+            D2 = W0.to(torch.float64) - Q2.to(torch.float64)
+            obj2 = float(torch.sum(D2 * (D2 @ prepared.H_given)))
+            events.append({"stage": "gptq", "layer": layer, "kind": "raise_exponent", "value": n_raised,
+                           "objective_clamp": objective, "objective_raised": obj2})
+            if obj2 < objective:
+                Q, loss, n_sat, fg, D, objective = Q2, losses2[0], sats2[0], fg2, D2, obj2
+                sat_choice = "raise_exponent"
     qt = fg.qtensor()
     from .rtn import to_torch_qtensor
 
     qt = to_torch_qtensor(qt)
     if not return_info:
         return Q
-    D = W0.to(torch.float64) - Q.to(torch.float64)
     info = GPTQInfo(qtensor=qt, loss=loss, percdamp=prepared.percdamp, saturated=n_sat,
                     dead_columns=prepared.n_dead, perm=None if perm is None else tuple(perm.tolist()),
                     events=tuple(events), runtime_s=timer.elapsed(),
-                    w_err_fro=float(torch.linalg.vector_norm(D)),
-                    objective=float(torch.sum(D * (D @ prepared.H_given))),
-                    act_order=act_order, static_groups=static, t_factor_s=t_factor, t_sweep_s=t_sweep)
+                    w_err_fro=float(torch.linalg.vector_norm(D)), objective=objective,
+                    act_order=act_order, static_groups=static, t_factor_s=t_factor, t_sweep_s=t_sweep,
+                    saturation=sat_choice, raised_blocks=n_raised if sat_choice == "raise_exponent" else 0)
     return Q, info
 
 
 def gptq_quantize_many(Ws, H, fmt, *, block_size: int = 128, damp: float = 0.01,
                        act_order: bool | str | None = "auto", static_groups: bool | None = None,
-                       layers=None, prepared: PreparedHessian | None = None, rounder: str = "auto"):
+                       layers=None, prepared: PreparedHessian | None = None, rounder: str = "auto",
+                       saturation: str = "clamp"):
     """GPTQ of several weights that read the same input (q/k/v, gate/up) in one sweep.
 
     Rows are independent in GPTQ, so the weights' rows are concatenated and swept together
@@ -301,7 +335,10 @@ def gptq_quantize_many(Ws, H, fmt, *, block_size: int = 128, damp: float = 0.01,
     elif prepared.act_order != act_order or prepared.damp != float(damp):
         raise ValueError(f"GPTQ: prepared Hessian has act_order={prepared.act_order}, damp={prepared.damp}; "
                          f"this call needs act_order={act_order}, damp={damp}")
-    if getattr(spec, "granularity", None) == "tensor" or len(Ws) == 1 or rounder == "numpy":
+    if saturation != "clamp":
+        kw["saturation"] = saturation
+    if (getattr(spec, "granularity", None) == "tensor" or len(Ws) == 1 or rounder == "numpy"
+            or saturation != "clamp"):
         return [gptq_quantize(W, H, fmt, layer=l, return_info=True, prepared=prepared, **kw)
                 for W, l in zip(Ws, layers)]
     timer = Timer()
@@ -508,7 +545,13 @@ class _TorchRounder:
         fg = self.fg
         Rr = self.Rr
         C = Rr.clamp(self.lo, self.hi)
-        sat_rows = (C != Rr).sum(dim=1)
+        satm = C != Rr
+        sat_rows = satm.sum(dim=1)
+        if fg.kind == "block":  # saturated (row, block) pairs, for saturation="raise_exponent"
+            nblk = -(-fg.n_in // fg.B)
+            pad = torch.zeros(satm.shape[0], nblk * fg.B, dtype=torch.bool)
+            pad[:, :fg.n_in] = satm
+            self.sat_blocks = pad.view(satm.shape[0], nblk, fg.B).any(dim=2).numpy()
         c = C.to(torch.int64).numpy()
         if fg.kind == "block":
             el = fg.elem
@@ -526,6 +569,38 @@ class _TorchRounder:
         return sats
 
 
+#: run each lazy batch in the numba kernel (gptq_kernels) where it applies; False: torch per column
+USE_KERNEL = True
+
+
+def _kernel_for(tr: "_TorchRounder", lazy: bool, dtype: torch.dtype, W: torch.Tensor):
+    """A callable running one lazy batch in numba (float32 sweeps of MXINT/BFP blocks with float32
+    scales, and of static integer scales), or None for the torch per-column loop."""
+    if not USE_KERNEL or dtype != torch.float32 or lazy or not W.is_contiguous():
+        return None
+    try:
+        from . import gptq_kernels as K
+    except ImportError:  # pragma: no cover - numba is a dependency
+        return None
+    lo, hi = np.float32(tr.lo), np.float32(tr.hi)
+    Rr = tr.Rr.numpy()
+    if tr.kind == "block" and tr.fast32:
+        s_in, s_out = tr.s_in.numpy(), tr.s_out.numpy()
+
+        def run(W1, Err1, H1, diag, Q, cols, col0):
+            K.batch_block(W1.numpy(), Err1.numpy(), H1.numpy(), diag.numpy(), Q.numpy(), Rr, s_in, s_out,
+                          cols, tr.G, col0, lo, hi, tr.ftz)
+        return run
+    if tr.kind == "int":
+        s, z = tr.s.numpy(), tr.z.numpy()
+
+        def run(W1, Err1, H1, diag, Q, cols, col0):
+            K.batch_int(W1.numpy(), Err1.numpy(), H1.numpy(), diag.numpy(), Q.numpy(), Rr, s, z,
+                        cols, tr.G, col0, lo, hi)
+        return run
+    return None
+
+
 def _sweep_torch(W: torch.Tensor, Hinv: torch.Tensor, fgs, tr: _TorchRounder, order: list[int],
                  block_size: int, dtype: torch.dtype):
     """The lazy-batch sweep of ``_sweep`` with torch per-column rounding (no numpy round trip).
@@ -538,6 +613,8 @@ def _sweep_torch(W: torch.Tensor, Hinv: torch.Tensor, fgs, tr: _TorchRounder, or
     fg0 = fgs[0]
     G = fg0.G if fg0.kind == "int" else None
     lazy = fg0.lazy
+    kern = _kernel_for(tr, lazy, dtype, W)
+    order_np = np.asarray(order, dtype=np.int64)
     for i1 in range(0, n_in, block_size):
         i2 = min(i1 + block_size, n_in)
         count = i2 - i1
@@ -545,6 +622,11 @@ def _sweep_torch(W: torch.Tensor, Hinv: torch.Tensor, fgs, tr: _TorchRounder, or
         Err1 = torch.zeros_like(W1)
         Hinv1 = Hinv[i1:i2, i1:i2]
         diag = torch.diagonal(Hinv1).clone()
+        if kern is not None:
+            kern(W1, Err1, Hinv1.contiguous(), diag, Q, order_np[i1:i2], i1)
+            sq += (Err1.to(torch.float64) ** 2).sum(dim=1)
+            W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+            continue
         for i in range(count):
             col = i1 + i
             if lazy and col % G == 0:
