@@ -1,7 +1,7 @@
-"""Benchmark of hwsim.matmul (matmul.md §11). Speed is measured here, never asserted in tests.
+"""Benchmark of hwsim.matmul (docs/spec/matmul.md §11). Speed is measured here, never asserted in tests.
 
 CPU:  .venv/bin/python benchmarks/bench_matmul.py                 (1024^3 by default)
-      .venv/bin/python benchmarks/bench_matmul.py --spec-shapes   (the §11 shapes, scaled down on CPU)
+      .venv/bin/python benchmarks/bench_matmul.py --spec-shapes   (docs/spec/matmul.md §11 shapes, scaled down on CPU)
 GPU:  .venv/bin/python benchmarks/bench_matmul.py --gpu           (Triton + torch backends vs bf16 matmul,
                                                                    4096^3, plus a 512^3 bit-equality check)
 CPU backends (exact mode, fp32 accumulator unless "fake"):
@@ -143,7 +143,7 @@ def run_gpu(shapes, pairs, reps):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", action="store_true", help="GPU run: Triton and torch backends vs bf16 matmul")
-    ap.add_argument("--spec-shapes", action="store_true", help="the matmul.md §11 shapes (CPU: scaled down)")
+    ap.add_argument("--spec-shapes", action="store_true", help="the docs/spec/matmul.md §11 shapes (CPU: scaled down)")
     ap.add_argument("--size", type=int, default=None, help="square M=K=N (default 1024 CPU, 4096 GPU)")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--pairs", default=None, help="comma list like mxint8xmxint8,mxint4xmxint8")
@@ -159,7 +159,7 @@ def main(argv=None):
         rows = run_gpu(shapes, pairs, args.reps)
         device = torch.cuda.get_device_name()
     else:
-        # §11 shapes; the last two scaled down on 2 CPU cores (recorded in the output)
+        # docs/spec/matmul.md §11 shapes; the last two scaled down on 2 CPU cores (recorded in the output)
         shapes = [(1, 4096, 4096), (16, 4096, 11008), (128, 4096, 4096), (256, 4096, 4096)] if args.spec_shapes \
             else [(args.size or 1024,) * 3]
         rows = run_cpu(shapes, pairs, args.reps, args.backends.split(","))

@@ -1,6 +1,6 @@
 """hwsim: hardware/ML co-design toolkit for quantized LLMs.
 
-Layers (see docs and ../shared/spec/architecture.md): formats -> matmul / cost_models -> quant
+Layers (see docs and docs/spec/architecture.md): formats -> matmul / cost_models -> quant
 -> eval -> dse -> report -> cli.  Sub-packages are imported lazily by their users.
 """
 

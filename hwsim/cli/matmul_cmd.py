@@ -38,5 +38,5 @@ def handler(args: argparse.Namespace) -> int:
     print(f"max |{args.accumulator} - exact| = {float(np.max(np.abs(y - ex))):.3e}")
     print(f"max |fake - exact| = {r.fake_vs_exact_max:.3e}   max |fp32 - exact| = {r.fp32_vs_exact_max:.3e}   "
           f"fake != fp32 on {100 * r.frac_fake_ne_fp32:.1f}% of outputs")
-    print(f"matmul.md §7 bounds hold: fp32 {r.fp32_within_bound}, fake {r.fake_within_bound}")
+    print(f"docs/spec/matmul.md §7 bounds hold: fp32 {r.fp32_within_bound}, fake {r.fake_within_bound}")
     return 0

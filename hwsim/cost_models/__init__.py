@@ -4,7 +4,7 @@ Components with cited reference points and named scaling laws (``components``) c
 datapath units sized by the format specs (``units``), units into an R x C systolic array
 (``array``), and the GEMMs of a quantized model (``workload``) drive the array; energy is
 sum(action count x energy per action). ``fpga`` holds the LUT model of the LQER-paper comparison.
-Spec: shared/spec/cost_model.md. Imports hwsim.formats only.
+Spec: docs/spec/cost_model.md. Imports hwsim.formats only.
 """
 
 from . import fpga

@@ -1,4 +1,4 @@
-"""R x C systolic array: WS/OS/IS dataflows, SRAM/DRAM traffic, stalls, area, energy (section 5).
+"""R x C systolic array: WS/OS/IS dataflows, SRAM/DRAM traffic, stalls, area, energy (docs/spec/cost_model.md §5).
 
 All quantities are closed forms (SCALE-Sim's mapping, Samajdar et al., ISPASS 2020), evaluated
 with numpy so that a sweep over array shapes and dataflows is one vectorised call
@@ -44,7 +44,7 @@ def _cdiv(a, b):
 
 
 class Flow(NamedTuple):
-    """One dataflow's closed forms (cost_model.md §5): the mapping of the GEMM onto the array and how
+    """One dataflow's closed forms (docs/spec/cost_model.md §5): the mapping of the GEMM onto the array and how
     often each operand passes through its SRAM port, in terms of the fold counts F_R, F_C.
 
     S_R x S_C is the matrix mapped onto R x C PEs (F_R = ceil(S_R/R) by F_C = ceil(S_C/C) folds),

@@ -1,4 +1,4 @@
-"""Calibration table: model components vs published reference points (cost_model.md section 3)."""
+"""Calibration table: model components vs published reference points (docs/spec/cost_model.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Primitive and compound hardware components (cost_model.md section 3).
+"""Primitive and compound hardware components (docs/spec/cost_model.md §3).
 
 Each component is a small frozen dataclass with a library reference point and one named scaling
 law, exposing ``area_um2`` (um^2), ``actions`` (action name -> pJ) and ``leak_w`` (W, 0).

@@ -2,7 +2,7 @@
 
 :func:`describe` turns a format name or spec into a :class:`FormatInfo` of plain integers
 (element bits, significand, exponent range, block size, scale and zero-point bits, ...), using
-only the documented spec accessors (formats.md section 1.6: ``element_bits``,
+only the documented spec accessors (docs/spec/formats.md §1.6: ``element_bits``,
 ``significand_bits``, ``exponent_bits``, ``scale_bits``, ``block_size``, ``is_block``,
 ``is_integer``, ``bits_per_element``, and the ``elem`` / ``scale`` / ``granularity`` fields).
 Names are never parsed here.
@@ -98,7 +98,7 @@ class FormatInfo:
         return float(self.element_bits)
 
     def nbytes(self, rows: int, k: int) -> int:
-        """Packed bytes of a rows x k tensor quantized along k (formats.md section 5 footprint)."""
+        """Packed bytes of a rows x k tensor quantized along k (docs/spec/formats.md §5 footprint)."""
         n_codes = rows * self.padded(k)
         if self.granularity == "tensor":
             n_scales = 1

@@ -1,4 +1,4 @@
-"""FPGA LUT model and the LQER-paper comparison mode (cost_model.md section 7).
+"""FPGA LUT model and the LQER-paper comparison mode (docs/spec/cost_model.md §7).
 
 The published numbers are post-synthesis FPGA resource counts ("FPGA LUT (HLS design)") of the
 MASE HLS designs for one token through one 4096 -> 11008 layer on 16-lane dot-product engines,
@@ -61,7 +61,7 @@ def shifter_mux_bits(width: int, positions: int) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# design inventories (section 7.4), P = 16 lanes
+# design inventories (docs/spec/cost_model.md §7.4), P = 16 lanes
 # --------------------------------------------------------------------------------------------
 
 def fp16_engine() -> Inventory:
@@ -107,7 +107,7 @@ def l2qer_mxint(a_bits: int, w_bits: int, branch_bits: int | None = None, branch
 
 
 def llm_int4(acc_bits: int = 32) -> Inventory:
-    """LLM.int4(): fp16 outlier engine + int4 engine + quantize/gather/scatter (section 7.4)."""
+    """LLM.int4(): fp16 outlier engine + int4 engine + quantize/gather/scatter (docs/spec/cost_model.md §7.4)."""
     return Inventory(engines=4, fp16_ops=32 + 32 + 32 + 16 + 16 + 16, bitprods=LANES * 4 * 4,
                      adder_bits=LANES * acc_bits + LANES * 16, mux_bits=LANES * 16)
 
@@ -118,7 +118,7 @@ def gptq_awq_w4() -> Inventory:
 
 
 # --------------------------------------------------------------------------------------------
-# published table (section 7.2)
+# published table (docs/spec/cost_model.md §7.2)
 # --------------------------------------------------------------------------------------------
 
 PUBLISHED = (
@@ -180,7 +180,7 @@ def load_constants() -> dict:
 
 def write_constants(fit: dict, path: Path = DATA_FILE) -> None:
     lines = ["# FPGA LUT model constants, fitted once over the seven rows of the LQER hw-perf table",
-             "# (cost_model.md section 7.3) by bounded least squares on relative residuals.",
+             "# (docs/spec/cost_model.md §7.3) by bounded least squares on relative residuals.",
              "# Regenerate with `hwsim cost fit-fpga`. Floors: UltraScale+ fabric.",
              f"acc_bits = {fit['acc_bits']}", "", "[constants]"]
     lines += [f"{k} = {v!r}" for k, v in fit["constants"].items()]

@@ -1,7 +1,7 @@
 """The scaling laws of the cost model: pure functions of a coefficient dict (a leaf module).
 
 Every law maps a component's parameters to ``(area um^2, energy pJ)`` at the library node, from the
-coefficients that ``tech.Technology`` fits to its reference points (cost_model.md §3). ``tech``
+coefficients that ``tech.Technology`` fits to its reference points (docs/spec/cost_model.md §3). ``tech``
 uses them to fit the FP calibration factors, ``components`` to cost each component; neither
 formula is written anywhere else. The FP units are written once, as lists of terms
 (``fp_mul_terms`` / ``fp_add_terms``): ``components.FPMultiplier.parts()`` builds its parts from
@@ -78,7 +78,7 @@ def sum_terms(c, terms) -> AE:
 
 
 def p_fpmul_raw(c, e, m) -> AE:
-    """FP multiplier before its calibration factor kappa (cost_model.md §3)."""
+    """FP multiplier before its calibration factor kappa (docs/spec/cost_model.md §3)."""
     return sum_terms(c, fp_mul_terms(e, m))
 
 

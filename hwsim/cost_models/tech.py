@@ -1,4 +1,4 @@
-"""Technology data: libraries, node scaling, DRAM table, overrides (cost_model.md section 2).
+"""Technology data: libraries, node scaling, DRAM table, overrides (docs/spec/cost_model.md §2).
 
 Numbers live in ``hwsim/cost_models/data/*.toml``; this module reads them and derives the
 primitive coefficients (per-bit adder cost, multiplier ``pp_cpa`` law, register / comparator / mux

@@ -1,4 +1,4 @@
-"""Datapath units derived from format specs (cost_model.md section 4).
+"""Datapath units derived from format specs (docs/spec/cost_model.md §4).
 
 A :class:`Unit` is a named set of compounds, one per action (``mac``, ``block_dot``,
 ``dequant``, ``quantize``/``scale``, ``rescale``); its area is the sum of all compounds' areas.

@@ -1,4 +1,4 @@
-"""Workload mapping: a quantized model description -> GEMMs and vector ops (cost_model.md section 6).
+"""Workload mapping: a quantized model description -> GEMMs and vector ops (docs/spec/cost_model.md §6).
 
 Inputs are plain records (:class:`ModelSpec`, :class:`LinearSpec`, :class:`LowRank`). Builders:
 :func:`from_config` (a transformers config, a dict, a local path or a known model name, plus one

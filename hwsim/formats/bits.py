@@ -2,7 +2,7 @@
 
 The exact kernels decompose an fp32 number into (sign, integer significand m < 2**24, exponent of
 its least significant bit) and work on integers; the numbers below are the IEEE 754 binary32
-layout they read (docs/formats.md §2). ``POW2_F32`` is the one table of powers of two that the
+layout they read (docs/spec/formats.md §0). ``POW2_F32`` is the one table of powers of two that the
 numba, torch and matmul paths index; it is built from bit patterns, never with exp2/pow.
 """
 
@@ -72,5 +72,5 @@ def bitlen_t(v):
 
 
 def code_dtype_bits(bits: int) -> int:
-    """Container width for codes of ``bits`` bits: 8, 16 or 32 (formats.md §5)."""
+    """Container width for codes of ``bits`` bits: 8, 16 or 32 (docs/spec/formats.md §5)."""
     return 8 if bits <= 8 else (16 if bits <= 16 else 32)

@@ -1,4 +1,4 @@
-"""The numpy codec: encode and decode with the numba kernels (formats.md §2-§3).
+"""The numpy codec: encode and decode with the numba kernels (docs/spec/formats.md §2-§3).
 
 ``api.py`` validates the arguments and dispatches here for numpy inputs (``torch_ops`` for torch
 tensors). The encoders return :class:`Encoded` fields, from which ``api`` builds the ``QTensor``;
@@ -327,7 +327,7 @@ def decode_numpy(spec, q: Encoded, shape, axis: int) -> np.ndarray:
 
 
 def int_values(q):
-    """Signed element integers in units of the element quantum (formats.md §5; matmul.md §3)."""
+    """Signed element integers in units of the element quantum (docs/spec/formats.md §5; docs/spec/matmul.md §3)."""
     spec = q.spec
     torch_in = is_torch(q.codes)
     codes = q.codes

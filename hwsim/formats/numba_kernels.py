@@ -1,4 +1,4 @@
-"""numba CPU codec kernels: exact integer arithmetic on fp32 bit patterns (formats.md §2-§3).
+"""numba CPU codec kernels: exact integer arithmetic on fp32 bit patterns (docs/spec/formats.md §2-§3).
 
 Every element is decomposed into (sign, significand m < 2**24, exponent of its LSB) and rounded to
 the target step with integer shifts, so no float log2/exp2/division appears in the exact paths.
@@ -516,7 +516,7 @@ def block_decode(codes, scales, B, L, P, sc_bias, sc_nan, out, pow2):
 
 @nb.njit(parallel=True, cache=True)
 def elem_codec(xb, P, mode, seed_lo, seed_hi, codes, out, write_codes, write_out, pow2, idx):
-    """Standalone element formats on a flat fp32-bit array (non-finite per formats.md §3.1).
+    """Standalone element formats on a flat fp32-bit array (non-finite per docs/spec/formats.md §3.1).
 
     ``idx`` (int64, or empty for 0..n-1) gives each element's logical flat index for SR.
     Returns the number of NaN inputs mapped to -0 (formats without a NaN code)."""

@@ -1,4 +1,4 @@
-"""QTensor: element codes + scale codes + spec + logical shape (formats.md §5), and bit packing."""
+"""QTensor: element codes + scale codes + spec + logical shape (docs/spec/formats.md §5), and bit packing."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ class QTensor:
         return n
 
     def pack(self) -> "PackedQTensor":
-        """Pack codes, scales and zero points LSB-first into byte streams (formats.md §5)."""
+        """Pack codes, scales and zero points LSB-first into byte streams (docs/spec/formats.md §5)."""
         spec = self.spec
         codes = _to_numpy(self.codes)
         scales = None if self.scales is None else pack_bits(_to_numpy(self.scales), spec.scale_bits)

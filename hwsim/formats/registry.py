@@ -1,4 +1,4 @@
-"""Named presets and the name grammar (formats.md §4): ``get(name)`` and ``format_name(spec)``."""
+"""Named presets and the name grammar (docs/spec/formats.md §4): ``get(name)`` and ``format_name(spec)``."""
 
 from __future__ import annotations
 
@@ -170,7 +170,7 @@ def _mx(name: str, elem, mods) -> BlockSpec:
 
 
 def get(name_or_spec):
-    """Return the spec for a name (formats.md §4 grammar) or a spec object unchanged."""
+    """Return the spec for a name (docs/spec/formats.md §4 grammar) or a spec object unchanged."""
     if isinstance(name_or_spec, (BlockSpec, FloatElem, ScaledIntSpec)):
         return name_or_spec
     if isinstance(name_or_spec, str):

@@ -3,7 +3,7 @@
 A ``FormatSpec`` is one of :class:`FloatElem` (element-only minifloat / IEEE formats),
 :class:`BlockSpec` (MX, BFP, NVFP4) or :class:`ScaledIntSpec` (classic PTQ integers).
 :class:`IntElem`, :class:`ExpScale` and :class:`FloatScale` are building blocks.
-Semantics: ``shared/spec/formats.md`` §1.
+Semantics: ``docs/spec/formats.md`` §1.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class NonFiniteWarning(UserWarning):
 
 
 class Rounding(str, enum.Enum):
-    """Element rounding modes (formats.md §2)."""
+    """Element rounding modes (docs/spec/formats.md §2)."""
 
     RNE = "rne"  # nearest, ties to even
     RNA = "rna"  # nearest, ties away from zero
@@ -52,7 +52,7 @@ _ROUNDING_CODES = {Rounding.RNE: MODE_RNE, Rounding.RNA: MODE_RNA, Rounding.RTZ:
 
 
 class Rule(str, enum.Enum):
-    """Shared-exponent rules (formats.md §1.4)."""
+    """Shared-exponent rules (docs/spec/formats.md §1.4)."""
 
     FLOOR = "floor"
     CEIL = "ceil"
@@ -69,7 +69,7 @@ RULE_FLOOR, RULE_CEIL, RULE_RCEIL, RULE_RATIO = range(4)
 _RULE_CODES = {Rule.FLOOR: RULE_FLOOR, Rule.CEIL: RULE_CEIL, Rule.RCEIL: RULE_RCEIL,
                Rule.RATIO: RULE_RATIO}
 
-# FloatElem.specials as an integer: which codes at the top exponent are Inf / NaN (formats.md §1.2)
+# FloatElem.specials as an integer: which codes at the top exponent are Inf / NaN (docs/spec/formats.md §1.2)
 SPECIALS_IEEE, SPECIALS_FN, SPECIALS_NONE = range(3)
 SPECIALS_CODE = {"ieee": SPECIALS_IEEE, "fn": SPECIALS_FN, "none": SPECIALS_NONE}
 
@@ -94,7 +94,7 @@ def _coerce_rounding(spec, name: str = "rounding") -> None:
 
 
 class _Derived:
-    """Derived quantities shared by every spec (formats.md §1.6)."""
+    """Derived quantities shared by every spec (docs/spec/formats.md §1.6)."""
 
     @property
     def name(self) -> str:
@@ -111,7 +111,7 @@ class _Derived:
 
 @dataclass(frozen=True)
 class IntElem(_Derived):
-    """Integer element: value = c * 2**ie (formats.md §1.1)."""
+    """Integer element: value = c * 2**ie (docs/spec/formats.md §1.1)."""
 
     bits: int
     signed: bool = True
@@ -168,7 +168,7 @@ class IntElem(_Derived):
 
 @dataclass(frozen=True)
 class FloatElem(_Derived):
-    """Minifloat / IEEE element (formats.md §1.2). ``mbits`` counts stored mantissa bits only."""
+    """Minifloat / IEEE element (docs/spec/formats.md §1.2). ``mbits`` counts stored mantissa bits only."""
 
     ebits: int
     mbits: int
@@ -262,7 +262,7 @@ class FloatElem(_Derived):
 
 @dataclass(frozen=True)
 class ExpScale(_Derived):
-    """Power-of-two scale 2**(code - bias) (formats.md §1.3)."""
+    """Power-of-two scale 2**(code - bias) (docs/spec/formats.md §1.3)."""
 
     bits: int = 8
     bias: int = 127
@@ -317,7 +317,7 @@ E2M3 = FloatElem(2, 3, 1, "none")
 E2M1 = FloatElem(2, 1, 1, "none")
 UE4M3 = FloatScale(E4M3, unsigned=True)
 
-# NVFP4 (formats.md §3.4): block scale s_b = RNE_E4M3(amax_b / 6 / s_t) with the tensor scale
+# NVFP4 (docs/spec/formats.md §3.4): block scale s_b = RNE_E4M3(amax_b / 6 / s_t) with the tensor scale
 # s_t = amax / (6 * 448), so that the largest element times the largest block scale meets amax.
 NVFP4_ELEM_MAX = E2M1.max_value                         # 6.0
 NVFP4_SCALE_MAX = E4M3.max_value                        # 448.0
@@ -394,7 +394,7 @@ GRANULARITIES = ("tensor", "channel", "token", "group")
 
 @dataclass(frozen=True)
 class ScaledIntSpec(_Derived):
-    """Classic PTQ integer with a float scale per tensor/channel/token/group (formats.md §1.5)."""
+    """Classic PTQ integer with a float scale per tensor/channel/token/group (docs/spec/formats.md §1.5)."""
 
     bits: int
     granularity: str = "tensor"
@@ -487,7 +487,7 @@ def elem_of(spec):
 
 
 # ---------------------------------------------------------------------------------------------
-# Canonical names (formats.md §4): the inverse of registry.parse, kept here so that a spec knows
+# Canonical names (docs/spec/formats.md §4): the inverse of registry.parse, kept here so that a spec knows
 # its own name without importing the registry.
 # ---------------------------------------------------------------------------------------------
 

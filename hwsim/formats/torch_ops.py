@@ -230,7 +230,7 @@ _TORCH_UINT = {8: torch.uint8, 16: torch.uint16, 32: torch.uint32}
 
 
 def _code_tensor(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """Codes in the unsigned container of formats.md §5 (uint8 / uint16 / uint32)."""
+    """Codes in the unsigned container of docs/spec/formats.md §5 (uint8 / uint16 / uint32)."""
     return codes.to(_TORCH_UINT[code_dtype_bits(bits)])
 
 

@@ -1,4 +1,4 @@
-"""hwsim.matmul: the bit-exact block-scaled matmul core (matmul.md).
+"""hwsim.matmul: the bit-exact block-scaled matmul core (docs/spec/matmul.md).
 
 ``matmul(a, b, accumulator="fp32", out_format=None, mode="exact", backend="auto", bias=None)``
 computes what an MX/BFP/NVFP4/scaled-int dot-product datapath computes, bit for bit, on the numba

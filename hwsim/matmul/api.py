@@ -36,7 +36,7 @@ def _check_acc_support(p: Prepared, acc, backend: str) -> None:
 
 
 def _cast_out(y, out, lib: str):
-    """Cast an fp32 result to the output format (matmul.md §6)."""
+    """Cast an fp32 result to the output format (docs/spec/matmul.md §6)."""
     if not isinstance(out, str):
         import hwsim.formats as F
 
@@ -62,7 +62,7 @@ def _reshape_out(y, p: Prepared):
 
 def matmul(a, b, *, accumulator="fp32", out_format=None, mode: str = "exact", backend: str = "auto",
            bias=None):
-    """y = a @ b as a block-scaled datapath computes it (matmul.md).
+    """y = a @ b as a block-scaled datapath computes it (docs/spec/matmul.md).
 
     a: QTensor [..., M, K] blocked along its last axis; b: QTensor [K, N] blocked along axis 0
     (a [N, K] weight quantized along -1 is passed as ``w_q.T``). accumulator: "fp32" (default),
@@ -134,7 +134,7 @@ def _np(x):
 # when a path needs them.
 _MODULES = {"numba": "reference", "gemm": "gemm", "torch": "torch_backend", "triton": "triton_backend"}
 
-# The preference lists (docs/matmul.md §8): the first backend that covers the problem runs; one
+# The preference lists (docs/spec/matmul.md §8): the first backend that covers the problem runs; one
 # whose run() returns None (NaN/Inf element codes, found while converting) passes to the next.
 AUTO_CUDA = ("triton", "gemm", "torch")      # backend="auto", CUDA tensors
 AUTO_CPU = ("gemm", "numba", "torch")        # backend="auto", numpy or CPU torch operands
@@ -254,7 +254,7 @@ class MatmulErrorReport:
     """Differences between fake, exact-fp32 and exact-exact results of one operand pair.
 
     All errors are absolute, in float64, over all finite outputs; ``*_rel`` divide by
-    max |exact|. ``bound_fp32`` / ``bound_fake`` are the matmul.md §7 bounds (max over outputs)
+    max |exact|. ``bound_fp32`` / ``bound_fake`` are the docs/spec/matmul.md §7 bounds (max over outputs)
     and ``*_within_bound`` say whether every output satisfies its bound.
     """
 
@@ -280,7 +280,7 @@ def error_report(a, b, *, backend: str = "auto") -> MatmulErrorReport:
     fin = np.isfinite(exact) & np.isfinite(fp32) & np.isfinite(fake)
     d = lambda x, y: float(np.max(np.abs(x - y)[fin], initial=0.0))  # noqa: E731
     scale = float(np.max(np.abs(exact[fin]), initial=0.0)) or 1.0
-    # bounds (matmul.md §7) need sum_k |a_k b_k| and sum_j |P_j|: use dequantized |a| @ |b| (exact in fp64
+    # bounds (docs/spec/matmul.md §7) need sum_k |a_k b_k| and sum_j |P_j|: use dequantized |a| @ |b| (exact in fp64
     # for MX/BFP; an upper bound of sum_j |P_j| as well)
     xa = np.abs(_np(_dequant(a)).astype(np.float64)).reshape(-1, a.shape[-1])
     xb = np.abs(_np(_dequant(b)).astype(np.float64))

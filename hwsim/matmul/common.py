@@ -7,7 +7,7 @@
 - :func:`epilogue`: the NVFP4 tensor scales and the bias on an fp32 result (numpy or torch).
 
 A backend is a module with ``NAME``, ``covers(p, acc) -> bool`` and
-``run(p, acc, out, bias) -> array | None`` (docs/matmul.md §8); ``api.matmul`` picks one.
+``run(p, acc, out, bias) -> array | None`` (docs/spec/matmul.md §8); ``api.matmul`` picks one.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def tensor_scale(p) -> np.float32 | None:
 
 
 def epilogue(y, p, bias):
-    """RNE32(y * RNE32(tA tB)) for NVFP4 operands, then RNE32(y + bias) (matmul.md §6), on an fp32
+    """RNE32(y * RNE32(tA tB)) for NVFP4 operands, then RNE32(y + bias) (docs/spec/matmul.md §6), on an fp32
     [M, N] result ``y`` of either library; ``bias`` (fp32 [N]) may be of either library too."""
     t = tensor_scale(p)
     if is_torch(y):

@@ -1,4 +1,4 @@
-"""Accumulator and datapath specs of the block-scaled dot-product core (matmul.md §1, §5, §12).
+"""Accumulator and datapath specs of the block-scaled dot-product core (docs/spec/matmul.md §1, §5, §12).
 
 Every width here is read from the format specs of ``hwsim.formats``; nothing is retyped.
 """
@@ -25,7 +25,7 @@ class Fp32Acc:
 
 @dataclass(frozen=True)
 class FixedAcc:
-    """W-bit two's-complement fixed-point accumulator with F fractional bits (matmul.md §5).
+    """W-bit two's-complement fixed-point accumulator with F fractional bits (docs/spec/matmul.md §5).
 
     t <- rnd(P_j * 2**F) with ``rounding`` in {"truncate" (toward -inf), "rne"};
     A <- ovf(A + t) with ``overflow`` in {"saturate", "wrap"}; output RNE32(A * 2**-F).
@@ -124,7 +124,7 @@ class OperandFacts:
 
     @property
     def int8_exact(self) -> bool:
-        """The integer view fits int8 (Triton tensor-core path, matmul.md §8.3)."""
+        """The integer view fits int8 (Triton tensor-core path, docs/spec/matmul.md §8.3)."""
         # k_max may be 128 only through the negative end (two's complement -2**(b-1))
         pos_ok = self.k_max <= 127 or (self.k_max == 128 and self.k_min == -128 and self.is_twos)
         return pos_ok and self.k_min >= -128 and not self.has_specials
@@ -164,7 +164,7 @@ def operand_facts(fmt: Any, which: str = "a") -> OperandFacts:
 
 
 def segment_length(block_a: int | None, block_b: int | None, K: int) -> int:
-    """L = min(B_a, B_b) (matmul.md §2); a whole-K scale counts as an unbounded block."""
+    """L = min(B_a, B_b) (docs/spec/matmul.md §2); a whole-K scale counts as an unbounded block."""
     blocks = [b for b in (block_a, block_b) if b is not None]
     if not blocks:
         return max(int(K), 1)
@@ -179,7 +179,7 @@ def segment_length(block_a: int | None, block_b: int | None, K: int) -> int:
 class DatapathSpec:
     """A (a_fmt x b_fmt) block dot-product datapath with its accumulator and output format.
 
-    This is what ``cost_models`` reads (matmul.md §12): element widths, the segment length L,
+    This is what ``cost_models`` reads (docs/spec/matmul.md §12): element widths, the segment length L,
     the exact segment-sum width, the scale kinds and the accumulator.
     """
 
@@ -224,7 +224,7 @@ class DatapathSpec:
 
     @property
     def case(self) -> str:
-        """"P" when both scales are powers of two, else "G" (matmul.md §4)."""
+        """"P" when both scales are powers of two, else "G" (docs/spec/matmul.md §4)."""
         return "P" if self.facts_a.kind == "P" and self.facts_b.kind == "P" else "G"
 
     def segment_length(self, K: int | None = None) -> int | None:
@@ -235,14 +235,14 @@ class DatapathSpec:
         return segment_length(fa.block, fb.block, K or 0)
 
     def max_segment_sum(self, K: int | None = None) -> int:
-        """Bound L * k_max,A * k_max,B on |S_j| (matmul.md §3)."""
+        """Bound L * k_max,A * k_max,B on |S_j| (docs/spec/matmul.md §3)."""
         L = self.segment_length(K)
         if L is None:
             raise ValueError("segment length depends on K for whole-K scales; pass K")
         return L * self.facts_a.k_max * self.facts_b.k_max
 
     def sum_bits(self, K: int | None = None) -> int:
-        """Exact segment-sum width incl. sign: ceil(log2(L*k_max,A*k_max,B + 1)) + 1 (matmul.md §12)."""
+        """Exact segment-sum width incl. sign: ceil(log2(L*k_max,A*k_max,B + 1)) + 1 (docs/spec/matmul.md §12)."""
         return math.ceil(math.log2(self.max_segment_sum(K) + 1)) + 1
 
     @property

@@ -2,7 +2,7 @@
 
 One accumulator is an int64 array of ``NLIMB`` limbs; limb i holds the bits of weight
 2**(BASE + 32 i) .. 2**(BASE + 32 i + 31), so the array spans 2**-736 .. 2**672, which covers every
-segment product of E8M0-scaled operands (about 650 bits, matmul.md §4) with room for carries. Limbs
+segment product of E8M0-scaled operands (about 650 bits, docs/spec/matmul.md §4) with room for carries. Limbs
 are allowed to leave [0, 2**32) between normalisations (int64 headroom), and the top limb carries
 the sign. ``limb_round`` returns the value rounded once (RNE) to a given precision and quantum.
 The ExactAcc kernel (``reference.mm_exact_kernel``) adds S_j * 2**E_j with ``limb_add``.

@@ -1,4 +1,4 @@
-"""GEMM path of the torch backend for the fp32 accumulator (matmul.md §8.2; CPU and CUDA).
+"""GEMM path of the torch backend for the fp32 accumulator (docs/spec/matmul.md §8.2; CPU and CUDA).
 
 Every segment sum S_j is computed by one batched float GEMM over all (or a chunk of) segments,
 ``bmm([J, M, L], [J, L, N])``, which is exact because the integer partial sums stay below 2**24

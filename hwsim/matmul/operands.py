@@ -1,4 +1,4 @@
-"""From two QTensors to the integer view every backend consumes (matmul.md §1-§4).
+"""From two QTensors to the integer view every backend consumes (docs/spec/matmul.md §1-§4).
 
 ``Prepared`` holds, for A [M, K] and B [K, N] (B stored transposed as [N, Kseg]):
 element integers k (int64, zero-padded to J*L along K), optional element-special flags
@@ -165,7 +165,7 @@ def exp_to_d(E: np.ndarray) -> np.ndarray:
 
 
 def prepare(a, b) -> Prepared:
-    """Validate the operand pair and build its integer view (matmul.md §1-§2)."""
+    """Validate the operand pair and build its integer view (docs/spec/matmul.md §1-§2)."""
     import hwsim.formats as F
 
     for name, q in (("a", a), ("b", b)):

@@ -1,4 +1,4 @@
-"""numba CPU reference of the block-scaled matmul core (matmul.md §8.1).
+"""numba CPU reference of the block-scaled matmul core (docs/spec/matmul.md §8.1).
 
 Kernels take the integer view built by ``operands.prepare``: prange over output rows m, segments
 in increasing j, exact int64 (or two-limb) segment sums, the exact two-step ldexp, and the fp32 /

@@ -1,4 +1,4 @@
-"""torch backend (CPU or CUDA), vectorized over M and N, segments in increasing K (matmul.md §8.2).
+"""torch backend (CPU or CUDA), vectorized over M and N, segments in increasing K (docs/spec/matmul.md §8.2).
 
 ``backend="torch"`` tries the batched-GEMM path (``gemm.py``) first for the fp32 accumulator (sums
 of at most 53 bits, element codes of at most 8 bits without NaN/Inf; ``api`` orders the two).

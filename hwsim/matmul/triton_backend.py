@@ -1,4 +1,4 @@
-"""Triton fast path (matmul.md §8.3): int8 tl.dot per K segment, exact ldexp, fp32 accumulation.
+"""Triton fast path (docs/spec/matmul.md §8.3): int8 tl.dot per K segment, exact ldexp, fp32 accumulation.
 
 Covers operands whose integer view fits int8 (MX/BFP ints up to 8 bits, symmetric scaled ints,
 E2M1 and E2M3 minifloats) with the fp32 accumulator. triton is an optional dependency and is

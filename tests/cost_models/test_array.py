@@ -1,4 +1,4 @@
-"""Systolic-array closed forms, traffic and bad input (cost_model.md sections 5 and 8)."""
+"""Systolic-array closed forms, traffic and bad input (docs/spec/cost_model.md sections 5 and 8)."""
 
 import math
 

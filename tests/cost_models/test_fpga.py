@@ -1,4 +1,4 @@
-"""LQER-paper comparison mode (cost_model.md section 7.5)."""
+"""LQER-paper comparison mode (docs/spec/cost_model.md §7.5)."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""Technology data, node scaling and component calibration (cost_model.md sections 2, 3, 8)."""
+"""Technology data, node scaling and component calibration (docs/spec/cost_model.md sections 2, 3, 8)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Datapath units and 'more bits never cost less' properties (cost_model.md sections 4 and 8)."""
+"""Datapath units and 'more bits never cost less' properties (docs/spec/cost_model.md sections 4 and 8)."""
 
 import dataclasses
 

@@ -1,4 +1,4 @@
-"""Workload mapping, op counts and the CLI (cost_model.md sections 6 and 8)."""
+"""Workload mapping, op counts and the CLI (docs/spec/cost_model.md sections 6 and 8)."""
 
 import pytest
 

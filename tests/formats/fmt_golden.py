@@ -1,4 +1,4 @@
-"""Golden vectors of formats.md §6, as data (shared by the golden tests and the oracle self-check).
+"""Golden vectors of docs/spec/formats.md §6, as data (shared by the golden tests and the oracle self-check).
 
 Each block case: (fmt, inputs, scale byte (or list of per-block bytes), codes, decoded). Inputs not
 listed are 0 (a short input is zero-padded by the block tail rule, which is the same thing).
@@ -120,7 +120,7 @@ G8_CODES1 = [1, 2, 2, 3, 4, 5, 6, 6] + [0] * 24
 G8_DEC1 = [0.125, 0.25, 0.25, 0.375, 0.5, 0.625, 0.75, 0.75]
 G8_PACKED1 = bytes([0x21, 0x32, 0x54, 0x66] + [0] * 12)
 
-# ---------------------------------------------------------------- pack examples (§5)
+# ---------------------------------------------------------------- pack examples (docs/spec/formats.md §5)
 # (format used to carry the codes, codes, bytes)
 PACK_EXAMPLES = [
     ("fp4_e2m1", [0x1, 0x2, 0xF, 0x8], bytes([0x21, 0x8F])),

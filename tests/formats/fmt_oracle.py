@@ -1,4 +1,4 @@
-"""Independent numpy oracles for hwsim.formats tests (formats.md §7).
+"""Independent numpy oracles for hwsim.formats tests (docs/spec/formats.md §7).
 
 Built only from the spec text, ``np.frexp``/``np.ldexp`` (exact in float64) and ml_dtypes casts.
 Nothing here imports hwsim: the oracle must be able to disagree with the implementation.
@@ -7,7 +7,7 @@ Notes on the oracle itself:
 - ml_dtypes casts float64 -> minifloat through float32 (double rounding), so every value handed
   to an ml_dtypes cast is first made exact in float32 (values below 2^-126 are far below every
   minifloat quantum and round to zero either way).
-- ml_dtypes casts do not saturate E4M3/E5M2, so values are clipped first (§7.1).
+- ml_dtypes casts do not saturate E4M3/E5M2, so values are clipped first (docs/spec/formats.md §7.1).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def philox_first_word(counter, key) -> np.ndarray:
 
 
 def philox_r(seed: int, idx) -> np.ndarray:
-    """r(i) of formats.md §2 for a uint64 seed and flat indices idx (uint64 array)."""
+    """r(i) of docs/spec/formats.md §2 for a uint64 seed and flat indices idx (uint64 array)."""
     idx = np.asarray(idx, dtype=np.uint64)
     seed = int(seed)
     key = (np.uint64(seed & 0xFFFFFFFF), np.uint64((seed >> 32) & 0xFFFFFFFF))
@@ -56,7 +56,7 @@ def philox_r(seed: int, idx) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- rounding
 def round_to_int(v: np.ndarray, mode: str, r: np.ndarray | None = None) -> np.ndarray:
-    """Integer chosen for the exact value v (float64, integer-valued result), table of §2."""
+    """Integer chosen for the exact value v (float64, integer-valued result), table of docs/spec/formats.md §2."""
     v = np.asarray(v, dtype=np.float64)
     a = np.abs(v)
     t = np.floor(a)
@@ -106,7 +106,7 @@ FLOAT_ELEMS = {"fp8_e4m3": E4M3, "fp8_e5m2": E5M2, "fp6_e3m2": E3M2, "fp6_e2m3":
 
 
 def float_round(v: np.ndarray, fe: OFloat, mode: str, r=None) -> np.ndarray:
-    """§3.1 float element rounding of exact v (float64), saturating; keeps the sign of zero."""
+    """docs/spec/formats.md §3.1 float element rounding of exact v (float64), saturating; keeps the sign of zero."""
     v = np.asarray(v, dtype=np.float64)
     if mode == "rne":
         # ml_dtypes cast (RNE); make the value exact in fp32 first (see module note), clip first.
@@ -201,7 +201,7 @@ _BFP_RE = re.compile(r"^bfp([2-8])((?:_[a-z0-9]+)*)$")
 
 
 def parse_block(name: str) -> OBlock:
-    """Parse an MX/BFP name (formats.md §4 grammar) into oracle parameters, independently of hwsim."""
+    """Parse an MX/BFP name (docs/spec/formats.md §4 grammar) into oracle parameters, independently of hwsim."""
     name = name.lower()
     m = _MX_RE.match(name)
     if m:
@@ -263,7 +263,7 @@ def _blocks(x: np.ndarray, axis: int, B: int):
 
 
 def block_quantize(x, name_or_spec, axis: int = -1, rounding: str | None = None, seed=None):
-    """Oracle for MX/BFP quantize (formats.md §1.4, §3.2). x: float32-valued array (finite for BFP).
+    """Oracle for MX/BFP quantize (docs/spec/formats.md §1.4, §3.2). x: float32-valued array (finite for BFP).
 
     Returns dict(codes [padded shape, uint8], scales [axis -> n_blocks, int64], decoded [float32,
     original shape]).
@@ -329,7 +329,7 @@ CODE_DT = {8: np.uint8, 6: np.uint8, 4: np.uint8, 16: np.uint16, 32: np.uint32}
 
 
 def element_cast(x32: np.ndarray, name: str, clip: bool = True):
-    """ml_dtypes / numpy cast oracle of a standalone element format (§7.1). Returns (codes, values)."""
+    """ml_dtypes / numpy cast oracle of a standalone element format (docs/spec/formats.md §7.1). Returns (codes, values)."""
     dt = STANDALONE_DT[name]
     xx = np.asarray(x32, np.float32)
     if clip and name in STANDALONE_MAX:
@@ -342,7 +342,7 @@ def element_cast(x32: np.ndarray, name: str, clip: bool = True):
 
 # ----------------------------------------------------------------------------- scaled ints / NVFP4
 def _fp_cast_scale(s32: np.ndarray, sdt: str) -> np.ndarray:
-    """§3.3 step 3: cast to the scale dtype (RNE, saturating), zero -> smallest normal."""
+    """docs/spec/formats.md §3.3 step 3: cast to the scale dtype (RNE, saturating), zero -> smallest normal."""
     if sdt == "fp16":
         y = np.clip(s32, -65504.0, 65504.0).astype(np.float16)
         smin = np.float16(2.0 ** -14)
@@ -363,7 +363,7 @@ def _fp_cast_scale(s32: np.ndarray, sdt: str) -> np.ndarray:
 def scaled_int_quantize(x, bits: int, gran: str, group: int | None = None, asym: bool = False,
                         half_range: bool = False, sdt: str = "fp16", axis: int = -1,
                         rounding: str = "rne", seed=None):
-    """Oracle for §3.3 without clipping. Returns dict(codes uint8 (padded), scales bits, zero_points,
+    """Oracle for docs/spec/formats.md §3.3 without clipping. Returns dict(codes uint8 (padded), scales bits, zero_points,
     decoded). Scale shape: axis length -> number of slices along it; tensor: all ones."""
     x = np.asarray(x, dtype=np.float32)
     axis = axis % x.ndim
@@ -407,7 +407,7 @@ def scaled_int_quantize(x, bits: int, gran: str, group: int | None = None, asym:
                 "zero_points": None if zc is None else zc.reshape(shp1),
                 "decoded": dec.reshape(x.shape)}
     codes = codes.reshape(codes.shape[:-2] + (nb * G,))
-    codes[..., L:] = 0  # padded positions hold zero codes (§1.4), also for asymmetric formats
+    codes[..., L:] = 0  # padded positions hold zero codes (docs/spec/formats.md §1.4), also for asymmetric formats
     codes = np.moveaxis(codes, -1, axis)
     sbits = np.moveaxis(sbits, -1, axis)
     dec = np.moveaxis(dec.reshape(dec.shape[:-2] + (nb * G,))[..., :L], -1, axis)
@@ -416,7 +416,7 @@ def scaled_int_quantize(x, bits: int, gran: str, group: int | None = None, asym:
 
 
 def nvfp4_quantize(x, axis: int = -1, rounding: str = "rne", seed=None):
-    """Oracle for §3.4 (finite input). Returns codes, scales (E4M3 codes), tensor_scale, decoded."""
+    """Oracle for docs/spec/formats.md §3.4 (finite input). Returns codes, scales (E4M3 codes), tensor_scale, decoded."""
     x = np.asarray(x, dtype=np.float32)
     axis = axis % x.ndim
     f32 = np.float32

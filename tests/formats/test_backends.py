@@ -1,4 +1,4 @@
-"""numba (numpy) vs torch bit equality (formats.md §7.5), plus the independent oracles where one exists:
+"""numba (numpy) vs torch bit equality (docs/spec/formats.md §7.5), plus the independent oracles where one exists:
 random (normal, heavy-tailed, bf16-valued) and adversarial data, every preset and modifier variant,
 every rounding mode (SR with several seeds), any axis, float64/float16/bfloat16 inputs."""
 
@@ -142,7 +142,7 @@ def test_numba_torch_and_oracle(name, mode):
                                   "int8_ch", "int4_g128_asym", "fp16"])
 @pytest.mark.parametrize("dtype", ["float64", "float16", "bfloat16"])
 def test_input_dtypes(name, dtype):
-    """float64 is rounded to fp32 (RNE) first; fp16/bf16 are widened exactly (§0)."""
+    """float64 is rounded to fp32 (RNE) first; fp16/bf16 are widened exactly (docs/spec/formats.md §0)."""
     rng = np.random.default_rng(7)
     x64 = rng.standard_normal((4, 160)) * np.exp2(rng.integers(-8, 8, (4, 1)))
     # float64 values just off fp32 ties, to catch double rounding

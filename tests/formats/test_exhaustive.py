@@ -1,4 +1,4 @@
-"""Exhaustive sweeps (formats.md §7.1-7.3): decode of every element code and every E8M0 byte,
+"""Exhaustive sweeps (docs/spec/formats.md §7.1-7.3): decode of every element code and every E8M0 byte,
 encode of all 65,536 bf16 patterns standalone, with block size 1 and in blocks of 32, on both
 codecs, against ml_dtypes casts and the independent oracle in fmt_oracle.py."""
 
@@ -114,7 +114,7 @@ def test_encode_all_bf16_standalone(backend, name):
     assert s["scales"] is None
     assert_same_ints(s["codes"][fin], exp_codes[fin], f"{name} codes")
     assert_same_float_bits(s["decoded"][fin], exp_vals[fin], f"{name} values")
-    # non-finite inputs (§3.1): NaN -> NaN code with the input's sign (or -0 for "none" formats);
+    # non-finite inputs (docs/spec/formats.md §3.1): NaN -> NaN code with the input's sign (or -0 for "none" formats);
     # +-Inf -> +-max when saturating
     nan = np.isnan(ALL_BF16)
     if name in ("fp6_e3m2", "fp6_e2m3", "fp4_e2m1"):

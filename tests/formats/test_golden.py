@@ -1,4 +1,4 @@
-"""Every golden vector of formats.md §6 (G1-G12), the packing examples of §5 and the idempotence
+"""Every golden vector of docs/spec/formats.md §6 (G1-G12), the packing examples of §5 and the idempotence
 counterexamples, on both codecs (numpy/numba and torch), checked bit for bit."""
 
 import numpy as np

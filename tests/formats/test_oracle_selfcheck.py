@@ -1,4 +1,4 @@
-"""The test oracles themselves reproduce the spec's known answers (formats.md §2, §6).
+"""The test oracles themselves reproduce the spec's known answers (docs/spec/formats.md §2, §6).
 
 If these fail, the oracle is wrong, not hwsim. They import nothing from hwsim.
 """

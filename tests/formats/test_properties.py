@@ -1,6 +1,6 @@
-"""Hypothesis properties (formats.md §7.4), for every preset and rounding mode, on the numba codec
+"""Hypothesis properties (docs/spec/formats.md §7.4), for every preset and rounding mode, on the numba codec
 (the torch codec is tied to it bit for bit by test_backends.py):
-idempotence (with the §7.4 exclusions), error bound, sign symmetry, monotonicity, pack/unpack."""
+idempotence (with the docs/spec/formats.md §7.4 exclusions), error bound, sign symmetry, monotonicity, pack/unpack."""
 
 import math
 import re
@@ -73,9 +73,9 @@ def test_idempotence(name, mode):
     spec = F.get(full)
     kind = _kind(spec)
     if kind == "nvfp4":
-        pytest.skip("§7.4 states no idempotence for NVFP4")
+        pytest.skip("docs/spec/formats.md §7.4 states no idempotence for NVFP4")
     if kind == "sint" and (not spec.symmetric or spec.divisor != "max" or spec.clip_ratio != 1.0):
-        pytest.skip("§7.4: scaled ints only with symmetric, max divisor, no clipping")
+        pytest.skip("docs/spec/formats.md §7.4: scaled ints only with symmetric, max divisor, no clipping")
     if "_full" in full:
         pytest.skip("spec gap: -2^(b-1)*2^e raises the next FLOOR exponent (see report)")
     if kind == "sint" and mode not in ("rne", "rna"):
@@ -108,7 +108,7 @@ def test_idempotence(name, mode):
                 blk = np.abs(dec[b * B:(b + 1) * B].astype(np.float64))
                 m = blk.max()
                 if ob.rule == "ceil" and m > 0 and np.frexp(m)[0] == 0.5:
-                    keep[b] = False  # §7.4 CEIL exclusion
+                    keep[b] = False  # docs/spec/formats.md §7.4 CEIL exclusion
                 if ob.ftz and ((blk > 0) & (blk < 2.0 ** -126)).any():
                     keep[b] = False  # spec gap: a decoded fp32 subnormal is flushed again (report)
             assert_same_ints(q2["scales"][keep], q1["scales"][keep], f"{full} scales")
@@ -130,7 +130,7 @@ def _float_step(v, emin, mbits):
     return np.ldexp(1.0, np.maximum(ex - 1, emin) - mbits)
 
 
-_ELEM_PARAMS = {  # emin, mbits, max (formats.md §1.2 table)
+_ELEM_PARAMS = {  # emin, mbits, max (docs/spec/formats.md §1.2 table)
     "fp8_e4m3": (-6, 3, 448.0), "fp8_e5m2": (-14, 2, 57344.0), "fp6_e3m2": (-2, 2, 28.0),
     "fp6_e2m3": (0, 3, 7.5), "fp4_e2m1": (0, 1, 6.0), "fp4": (0, 1, 6.0),
     "fp16": (-14, 10, 65504.0), "bf16": (-126, 7, float(np.finfo(np.float32).max) * (1 - 2.0 ** -8) / (1 - 2.0 ** -24)),
@@ -234,7 +234,7 @@ def test_sign_symmetry(name, mode):
     full = with_rounding(name, mode)
     spec = F.get(full)
     if not _symmetric(full, spec):
-        pytest.skip("§7.4: no sign symmetry for RDN, _full, asymmetric (and half-range/clipped) formats")
+        pytest.skip("docs/spec/formats.md §7.4: no sign symmetry for RDN, _full, asymmetric (and half-range/clipped) formats")
 
     @PROFILE
     @given(_vec())

@@ -1,5 +1,5 @@
 """Registry, names, spec fields and derived quantities, bad-input errors, nbytes and
-bits_per_element (formats.md §1, §4, §5, §7.6)."""
+bits_per_element (docs/spec/formats.md §1, §4, §5, §7.6)."""
 
 import dataclasses
 import itertools
@@ -45,7 +45,7 @@ def _modifier_names():
 def test_name_round_trip(name):
     spec = F.get(name)
     if name.startswith(("fp6", "fp4")) and "_nosat" in name and spec.name != name:
-        # "none" formats always saturate (§1.2): _nosat is a no-op there and may be dropped
+        # "none" formats always saturate (docs/spec/formats.md §1.2): _nosat is a no-op there and may be dropped
         name = name.replace("_nosat", "")
         assert spec == F.get(name)
     assert spec.name == name, f"{name} -> canonical {spec.name}"
@@ -340,7 +340,7 @@ def test_from_codes_validation():
     assert np.isnan(np.asarray(q.dequantize())).all()  # NaN scale codes are allowed
 
 
-# ----------------------------------------------------------------------------- nbytes (§5)
+# ----------------------------------------------------------------------------- nbytes (docs/spec/formats.md §5)
 NBYTES = [("mxint4", (3, 40), 3 * 64 // 2 + 6), ("mxfp6_e3m2", (2, 32), 48 + 2), ("nvfp4", (2, 32), 32 + 4 + 4),
           ("int4_g128_asym", (2, 256), 256 + 8 + 2), ("fp8_e4m3", (10,), 10), ("bf16", (10,), 20),
           ("fp32", (10,), 40), ("int8_ch", (3, 5), 15 + 6), ("int8", (3, 5), 15 + 2), ("mxint8_se5", (1, 64), 64 + 2),

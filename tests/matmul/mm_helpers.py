@@ -115,7 +115,7 @@ def _scale_fracs(q, spec, role):
 
 
 def model(a, b, acc: str):
-    """Pure-Python result of matmul.md §2-§5 for finite-element numpy operands (M x N list of floats)."""
+    """Pure-Python result of docs/spec/matmul.md §2-§5 for finite-element numpy operands (M x N list of floats)."""
     sa, sb = F.get(a.spec), F.get(b.spec)
     K = a.shape[-1]
     ka = np.asarray(a.int_values()).astype(object)[:, :K]

@@ -194,7 +194,7 @@ def test_gemm_chunking(monkeypatch):
 
 def test_fp32_accumulator_order_and_bound_large_k():
     """Many segments with cancellation: the fast paths keep the in-order fp32 accumulation (they
-    equal the reference, which differs from the exact sum), and stay within the §7 bound."""
+    equal the reference, which differs from the exact sum), and stay within the docs/spec/matmul.md §7 bound."""
     rng = np.random.default_rng(11)
     K = 32 * 48
     x = (rng.standard_normal((8, K)) * np.exp(4 * rng.standard_normal((8, K)))).astype(np.float32)

@@ -1,4 +1,4 @@
-"""Golden vectors M1-M7 of matmul.md §9, on every backend that covers them."""
+"""Golden vectors M1-M7 of docs/spec/matmul.md §9, on every backend that covers them."""
 
 import numpy as np
 import pytest

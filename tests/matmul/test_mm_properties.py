@@ -1,4 +1,4 @@
-"""Bounds (matmul.md §7), fake mode, consistency, adversarial fixed-point cases, errors, error report."""
+"""Bounds (docs/spec/matmul.md §7), fake mode, consistency, adversarial fixed-point cases, errors, error report."""
 
 import numpy as np
 import pytest
