@@ -17,7 +17,8 @@ difference on an idle machine). The policy:
 - **one knob**: ``configure_threads(n)`` sets torch's and numba's thread counts together.
 - **per call**: numba kernels on fewer than ``SMALL_CALL`` elements run on one thread
   (``numba_threads(numba_threads_for(size))``; the GPTQ sweep's per-column and per-group calls
-  always run on one).
+  always run on one); GPTQ's factorisations and sweep on inputs up to ``SMALL_DIM`` run on one
+  torch thread (``torch_threads(torch_threads_for(dim))``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from contextlib import contextmanager
 #: numba codec calls on fewer elements than this run single-threaded (the launch costs more)
 SMALL_CALL = 1 << 16
 
-__all__ = ["configure_threads", "numba_threads", "numba_threads_for", "prefer_workqueue", "policy", "SMALL_CALL"]
+__all__ = ["configure_threads", "numba_threads", "numba_threads_for", "prefer_workqueue", "policy", "SMALL_CALL",
+           "SMALL_DIM", "torch_threads", "torch_threads_for"]
 
 
 def _numba():
@@ -109,6 +111,36 @@ def numba_threads(n: int):
         yield
     finally:
         numba.set_num_threads(old)
+
+
+#: torch ops on matrices up to this dimension (GPTQ's factorisations, the sweep's GEMMs) run on one
+#: thread: their OpenMP barriers cost more than the work when the cores are shared (3 SmolLM2
+#: blocks: the factorisations took 59 s on 2 threads at load 6, under 2 s on one)
+SMALL_DIM = 2048
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run torch's intra-op work on ``n`` threads inside the block."""
+    import torch
+
+    old = torch.get_num_threads()
+    n = max(1, int(n))
+    if n == old:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def torch_threads_for(dim: int) -> int:
+    """Threads for a dense factorisation / GEMM of dimension ``dim``: 1 up to ``SMALL_DIM``."""
+    import torch
+
+    return 1 if dim <= SMALL_DIM else torch.get_num_threads()
 
 
 def policy() -> dict:

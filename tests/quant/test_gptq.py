@@ -263,16 +263,16 @@ def test_rows_sharing_a_hessian_swept_together_equal_one_by_one(fmt, act_order):
 def test_sink_weight_weights_the_first_position_of_each_sequence():
     from hwsim.quant.calibrate import Rxx
 
-    x = torch.randn(3, 7, 5)
+    x = torch.randn(3, 7, 5, generator=torch.Generator().manual_seed(0))
     r = Rxx(5, sink_weight=4.0)
     r.update(x)
     X = torch.cat([x[:, 0]] * 4 + [x[:, 1:].reshape(-1, 5)]).double()
-    assert torch.allclose(r.finalize(), X.T @ X / X.shape[0], rtol=1e-6)
+    assert torch.allclose(r.finalize(), X.T @ X / X.shape[0], rtol=1e-5, atol=1e-6)
     assert r.n == 21
     r1 = Rxx(5)
     r1.update(x)
     X1 = x.reshape(-1, 5).double()
-    assert torch.allclose(r1.finalize(), X1.T @ X1 / 21, rtol=1e-6)
+    assert torch.allclose(r1.finalize(), X1.T @ X1 / 21, rtol=1e-5, atol=1e-6)
 
 
 def test_sink_weight_is_a_validated_recipe_field():

@@ -66,3 +66,24 @@ def test_numba_layer_is_workqueue_unless_the_user_chose(env, expected):
     out = subprocess.run([sys.executable, "-c", _SCRIPT], env=e, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == expected
+
+
+def test_small_factorisations_run_on_one_torch_thread(monkeypatch):
+    import hwsim.quant.algorithms.gptq as G
+
+    seen = []
+    real = G._inverse_factor
+
+    def spy(*a, **k):
+        seen.append(torch.get_num_threads())
+        return real(*a, **k)
+
+    monkeypatch.setattr(G, "_inverse_factor", spy)
+    n0 = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        G.prepare_hessian(torch.eye(64, dtype=torch.float64))
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(n0)
+    assert T.torch_threads_for(T.SMALL_DIM + 1) == torch.get_num_threads()

@@ -176,7 +176,10 @@ def prepare_hessian(H, *, damp: float = 0.01, act_order: bool = False, layer: st
     if act_order:
         perm = torch.argsort(torch.diagonal(H), descending=True, stable=True)
         H = H[perm][:, perm]
-    U, p_used = _inverse_factor(H, float(damp), events, layer)
+    from ..threads import torch_threads, torch_threads_for
+
+    with torch_threads(torch_threads_for(H.shape[0])):
+        U, p_used = _inverse_factor(H, float(damp), events, layer)
     return PreparedHessian(H_given, dead, n_dead, perm, U, p_used, events, float(damp), bool(act_order),
                            timer.elapsed())
 
@@ -259,7 +262,9 @@ def gptq_quantize(W, H, fmt, *, block_size: int = 128, damp: float = 0.01,
     if rounder == "torch" and tr is None:
         raise ValueError(f"GPTQ: no torch rounder for format {spec.name} (rounding {spec.rounding.value})")
     t_sweep = Timer()
-    with _single_numba_thread():
+    from ..threads import torch_threads, torch_threads_for
+
+    with _single_numba_thread(), torch_threads(torch_threads_for(n_in)):
         if tr is not None:
             Q, losses, sats = _sweep_torch(W, Hinv, [fg], tr, order, block_size, dtype)
             loss, n_sat = losses[0], sats[0]
@@ -364,7 +369,9 @@ def gptq_quantize_many(Ws, H, fmt, *, block_size: int = 128, damp: float = 0.01,
     Wp = Wc[:, perm] if perm is not None else Wc
     order = perm.tolist() if perm is not None else list(range(n_in))
     t_sweep = Timer()
-    with _single_numba_thread():
+    from ..threads import torch_threads, torch_threads_for
+
+    with _single_numba_thread(), torch_threads(torch_threads_for(n_in)):
         Q, losses, sats = _sweep_torch(Wp, prepared.U.to(dtype), fgs, tr, order, block_size, dtype)
     t_sweep = t_sweep.elapsed() / len(Ws)
     if perm is not None:
