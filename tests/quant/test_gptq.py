@@ -238,7 +238,7 @@ def test_one_pass_sequential_calibration_equals_the_full_passes():
     for cp in ("stop", "piecewise"):
         for k, w in weights["full"].items():
             assert torch.equal(weights[cp][k], w), (cp, k)
-    assert reports["piecewise"].resolved == {"gptq": {"act_order": {"true": 14}}}
+    assert reports["piecewise"].resolved == {"gptq": {"act_order": {"true": 14}, "saturation": {"clamp": 14}}}
     assert all(r["round_act_order"] is True for r in reports["piecewise"].layers)
 
 
