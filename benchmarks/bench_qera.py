@@ -1,6 +1,6 @@
 """QERA-exact: hwsim's default route vs the reference scipy ``sqrtm`` route, end to end.
 
-Both routes compute C* = L⁻¹ [L E]_k = A·B for a factor L with LᵀL = R (algorithms.md §4.4),
+Both routes compute C* = L⁻¹ [L E]_k = A·B for a factor L with LᵀL = R (docs/spec/algorithms.md §4.4),
 through ``hwsim.quant.algorithms.qera_exact`` on the same W, W̃, R and rank, and return A, B:
 
 - **hwsim default**, ``qera_exact(W, Wq, R, k)``: Cholesky R = F Fᵀ (L = Fᵀ), M = L E, Gram

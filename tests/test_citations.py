@@ -1,6 +1,5 @@
 """Citations such as ``docs/spec/formats.md §1.6`` resolve inside the repository (issue 9): the
-file exists (a path from the repository root) and has a heading numbered 1.6. Checked for the packages whose citations point at
-docs/spec/ (formats, matmul, cost_models), their tests and their guides."""
+file exists (a path from the repository root) and has a heading numbered 1.6. Checked for the whole package, its tests, benchmarks, studies and guides."""
 
 from __future__ import annotations
 
@@ -8,10 +7,11 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCOPE = ["hwsim/formats", "hwsim/matmul", "hwsim/cost_models", "tests/formats", "tests/matmul",
-         "tests/cost_models", "docs/formats.md", "docs/matmul.md", "docs/cost_models.md"]
+SCOPE = ["hwsim", "tests", "benchmarks", "studies", "scripts", "README.md", "docs/formats.md", "docs/matmul.md",
+         "docs/cost_models.md", "docs/quant.md", "docs/quant_algorithms.md", "docs/evaluation.md", "docs/dse.md",
+         "docs/report.md"]
 SPEC_NAMES = r"(?:formats|matmul|cost_model|algorithms|architecture|evaluation)\.md"
-CITE = re.compile(r"(?P<file>(?:[\w./-]*/)?" + SPEC_NAMES + r")(?:,? (?:§|section )(?P<sec>\d+(?:\.\d+)*))?")
+CITE = re.compile(r"(?<![\w.-])(?P<file>(?:[\w./-]*/)?" + SPEC_NAMES + r")(?:,? (?:§|section )(?P<sec>\d+(?:\.\d+)*))?")
 
 
 def _files():

@@ -1,4 +1,4 @@
-"""hwsim.quant: quantize transformers models (algorithms.md).
+"""hwsim.quant: quantize transformers models (docs/spec/algorithms.md).
 
     from hwsim.quant import quantize_model, get_recipe
     report = quantize_model(model, "l2qer", calib_ids)      # calib_ids: LongTensor [N, T]

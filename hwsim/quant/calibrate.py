@@ -1,4 +1,4 @@
-"""Calibration statistics gathered by forward pre-hooks on linear inputs (algorithms.md §2).
+"""Calibration statistics gathered by forward pre-hooks on linear inputs (docs/spec/algorithms.md §2).
 
 Kinds (``STAT_KINDS``):
 
@@ -348,7 +348,7 @@ def _progress(it, enabled: bool, desc: str, total: int | None = None):
 
 
 # ------------------------------------------------------------------------------------------------
-# Block input capture (algorithms.md §2.4)
+# Block input capture (docs/spec/algorithms.md §2.4)
 # ------------------------------------------------------------------------------------------------
 
 

@@ -1,5 +1,5 @@
 """Quantization recipes: stages, target formats, per-layer overrides and the named presets
-(algorithms.md §5).
+(docs/spec/algorithms.md §5).
 
 A ``Recipe`` is a pipeline ``[transform]* → rounding → [reconstruction]`` plus the formats a
 ``QLinear`` gets (``LayerConfig``). Per-layer overrides are ``(pattern, {field: value})`` pairs; a
@@ -34,7 +34,7 @@ ROUNDINGS = ("rtn", "gptq")
 RECONSTRUCTIONS = ("lqer", "l2qer", "qera-approx", "qera-exact")
 #: stages of the spec that this version does not implement (clear error instead of a KeyError)
 NOT_IMPLEMENTED = {"ostquant": "transform", "tesseraq": "rounding"}
-#: statistics each stage consumes (algorithms.md §2.2)
+#: statistics each stage consumes (docs/spec/algorithms.md §2.2)
 STAT_NEEDS = {"rtn": (), "gptq": ("rxx",), "lqer": (), "l2qer": ("mean_abs_lqer",), "qera-approx": ("mean_sq",),
               "qera-exact": ("rxx",), "fold_norms": ()}
 LOWRANK_AXES = ("code", "reduction")
@@ -81,7 +81,7 @@ class Recipe:
     stats_source: str = "fp"
     calib_batch_size: int = 2
     #: weight of each calibration sequence's first position (BOS, the attention sink) in R_xx
-    #: (algorithms.md §2.2 with a position weight; 1 = every token counts once; issue 17)
+    #: (docs/spec/algorithms.md §2.2 with a position weight; 1 = every token counts once; issue 17)
     sink_weight: float = 1.0
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     seed: int = 0
@@ -163,7 +163,7 @@ def _match(pattern: str, qualified: str, short: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------
-# Presets (algorithms.md §5)
+# Presets (docs/spec/algorithms.md §5)
 # ------------------------------------------------------------------------------------------------
 
 _LQER_LAYER = LayerConfig(w="bfp4", x="bfp8", a="bfp8", b="bfp8", xa="bfp8", xab="bfp8", rank=32, lowrank_axes="code")
@@ -268,7 +268,7 @@ def with_formats(recipe: Recipe, *, w: str | None = None, a: str | None = None, 
 
 
 # ------------------------------------------------------------------------------------------------
-# Validation (algorithms.md §5: before anything runs)
+# Validation (docs/spec/algorithms.md §5: before anything runs)
 # ------------------------------------------------------------------------------------------------
 
 

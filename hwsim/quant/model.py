@@ -2,7 +2,7 @@
 
 Algorithms never name LLaMA modules; they ask an adapter (``get_adapter(model)``) for the decoder
 blocks, the linears that read one shared input (``LinearGroup``), the norms, the head layout, ...
-(algorithms.md §1). Supported: LLaMA family (LLaMA, SmolLM2, TinyLlama, Qwen2, Mistral),
+(docs/spec/algorithms.md §1). Supported: LLaMA family (LLaMA, SmolLM2, TinyLlama, Qwen2, Mistral),
 Gemma-3 text and OPT.
 """
 
@@ -66,7 +66,7 @@ class NormInfo:
 
 @dataclass(frozen=True)
 class AttnLayout:
-    """Head layout of one attention module (algorithms.md §1.3). Slices are row slices of q/k/v
+    """Head layout of one attention module (docs/spec/algorithms.md §1.3). Slices are row slices of q/k/v
     and column slices of o_proj."""
 
     n_heads: int
@@ -422,7 +422,7 @@ def get_adapter(model: nn.Module) -> ModelAdapter:
 
 
 # ------------------------------------------------------------------------------------------------
-# Norm-gain folding (algorithms.md §1.4)
+# Norm-gain folding (docs/spec/algorithms.md §1.4)
 # ------------------------------------------------------------------------------------------------
 
 

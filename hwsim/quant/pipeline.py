@@ -1,6 +1,6 @@
 """``quantize_model``: run a recipe (``[transform]* → rounding → [reconstruction]``) on a model.
 
-The pipeline streams block by block (algorithms.md §2.3): it captures the inputs of block 0
+The pipeline streams block by block (docs/spec/algorithms.md §2.3): it captures the inputs of block 0
 once, then for each block collects the statistics its stages need with hooks (one statistic
 per shared input), quantizes the block's linears into ``QLinear`` modules, frees the
 statistics and advances the hidden states. With ``stats_source="fp"`` (LQER, QERA) the
@@ -90,7 +90,7 @@ def _round(stage: str, W: torch.Tensor, fmt, stats: dict[str, torch.Tensor] | No
     from . import algorithms as alg
 
     if stage == "rtn":
-        # RTN is the format's own encoder with its scale rule and RNE (algorithms.md §4.1); the
+        # RTN is the format's own encoder with its scale rule and RNE (docs/spec/algorithms.md §4.1); the
         # numba codec is used on CPU (bit-identical to alg.rtn_quantize's torch codec, faster).
         from .algorithms.common import check_finite
         from .qlinear import quantize_np
@@ -362,7 +362,7 @@ def _llama_mlp_forward():
 
 
 def _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, progress, calib_pass="auto"):
-    """Stream the blocks: statistics, quantization, propagation (algorithms.md §2.3, §2.5).
+    """Stream the blocks: statistics, quantization, propagation (docs/spec/algorithms.md §2.3, §2.5).
 
     ``stats_source="fp"``: one forward of each block collects every group's statistics.
     ``"sequential"``: the statistics of each group come from the block whose earlier groups are

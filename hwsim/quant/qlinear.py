@@ -1,5 +1,5 @@
 """``QLinear``: a linear layer with a quantized weight, a dynamic activation quantizer and an
-optional low-rank error-correction branch (algorithms.md §3).
+optional low-rank error-correction branch (docs/spec/algorithms.md §3).
 
 Forward (§3.2)::
 
@@ -115,7 +115,7 @@ class LowRankRecord:
 
 @dataclass(frozen=True)
 class QLinearRecord:
-    """What the cost model needs about one quantized linear (algorithms.md §3.4); no torch objects.
+    """What the cost model needs about one quantized linear (docs/spec/algorithms.md §3.4); no torch objects.
 
     ``in_features`` is the GEMM reduction size K and ``out_features`` N. Formats are canonical
     hwsim names (None = high precision / bypass).
@@ -278,7 +278,7 @@ class QLinear(nn.Module):
 
     def check_exact(self) -> None:
         """Raise a ValueError naming the tensor when an operand is not blocked along its GEMM's
-        reduction dimension (algorithms.md §3.2)."""
+        reduction dimension (docs/spec/algorithms.md §3.2)."""
         n = self.name or "QLinear"
 
         def need(spec, tensor: str, what: str):

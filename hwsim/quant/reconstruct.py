@@ -6,7 +6,7 @@
 The result is a :class:`~hwsim.quant.algorithms.Reconstruction`, a pair that also carries
 ``.info`` (:class:`~hwsim.quant.algorithms.ReconstructInfo`: damping used, clamped eigenvalues,
 floored channels, SVD retries, J, codes of the quantized factors, recorded events).
-Semantics: shared/spec/algorithms.md §4.3–4.4.
+Semantics: docs/spec/algorithms.md §4.3–4.4.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from .algorithms.lowrank import Reconstruction
 from .algorithms.lqer import l2qer, lqer
 from .algorithms.qera import qera_approx, qera_exact
 
-#: method -> statistic it reads (names of algorithms.md §2.2), None for none.
+#: method -> statistic it reads (names of docs/spec/algorithms.md §2.2), None for none.
 METHODS: dict[str, str | None] = {
     "lqer": None,
     "l2qer": "mean_abs_lqer",
@@ -30,7 +30,7 @@ def _stat(stats: Mapping | None, key: str, method: str):
     if stats is None or key not in stats or stats[key] is None:
         have = sorted(stats) if stats else []
         raise ValueError(f"method {method!r} needs the calibration statistic {key!r} in stats "
-                         f"(algorithms.md §2.2); got keys {have}")
+                         f"(docs/spec/algorithms.md §2.2); got keys {have}")
     return stats[key]
 
 
@@ -43,7 +43,7 @@ def reconstruct(method: str, W, Wq, stats: Mapping | None, rank: int = 32, *, fm
         method: "lqer" (plain SVD, S = I), "l2qer" (S from ``mean_abs_lqer``), "qera-approx"
             (S from the per-channel RMS ``mean_sq``), "qera-exact" (factor of ``rxx``).
         W, Wq: full-precision and dequantized weight, [out, in] torch tensors (numpy accepted).
-        stats: the layer's finalised calibration statistics (algorithms.md §2.2):
+        stats: the layer's finalised calibration statistics (docs/spec/algorithms.md §2.2):
             ``mean_abs_lqer`` [in] (running max of per-batch mean |x|, clamped at 1e-4 and
             normalised), ``mean_sq`` [in] (r = sqrt(Σx²/n), the per-channel RMS),
             ``rxx`` [in, in] (R = XᵀX/n, float64). Only the one the method needs is read;

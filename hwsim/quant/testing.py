@@ -1,6 +1,6 @@
 """Tiny randomly initialised transformers models for tests (no hub access).
 
-``tiny_model(kind)`` builds the configuration of algorithms.md §7: 2 blocks, d = 64, H = 4,
+``tiny_model(kind)`` builds the configuration of docs/spec/algorithms.md §7: 2 blocks, d = 64, H = 4,
 H_kv = 2, d_h = 16, m = 192, vocabulary 128. Kinds: ``llama``, ``qwen2``, ``mistral``,
 ``gemma3``, ``opt``.
 """

@@ -11,7 +11,7 @@ from hwsim.eval import data
 from hwsim.eval.perplexity import (Protocol, evaluate, layer_output_errors, perplexity,
                                    relative_error)
 
-# measured with this code (fp32, 2 CPU threads); the 2048-token values are evaluation.md's
+# measured with this code (fp32, 2 CPU threads); the 2048-token values are docs/spec/evaluation.md's
 SHORT = dict(seq_len=64, n_tokens=128)
 
 
@@ -125,7 +125,7 @@ def test_layer_output_errors_local_and_propagated(tiny_llama):
     pytest.param("brown", 35.18, 1.109, 1e-2, marks=pytest.mark.slow),
 ])
 def test_orientation_values_2048_tokens(smollm2, corpus, ppl, bpb, tol):
-    """evaluation.md: fp32, 2048 tokens in four 512-token windows, BOS prepended, not scored
+    """docs/spec/evaluation.md: fp32, 2048 tokens in four 512-token windows, BOS prepended, not scored
     (~10 s on one core). Brown's detokenization is not specified there; ours is within 0.1 %
     (ppl 35.21) and 0.8 % (1.101 bits/byte)."""
     from hwsim.eval import fetch

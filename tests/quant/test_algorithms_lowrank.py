@@ -1,4 +1,4 @@
-"""Known-answer tests of the low-rank reconstructions (algorithms.md §7, "Low-rank
+"""Known-answer tests of the low-rank reconstructions (docs/spec/algorithms.md §7, "Low-rank
 reconstruction"): LQER, L²QER, QERA-approx, QERA-exact through ``hwsim.quant.reconstruct``."""
 
 from __future__ import annotations

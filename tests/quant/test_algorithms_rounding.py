@@ -1,4 +1,4 @@
-"""RTN and GPTQ (algorithms.md §4.1–4.2, §7 "Rounding") on synthetic data."""
+"""RTN and GPTQ (docs/spec/algorithms.md §4.1–4.2, §7 "Rounding") on synthetic data."""
 
 from __future__ import annotations
 

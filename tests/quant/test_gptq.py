@@ -1,5 +1,5 @@
 """GPTQ against an independent straightforward implementation, act_order "auto", the torch
-per-column rounding and the one-pass sequential calibration (issue 17, algorithms.md §4.2)."""
+per-column rounding and the one-pass sequential calibration (issue 17, docs/spec/algorithms.md §4.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Model adapters on tiny random transformers models (algorithms.md §1, §7)."""
+"""Model adapters on tiny random transformers models (docs/spec/algorithms.md §1, §7)."""
 
 import pytest
 import torch

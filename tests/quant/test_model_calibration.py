@@ -1,4 +1,4 @@
-"""Calibration statistics and hooks (algorithms.md §2, §7)."""
+"""Calibration statistics and hooks (docs/spec/algorithms.md §2, §7)."""
 
 import pytest
 import torch

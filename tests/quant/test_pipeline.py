@@ -1,4 +1,4 @@
-"""quantize_model, recipes, save/reload (algorithms.md §5, §7 "Pipeline")."""
+"""quantize_model, recipes, save/reload (docs/spec/algorithms.md §5, §7 "Pipeline")."""
 
 import dataclasses
 import warnings

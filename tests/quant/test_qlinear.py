@@ -1,4 +1,4 @@
-"""QLinear (algorithms.md §3)."""
+"""QLinear (docs/spec/algorithms.md §3)."""
 
 import pytest
 import torch

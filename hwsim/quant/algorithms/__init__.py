@@ -3,7 +3,7 @@
 Rounding (weight -> dequantized weight, codes via ``hwsim.formats``): :func:`rtn_quantize`,
 :func:`gptq_quantize`. Reconstruction (W, W̃, statistics -> low-rank A, B): :func:`lqer`,
 :func:`l2qer`, :func:`qera_approx`, :func:`qera_exact`; the dispatcher is
-``hwsim.quant.reconstruct.reconstruct``. Spec: shared/spec/algorithms.md §4.1–4.4.
+``hwsim.quant.reconstruct.reconstruct``. Spec: docs/spec/algorithms.md §4.1–4.4.
 """
 
 from .common import DampingWarning, QuantWarning, output_error

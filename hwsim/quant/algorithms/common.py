@@ -2,7 +2,7 @@
 
 Every numerical fall-back of an algorithm (damping, eigenvalue clamping, SVD retried in float64,
 floored channels, saturation) emits a :class:`QuantWarning` **and** is recorded as an event
-``{"stage", "layer", "kind", "value"}`` (algorithms.md §0), which the caller copies into its
+``{"stage", "layer", "kind", "value"}`` (docs/spec/algorithms.md §0), which the caller copies into its
 stage report.
 """
 

@@ -1,7 +1,7 @@
 """Column-at-a-time rounding with scales fixed in advance (the rounding step inside GPTQ).
 
 GPTQ rounds one input column at a time with scales that were chosen before the column is
-reached (algorithms.md §4.2 step 5): block exponents of MXINT/BFP (and NVFP4 block scales) from
+reached (docs/spec/algorithms.md §4.2 step 5): block exponents of MXINT/BFP (and NVFP4 block scales) from
 the unquantized W, integer scales per channel from the whole row, integer groups either static
 (from the unquantized W) or lazily from the current, already-updated weights.
 
@@ -15,7 +15,7 @@ All encoding decisions are made by ``hwsim.formats``:
   integer range of the element is then applied as a clamp;
 - the final QTensor is assembled with ``QTensor.from_codes`` and decoded by the library.
 The only format knowledge here is the code layout of integer elements (two's complement or
-sign-magnitude), the decode rules of formats.md §3 for one value, and the scaling by 2**-e.
+sign-magnitude), the decode rules of docs/spec/formats.md §3 for one value, and the scaling by 2**-e.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ class FixedGrid:
         else:
             s = self.s[:, g]
             z = self.zz[:, g]
-            y = (x / s).astype(np.float32)  # RNE32(x / s), formats.md §3.3
+            y = (x / s).astype(np.float32)  # RNE32(x / s), docs/spec/formats.md §3.3
             r = F.decode_elem(F.encode_floats(y, self.grid, self.mode), self.grid).astype(np.int64)
             raw = r + z
             c = np.clip(raw, self.lo, self.hi)

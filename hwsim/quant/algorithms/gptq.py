@@ -1,4 +1,4 @@
-"""GPTQ (algorithms.md §4.2): column-wise rounding with second-order error feedback.
+"""GPTQ (docs/spec/algorithms.md §4.2): column-wise rounding with second-order error feedback.
 
 Reference: IST-DASLab/gptq (``GPTQ.fasterquant``). hwsim choices (§8): block exponents of
 MXINT/BFP fixed from the unquantized W before the sweep; static groups with act_order; a
@@ -32,7 +32,7 @@ from .fixed_grid import FixedGrid, saturation_event
 from .lowrank import Timer
 
 #: percdamp multipliers tried after the first Cholesky failure (0.1, 1.0, 10 × mean diag H
-#: with the default 0.01), algorithms.md §4.2 "Failure handling".
+#: with the default 0.01), docs/spec/algorithms.md §4.2 "Failure handling".
 DAMP_RETRIES = 3
 ACT_ORDER_CHOICES = (True, False, "auto")
 SATURATION_CHOICES = ("clamp", "raise_exponent")
@@ -52,7 +52,7 @@ class GPTQInfo:
     runtime_s: wall time in seconds.
     w_err_fro: ‖W − W̃‖_F (W after dead-input zeroing).
     objective: tr((W − W̃) H (W − W̃)ᵀ) under the H given (undamped), GPTQ's calibration
-        objective (= J(0) of algorithms.md §4.0 when H = R).
+        objective (= J(0) of docs/spec/algorithms.md §4.0 when H = R).
     act_order: whether act_order was used (the resolved value of ``act_order="auto"``).
     static_groups: whether integer groups were static (False for lazy groups and non-group formats).
     t_factor_s, t_sweep_s: time in the Hessian factorisation (0 when reused) and in the sweep.

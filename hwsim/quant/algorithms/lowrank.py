@@ -1,6 +1,6 @@
 """Low-rank error reconstruction, shared parts: result types, truncated SVD, factor quantizers.
 
-Conventions (algorithms.md §0): W, W̃ are [out, in]; the error is ``E = (W − W̃)ᵀ`` [in, out];
+Conventions (docs/spec/algorithms.md §0): W, W̃ are [out, in]; the error is ``E = (W − W̃)ᵀ`` [in, out];
 the branch adds ``(x A) B`` with ``A`` [in, k] and ``B`` [k, out].
 """
 
@@ -17,7 +17,7 @@ from .common import record
 #: Block axes of the quantized factors. "reduction": each factor blocked along its GEMM
 #: reduction axis (A along in = axis 0, B along k = axis 0), which the exact matmul core needs.
 #: "code": the axes of the released LQER W4A8 scripts (A along k, B along out: blocks run along
-#: each stored row, axis 1), fake mode only (algorithms.md §4.3 step 4).
+#: each stored row, axis 1), fake mode only (docs/spec/algorithms.md §4.3 step 4).
 AXES = {"reduction": (0, 0), "code": (1, 1)}
 
 
@@ -111,7 +111,7 @@ def truncated_svd(M: torch.Tensor, k: int, dtype: torch.dtype, events: list[dict
     """Economy SVD of M in ``dtype``; returns (U_k, σ_k, Vh_k, σ_all, dtype_used).
 
     A float32 SVD that fails (LinAlgError or non-finite factors) is retried in float64 and the
-    retry is recorded (algorithms.md §4.3 numerics).
+    retry is recorded (docs/spec/algorithms.md §4.3 numerics).
     """
     def _svd(dt):
         U, S, Vh = torch.linalg.svd(M.to(dt), full_matrices=False)

@@ -1,4 +1,4 @@
-"""LQER and L²QER (algorithms.md §4.3): low-rank reconstruction of the weight error from an
+"""LQER and L²QER (docs/spec/algorithms.md §4.3): low-rank reconstruction of the weight error from an
 SVD of the (activation-scaled) error, as in the LQER code (ChengZhang-98/lqer).
 
     E = (W − W̃)ᵀ;   U Σ Vᵀ = SVD(S E);   A = S⁻¹ U_{:, :k};   B = Σ_{:k} V_{:, :k}ᵀ
@@ -35,7 +35,7 @@ def l2qer(W, Wq, s, rank: int = 32, *, fmt_a=None, fmt_b=None, axes="reduction",
         s = check_channel_vector(s, "mean_abs_lqer", n_in, layer)
         if bool((s <= 0).any()):
             raise ValueError(f"mean_abs_lqer must be > 0 everywhere (it is clamped at 1e-4 when "
-                             f"finalised, algorithms.md §2.2); min is {float(s.min())}")
+                             f"finalised, docs/spec/algorithms.md §2.2); min is {float(s.min())}")
     events: list[dict] = []
     E = (W.to(dtype) - Wq.to(dtype)).T
     A, B, S_all, used = lowrank_from_scaled(E, s, k, dtype, events, _method, layer)

@@ -1,4 +1,4 @@
-"""QERA-approx and QERA-exact (algorithms.md §4.4): rank-k C = A B minimising the expected
+"""QERA-approx and QERA-exact (docs/spec/algorithms.md §4.4): rank-k C = A B minimising the expected
 output error J(C) = tr((C − E)ᵀ R (C − E)), E = (W − W̃)ᵀ, R = E[xᵀx].
 
 QERA-exact uses any factor L with LᵀL = R: J(C) = ‖L(C − E)‖_F², so by Eckart–Young
@@ -27,7 +27,7 @@ from .common import (DampingWarning, as_tensor, check_channel_vector, check_fini
 from .lowrank import (Reconstruction, Timer, diag_residual, finish, lowrank_from_scaled,
                       truncated_svd)
 
-#: Relative damping ladder for a Cholesky failure: R + δ·mean(diag R)·I (algorithms.md §4.4).
+#: Relative damping ladder for a Cholesky failure: R + δ·mean(diag R)·I (docs/spec/algorithms.md §4.4).
 DAMPING_LADDER = (1e-8, 1e-6, 1e-4, 1e-2)
 #: A Cholesky pivot F_ii² below this fraction of mean(diag R) counts as a failure (a singular R
 #: can factor "successfully" with rounding-noise pivots, which would blow up L⁻¹).
@@ -51,7 +51,7 @@ def qera_approx(W, Wq, r, rank: int = 32, *, fmt_a=None, fmt_b=None, axes="reduc
                 svd_dtype="float64", layer: str | None = None) -> Reconstruction:
     """QERA-approx (Theorem 2): S = diag(r), r the per-channel RMS from ``mean_sq`` [in].
 
-    ``r`` is the finalised ``mean_sq`` statistic, r_i = sqrt(Σ x_i² / n) (algorithms.md §2.2);
+    ``r`` is the finalised ``mean_sq`` statistic, r_i = sqrt(Σ x_i² / n) (docs/spec/algorithms.md §2.2);
     no clamp, no normalisation; r_i = 0 is floored to 1e-8·max(r) and recorded.
     Returns a ``Reconstruction`` (A [in, k], B [k, out], ``.info``).
     """

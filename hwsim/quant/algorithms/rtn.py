@@ -1,4 +1,4 @@
-"""RTN (algorithms.md §4.1): round-to-nearest of a weight with the format's own scale rule.
+"""RTN (docs/spec/algorithms.md §4.1): round-to-nearest of a weight with the format's own scale rule.
 
 Encoding is entirely ``hwsim.formats.quantize``: the weight [out, in] is blocked along ``in``
 (axis -1, the GEMM reduction axis of ``nn.Linear``), scales follow the format's rule, elements
