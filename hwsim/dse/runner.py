@@ -318,7 +318,8 @@ def _worker_entry(point_dict: dict, threads: int) -> tuple[dict, dict]:
     return point_dict, evaluate_accuracy(point_dict)
 
 
-def _run_local(todo, jobs, progress, on_result, on_stage):
+def _run_local(todo: list[AccuracyPoint], jobs: int, on_result, on_stage) -> None:
+    """Sequential in this process (jobs=1) or a spawned process pool; results go to ``on_result``."""
     if jobs <= 1:
         for p in todo:
             on_result(p, evaluate_accuracy(p, on_stage=on_stage))
@@ -334,7 +335,8 @@ def _run_local(todo, jobs, progress, on_result, on_stage):
             on_result(AccuracyPoint.from_dict(pd_), res)
 
 
-def _run_ray(todo, jobs, progress, on_result, on_stage, address: str | None = None):
+def _run_ray(todo: list[AccuracyPoint], jobs: int, on_result, address: str | None = None) -> None:
+    """One Ray task per accuracy point (``num_cpus`` = this machine's share per job)."""
     try:
         import ray
     except ImportError as exc:
@@ -444,9 +446,9 @@ def run_study(study, db: str | Path | None = None, *, executor: str = "local", j
             _init_worker(threads)
         try:
             if executor == "local":
-                _run_local(todo, jobs, progress, on_result, on_stage)
+                _run_local(todo, jobs, on_result, on_stage)
             else:
-                _run_ray(todo, jobs, progress, on_result, on_stage, ray_address)
+                _run_ray(todo, jobs, on_result, ray_address)
         finally:
             if progress_bar is not None:
                 progress_bar.close()
