@@ -47,6 +47,7 @@ LAYER_ERROR_SEQUENCES = 1
 
 _MODELS: dict[str, tuple[Any, Any, float]] = {}
 _CALIB: dict[str, Any] = {}
+_FP_STATS: dict[str, Any] = {}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -131,6 +132,40 @@ def _calibration(point: AccuracyPoint, tok):
     return _CALIB[point.calib_key]
 
 
+def _fp_stats(point: AccuracyPoint, recipe):
+    """The full-precision statistics cache of the point's calibration (memory, then disk), or None
+    for recipes whose statistics come from the partly quantized model (GPTQ)."""
+    if recipe.stats_source != "fp" or not recipe.stat_kinds():
+        return None
+    import torch
+
+    from hwsim.eval.cache import cache_dir
+    from hwsim.quant.calibrate import FpStatsCache
+
+    key = config_key("fp-stats", {"calib": point.calib_key, "transforms": list(recipe.transforms),
+                                  "batch": recipe.calib_batch_size, "sink_weight": recipe.sink_weight,
+                                  "hwsim": versions()["hwsim"], "torch": torch.__version__})
+    if key not in _FP_STATS:
+        path = cache_dir("dse", "stats", f"{key}.pt")
+        final = torch.load(path, weights_only=True) if path.exists() else None
+        _FP_STATS[key] = (FpStatsCache(final), path)
+    return _FP_STATS[key]
+
+
+def _save_fp_stats(entry, kinds_before: set[str]) -> None:
+    """Write the cache to disk (atomic rename) when this point added statistics to it."""
+    import torch
+
+    cache, path = entry
+    if cache.kinds() <= kinds_before:
+        return
+    WORK["fp_stat_calibrations"] += 1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    torch.save(cache.final, tmp)
+    os.replace(tmp, path)
+
+
 def point_recipe(point: AccuracyPoint):
     """The validated ``hwsim.quant`` recipe of an accuracy point."""
     from hwsim.quant import get_recipe, validate_recipe, with_formats
@@ -185,7 +220,12 @@ def evaluate_accuracy(point: AccuracyPoint | dict, *, progress: bool = False,
             t = enter("quantize")
             torch.manual_seed(point.seed)
             model = copy.deepcopy(fp_model)
-            report = quantize_model(model, recipe, calib, progress=progress)
+            stats_entry = _fp_stats(point, recipe)
+            kinds_before = stats_entry[0].kinds() if stats_entry else set()
+            report = quantize_model(model, recipe, calib, progress=progress,
+                                    fp_stats=stats_entry[0] if stats_entry else None)
+            if stats_entry:
+                _save_fp_stats(stats_entry, kinds_before)
             WORK["quantizations"] += 1
             timings["quantize"] = time.perf_counter() - t
             timings.update({f"quantize.{k}": v for k, v in report.timings.items() if k != "total"})

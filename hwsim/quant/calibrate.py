@@ -38,6 +38,7 @@ __all__ = [
     "as_token_ids",
     "capture_block_inputs",
     "BlockInputs",
+    "FpStatsCache",
 ]
 
 STAT_KINDS = ("mean_abs_lqer", "mean_sq", "rxx", "mean_abs")
@@ -444,3 +445,36 @@ def iter_batches(n: int, batch_size: int) -> Iterator[slice]:
 def rxx_budget_bytes(dims: Iterable[int]) -> int:
     return sum(8 * d * d for d in dims)
 
+
+
+class FpStatsCache:
+    """Finalised full-precision statistics by (input key, kind), reused across quantizations.
+
+    With ``stats_source="fp"`` the statistics depend on the model, the calibration tokens, the
+    transforms applied before collection, the batch size and the sink weight, never on the target
+    formats: a study that quantizes one model in several formats computes them once. The caller
+    keys one cache per such combination (``hwsim.dse`` does). ``get`` returns fresh
+    :class:`LayerStats` holding clones, so a consumer may modify what it receives.
+    """
+
+    def __init__(self, final: dict[tuple[str, str], tuple[torch.Tensor, int]] | None = None):
+        self.final: dict[tuple[str, str], tuple[torch.Tensor, int]] = dict(final or {})
+
+    def covers(self, group: LinearGroup, kinds: Iterable[str]) -> bool:
+        return all((group.input_key, k) in self.final for k in kinds)
+
+    def get(self, group: LinearGroup, kinds: Iterable[str], **layer_stats_kw: Any) -> LayerStats:
+        kinds = tuple(kinds)
+        ls = make_layer_stats(group, kinds, **layer_stats_kw)
+        for k in kinds:
+            tensor, n = self.final[(group.input_key, k)]
+            ls.stats[k].n = n
+            ls._final[k] = tensor.clone()
+        return ls
+
+    def put(self, ls: LayerStats) -> None:
+        for k, tensor in ls.as_dict().items():
+            self.final[(ls.input_key, k)] = (tensor.clone(), ls.stats[k].n)
+
+    def kinds(self) -> set[str]:
+        return {k for _, k in self.final}

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .calibrate import (LayerStats, StatsCollector, StopForward, _progress, as_token_ids, capture_block_inputs,
+from .calibrate import (FpStatsCache, LayerStats, StatsCollector, StopForward, _progress, as_token_ids, capture_block_inputs,
                         make_layer_stats, stat_bytes)
 from .config import Recipe, get_recipe, validate_recipe
 from .model import LinearGroup, ModelAdapter, fold_norms, get_adapter, set_module
@@ -261,7 +261,8 @@ def _plan(adapter: ModelAdapter, recipe: Recipe):
 @torch.no_grad()
 def quantize_model(model: nn.Module, recipe: str | Recipe | dict, calib: Any = None, *,
                    adapter: ModelAdapter | None = None, progress: bool = True,
-                   max_resident_bytes: int | None = None, calib_pass: str = "auto") -> QuantReport:
+                   max_resident_bytes: int | None = None, calib_pass: str = "auto",
+                   fp_stats: FpStatsCache | None = None) -> QuantReport:
     """Quantize ``model`` in place with ``recipe`` (a preset name, a Recipe or its dict).
 
     Args:
@@ -271,6 +272,9 @@ def quantize_model(model: nn.Module, recipe: str | Recipe | dict, calib: Any = N
             raises a ValueError before collection.
         calib_pass: how sequential statistics are computed (``"auto"``, ``"piecewise"``, ``"stop"``,
             ``"full"``; see ``_streamed``); all give the same result, ``"auto"`` is the fastest.
+        fp_stats: a cache of full-precision statistics for ``stats_source="fp"`` recipes: what it
+            holds is used instead of a calibration pass, what is computed is added to it. The
+            caller keys it by model, calibration tokens, transforms, batch size and sink weight.
     Returns:
         ``QuantReport``; it is also stored as ``model.hwsim_quant`` (used by ``save_quantized``).
     """
@@ -319,7 +323,7 @@ def quantize_model(model: nn.Module, recipe: str | Recipe | dict, calib: Any = N
         for _bidx, group, items in _progress(plan, progress, f"quantize[{recipe.name}]"):
             quantize_group(group, items, None)
     else:
-        _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, progress, calib_pass)
+        _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, progress, calib_pass, fp_stats)
     _finish(model, report, recipe)
     report.timings["total"] = time.perf_counter() - t_start
     return report
@@ -361,7 +365,8 @@ def _llama_mlp_forward():
     return LlamaMLP.forward
 
 
-def _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, progress, calib_pass="auto"):
+def _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, progress, calib_pass="auto",
+              fp_stats: FpStatsCache | None = None):
     """Stream the blocks: statistics, quantization, propagation (docs/spec/algorithms.md §2.3, §2.5).
 
     ``stats_source="fp"``: one forward of each block collects every group's statistics.
@@ -378,6 +383,12 @@ def _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, 
         raise ValueError(f"calib_pass must be one of {CALIB_PASSES}, got {calib_pass!r}")
     bs = int(recipe.calib_batch_size)
     sw = float(recipe.sink_weight)
+    tag = f"{recipe.name}:{recipe.stats_source}"
+    if recipe.stats_source == "fp" and fp_stats is not None and all(fp_stats.covers(g, kinds) for _, g, _ in plan):
+        for _bidx, group, items in _progress(plan, progress, f"quantize[{recipe.name}]"):
+            quantize_group(group, items, fp_stats.get(group, kinds, batch_size=bs, state_tag=tag, sink_weight=sw))
+        report.calib["fp_stats"] = "cached"
+        return
     t0 = time.perf_counter()
     binp = capture_block_inputs(model, ids, adapter=adapter, batch_size=bs)
     report.add_time("calibrate", time.perf_counter() - t0)
@@ -386,7 +397,6 @@ def _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, 
     by_block: dict[Any, list] = {}
     for bidx, group, items in plan:
         by_block.setdefault(bidx, []).append((group, items))
-    tag = f"{recipe.name}:{recipe.stats_source}"
     it = _progress(range(len(blocks)), progress, f"quantize[{recipe.name}]", total=len(blocks))
     for i in it:
         block = blocks[i]
@@ -409,6 +419,8 @@ def _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, 
         if recipe.stats_source == "fp":
             stats, outs = run_block([g for g, _ in todo])
             for group, items in todo:
+                if fp_stats is not None:
+                    fp_stats.put(stats[group.input_key])
                 quantize_group(group, items, stats[group.input_key])
             del stats
             hs = outs
@@ -442,6 +454,8 @@ def _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, 
             for h in hs:
                 ls.update(norm(h) if norm is not None else h)
         report.add_time("calibrate", time.perf_counter() - t)
+        if fp_stats is not None and recipe.stats_source == "fp":
+            fp_stats.put(ls)
         quantize_group(group, items, ls)
 
 

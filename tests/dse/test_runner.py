@@ -213,3 +213,27 @@ def test_bad_runner_arguments(finished):
         study.run(executor="slurm")
     with pytest.raises(ValueError, match="jobs=0"):
         study.run(jobs=0)
+
+
+def test_fp_statistics_are_computed_once_per_calibration(tmp_path, monkeypatch):
+    """Two L2QER points in different formats share one calibration pass (memory, then disk)."""
+    import hwsim.eval.cache as cache
+
+    real = cache.cache_dir
+    monkeypatch.setattr(cache, "cache_dir", lambda *p: tmp_path.joinpath(*p) if p[0] == "dse" else real(*p))
+    monkeypatch.setattr(R, "_FP_STATS", {})
+    lowrank = [{"name": f, "w": w, "x": "mxint8", "lowrank_fmt": "mxint8"} for f, w in (("A", "mxint4"), ("B", "bfp4"))]
+    d = tiny_study(tmp_path, name="stats", recipes=("l2qer",), settings=lowrank)
+    d["accuracy"]["ranks"] = [4]
+    R.WORK.clear()
+    Study.from_dict(d).run(progress=False)
+    assert R.WORK["quantizations"] == 2 and R.WORK["fp_stat_calibrations"] == 1
+    assert list((tmp_path / "dse" / "stats").glob("*.pt"))
+    # a new process (empty memory cache) reads the statistics from disk
+    monkeypatch.setattr(R, "_FP_STATS", {})
+    R.WORK.clear()
+    d2 = tiny_study(tmp_path, name="stats2", recipes=("l2qer",), settings=lowrank[:1])
+    d2["accuracy"]["ranks"] = [4]
+    Study.from_dict(d2).run(progress=False)
+    assert R.WORK["quantizations"] == 1 and R.WORK["fp_stat_calibrations"] == 0
+    assert load(tmp_path / "stats2.db")["ppl"].tolist() == load(tmp_path / "stats.db")["ppl"].tolist()[:2]
