@@ -291,11 +291,11 @@ def _breakdown(df: pd.DataFrame, total: str, cols: list[str], names: tuple[str, 
 
 
 def _set_scales(ax, x: pd.Series, y: pd.Series) -> None:
-    """Log axes where the data span more than LOG_RANGE_RATIO, ticked with plain numbers (1, 2, 5 x 10^k)."""
+    """Log axes where the data span more than LOG_RANGE_RATIO, ticked with plain numbers (1, 2, 3, 5 x 10^k)."""
     for axis, values in ((ax.xaxis, x), (ax.yaxis, y)):
         if log_scale(values):
             (ax.set_xscale if axis is ax.xaxis else ax.set_yscale)("log")
-            axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
             axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             axis.set_minor_formatter(ticker.NullFormatter())
 
