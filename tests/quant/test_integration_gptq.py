@@ -9,34 +9,9 @@ import time
 import warnings
 
 import pytest
-import torch
+from smollm2_fixtures import CALIB_LEN, EVAL, N_CALIB, one_thread, zoo  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.model
-
-N_CALIB, CALIB_LEN = 8, 256
-EVAL = dict(seq_len=256, n_tokens=512, progress=False)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with torch.no_grad():
-        yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def zoo():
-    models = pytest.importorskip("hwsim.eval.models")
-    from hwsim.eval import data
-
-    try:
-        model, tok = models.load("smollm2-135m", progress=False)
-        calib = data.calibration_set(tok, "austen", n=N_CALIB, seq_len=CALIB_LEN, seed=0)
-    except FileNotFoundError as exc:  # MissingResourceError: run scripts/setup.sh
-        pytest.skip(f"offline model zoo not available: {exc}")
-    return models, tok, calib
 
 
 @pytest.mark.parametrize("w,a", [("mxint4", "mxint8"), ("mxint3", None)])
