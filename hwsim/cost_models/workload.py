@@ -212,7 +212,7 @@ def from_config(config: Any, w: Any = "mxint4", a: Any = "mxint8", *, phase: str
         per_layer.append(LinearSpec(lname, K, N, wf, xf, acc=acc, shares_input_with=share, pre_transform=pre,
                                     lowrank=lowrank))
     return ModelSpec(name or d["name"], d["layers"], d["hidden"], d["intermediate"], d["heads"], d["kv_heads"],
-                     d["d_head"], tuple(tuple(per_layer) for _ in range(d["layers"])), phase=phase, batch=batch,
+                     d["d_head"], (tuple(per_layer),) * d["layers"], phase=phase, batch=batch,
                      seq=seq, context=context or seq, include_attention=include_attention, vocab=d["vocab"])
 
 
@@ -248,6 +248,12 @@ def _record_lowrank(rec: Any) -> LowRank | None:
         return None
     return LowRank(int(_field(lr, "rank")), _hp(_field(lr, "a_fmt")), _hp(_field(lr, "b_fmt")),
                    _field(lr, "xa_fmt"), _field(lr, "xab_fmt"))
+
+
+def _interned(layers) -> tuple:
+    """Equal layers as one tuple object, so cost_model's per-layer memo finds them by identity."""
+    seen: dict = {}
+    return tuple(seen.setdefault(layer, layer) for layer in layers)
 
 
 def from_quantized(desc: Any, config: Any = None, *, phase: str = "prefill", seq: int = 512, batch: int = 1,
@@ -307,7 +313,7 @@ def from_quantized(desc: Any, config: Any = None, *, phase: str = "prefill", seq
                                      pre_transform=_record_transform(rec, str(name), int(K)),
                                      act_quant=_field(rec, "x_fmt") is not None, lowrank=_record_lowrank(rec)))
     return ModelSpec(d["name"], d["layers"], d["hidden"], d["intermediate"], d["heads"], d["kv_heads"], d["d_head"],
-                     tuple(tuple(v) for _, v in sorted(layers.items())), phase=phase, batch=batch, seq=seq,
+                     _interned(tuple(v) for _, v in sorted(layers.items())), phase=phase, batch=batch, seq=seq,
                      context=context or seq, include_attention=include_attention, vocab=d["vocab"],
                      not_costed=tuple(not_costed))
 
