@@ -375,8 +375,22 @@ def _run_local(todo: list[AccuracyPoint], jobs: int, on_result, on_stage) -> Non
             on_result(AccuracyPoint.from_dict(pd_), res)
 
 
+#: a worker holds the fp32 model, its quantized copy, calibration statistics and activations:
+#: about this many times the fp32 checkpoint (an estimate; SmolLM2-135M's checkpoint is 0.54 GB)
+RAY_MEMORY_PER_CHECKPOINT = 4
+
+
+def _checkpoint_bytes(model: str) -> int:
+    """Size of the fp32 safetensors checkpoint of ``model`` (zoo cache or a local directory), 0 if unknown."""
+    from hwsim.eval import models as emodels
+
+    root = emodels.cached_checkpoint(model) if model in emodels.list_models() else Path(model)
+    return sum(f.stat().st_size for f in root.glob("*.safetensors")) if root.is_dir() else 0
+
+
 def _run_ray(todo: list[AccuracyPoint], jobs: int, on_result, address: str | None = None) -> None:
-    """One Ray task per accuracy point (``num_cpus`` = this machine's share per job)."""
+    """One Ray task per accuracy point, declaring its needs: ``num_cpus`` (this machine's share per
+    job), ``memory`` (RAY_MEMORY_PER_CHECKPOINT x the fp32 checkpoint) and no GPU (points run on CPU)."""
     try:
         import ray
     except ImportError as exc:
@@ -387,8 +401,12 @@ def _run_ray(todo: list[AccuracyPoint], jobs: int, on_result, address: str | Non
         else:
             ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
     threads = _threads_per_job(jobs)
-    task = ray.remote(num_cpus=threads)(_worker_entry)
-    pending = {task.remote(p.to_dict(), threads): p for p in todo}
+    task = ray.remote(num_cpus=threads, num_gpus=0)(_worker_entry)
+    pending = {}
+    for p in todo:
+        memory = RAY_MEMORY_PER_CHECKPOINT * _checkpoint_bytes(p.model)
+        options = {"memory": memory} if memory else {}
+        pending[task.options(**options).remote(p.to_dict(), threads)] = p
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         for ref in ready:
