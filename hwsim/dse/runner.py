@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import functools
 import fnmatch
 import json
 import os
@@ -44,6 +45,8 @@ WORK: collections.Counter = collections.Counter()
 MAX_WARNINGS = 50
 #: held-out sequences used for the per-layer output error
 LAYER_ERROR_SEQUENCES = 1
+#: characters of text tokenized to get one window of seq_len tokens (English BPE: about 4 per token)
+MAX_CHARS_PER_TOKEN = 16
 
 _MODELS: dict[str, tuple[Any, Any, float]] = {}
 _CALIB: dict[str, Any] = {}
@@ -65,7 +68,13 @@ def _git_commit() -> str | None:
 
 
 def versions() -> dict[str, Any]:
-    """Versions of hwsim and the libraries that decide a result, plus the git commit when known."""
+    """Versions of hwsim and the libraries that decide a result, plus the git commit when known
+    (looked up once per process: every point, cache key and the study's meta read it)."""
+    return dict(_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _versions() -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
     out: dict[str, Any] = {}
@@ -273,7 +282,8 @@ def _held_out_tokens(tok, point: AccuracyPoint):
 
     from hwsim.eval import data as edata
 
-    ids = tok(edata.load(point.eval_corpus, "eval")[: 16 * point.seq_len], add_special_tokens=False)["input_ids"]
+    text = edata.load(point.eval_corpus, "eval")[: MAX_CHARS_PER_TOKEN * point.seq_len]
+    ids = tok(text, add_special_tokens=False)["input_ids"]
     return torch.tensor([ids[: point.seq_len]] * LAYER_ERROR_SEQUENCES, dtype=torch.long)
 
 
