@@ -36,6 +36,8 @@ __all__ = [
     "StatsCollector",
     "collect_stats",
     "as_token_ids",
+    "check_token_range",
+    "model_vocab_size",
     "capture_block_inputs",
     "BlockInputs",
     "FpStatsCache",
@@ -58,6 +60,13 @@ class _Stat:
 
     def update(self, x: torch.Tensor) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _require_tokens(self) -> None:
+        """Every statistic refuses to finalise before it has seen a token (an all-zero
+        statistic would silently turn an activation-aware method into its unaware one)."""
+        if self.n == 0:
+            raise ValueError(f"{self.kind}: no tokens were recorded; give calibration token ids [N, T] "
+                             "with N >= 1 sequences and T >= 1 tokens")
 
     def finalize(self) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -84,6 +93,7 @@ class MeanAbsLqer(_Stat):
         self.n += x.shape[0]
 
     def finalize(self):
+        self._require_tokens()
         s = self.s.clamp(min=self.clamp_min)
         return s / torch.sqrt(s.min() * s.max())
 
@@ -105,8 +115,7 @@ class MeanSq(_Stat):
         self.n += x.shape[0]
 
     def finalize(self):
-        if self.n == 0:
-            raise ValueError("mean_sq: no tokens were recorded")
+        self._require_tokens()
         return torch.sqrt(self.sum / self.n)
 
     @property
@@ -142,8 +151,7 @@ class Rxx(_Stat):
         self.weight += x.shape[0]
 
     def finalize(self):
-        if self.n == 0:
-            raise ValueError("rxx: no tokens were recorded")
+        self._require_tokens()
         return self.sum / self.weight
 
     @property
@@ -164,8 +172,7 @@ class MeanAbs(_Stat):
         self.n += x.shape[0]
 
     def finalize(self):
-        if self.n == 0:
-            raise ValueError("mean_abs: no tokens were recorded")
+        self._require_tokens()
         return self.sum / self.n
 
     @property
@@ -295,9 +302,10 @@ def _make_hook(ls: LayerStats):
     return hook
 
 
-def as_token_ids(calib: Any) -> torch.Tensor:
+def as_token_ids(calib: Any, vocab_size: int | None = None) -> torch.Tensor:
     """Token ids ``LongTensor [N, T]`` from ``calib`` (tensor, dict with ``input_ids``, or an
-    object with ``input_ids``/``ids``/``tokens``). Padded batches are rejected."""
+    object with ``input_ids``/``ids``/``tokens``). Padded batches, empty ones (N = 0 or T = 0) and
+    negative ids are rejected, and with ``vocab_size`` ids >= the vocabulary too."""
     mask = None
     ids = calib
     if isinstance(calib, dict) or hasattr(calib, "keys") and not isinstance(calib, torch.Tensor):
@@ -313,9 +321,36 @@ def as_token_ids(calib: Any) -> torch.Tensor:
         ids = torch.as_tensor(ids)
     if ids.ndim != 2 or ids.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"calib: expected integer token ids [N, T], got shape {tuple(ids.shape)} dtype {ids.dtype}")
+    if ids.shape[0] == 0 or ids.shape[1] == 0:
+        raise ValueError(f"calib: token ids of shape {tuple(ids.shape)} hold no tokens; give [N, T] with N >= 1 "
+                         "sequences of T >= 1 tokens")
     if mask is not None and not bool(torch.as_tensor(mask).bool().all()):
         raise ValueError("calib: padded batches are not allowed (every token counts in every statistic)")
-    return ids.long()
+    ids = ids.long()
+    check_token_range(ids, vocab_size)
+    return ids
+
+
+def check_token_range(ids: torch.Tensor, vocab_size: int | None) -> None:
+    """Raise a ValueError naming ``calib`` if a token id is negative or (with ``vocab_size``) not
+    below the vocabulary size: the embedding lookup would fail with a bare IndexError."""
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0:
+        valid = "0 or more" if vocab_size is None else f"0..{vocab_size - 1}"
+        raise ValueError(f"calib: token id {lo} is negative; valid ids: {valid}")
+    if vocab_size is not None and hi >= vocab_size:
+        n_bad = int((ids >= vocab_size).sum())
+        raise ValueError(f"calib: token id {hi} is outside the model's vocabulary of {vocab_size} (valid ids "
+                         f"0..{vocab_size - 1}; {n_bad} id(s) too large): were the ids made with another tokenizer?")
+
+
+def model_vocab_size(model: nn.Module) -> int | None:
+    """Rows of the model's input embedding (None if it has none that says)."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    n = getattr(emb, "num_embeddings", None)
+    if n is None:
+        n = getattr(getattr(model, "config", None), "vocab_size", None)
+    return int(n) if n is not None else None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -330,7 +365,7 @@ def collect_stats(model: nn.Module, calib: Any, kinds: Iterable[str], *, adapter
     """Run the model over ``calib`` [N, T] in batches of ``batch_size`` and return the statistics
     of every input key of the selected blocks (all by default), keyed by ``input_key``."""
     adapter = adapter or get_adapter(model)
-    ids = as_token_ids(calib)
+    ids = as_token_ids(calib, model_vocab_size(model))
     sel = set(range(len(adapter.blocks()))) if blocks is None else set(blocks)
     groups = [g for i, g in adapter.all_linear_groups(include_head=include_head) if (i in sel) or (i is None)]
     device = next(model.parameters()).device
@@ -388,7 +423,7 @@ def capture_block_inputs(model: nn.Module, calib: Any, *, adapter: ModelAdapter 
     is recorded (Gemma-3 alternates sliding and global attention); the others stop at block 0.
     """
     adapter = adapter or get_adapter(model)
-    ids = as_token_ids(calib)
+    ids = as_token_ids(calib, model_vocab_size(model))
     blocks = adapter.blocks()
     device = next(model.parameters()).device
     hidden: list[torch.Tensor] = []
