@@ -49,3 +49,22 @@ def test_formats_show_bad_name(capsys):
     rc, out, err = _run(capsys, "formats", "show", "mxint9")
     assert rc != 0
     assert "mxint9" in err and "mxint8" in err
+
+
+@pytest.mark.parametrize("name", ["int4_g128_asym", "int8_ch_asym", "int4_g128", "int8_ch_hr"])
+def test_divisor_is_the_codecs(capsys, name):
+    """`formats show` prints the divisor the codec uses (issue 15: asymmetric showed 7, divided by 15)."""
+    import numpy as np
+
+    spec = F.get(name)
+    x = np.linspace(-3.0, 5.0, 256, dtype=np.float32).reshape(2, 128)
+    q = F.quantize(x, spec, axis=-1)
+    scale = q.scales.reshape(-1).view(np.float16).astype(np.float32)
+    rng = (x.max(axis=1) - np.minimum(x.min(axis=1), 0)) if not spec.symmetric else np.abs(x).max(axis=1)
+    expect = (rng.astype(np.float32) / np.float32(spec.divisor_value)).astype(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(scale, expect)
+    rc, out, _ = _run(capsys, "formats", "show", name)
+    assert rc == 0
+    assert f"divisor {spec.divisor_value:g} (" in out
+    assert spec.divisor_value == ((2 ** spec.bits - 1) if not spec.symmetric else
+                                  (2 ** (spec.bits - 1) - 1) if spec.divisor == "max" else (2 ** spec.bits - 1) / 2)

@@ -75,7 +75,9 @@ def describe(name: str) -> str:
     if isinstance(spec, F.ScaledIntSpec):
         lines.append(f"  scale         {spec.scale.elem.name} per {spec.granularity}"
                      + (f" of {spec.group_size}" if spec.group_size else "")
-                     + f"; divisor {spec.divisor_value}; clip {spec.clip_ratio}")
+                     + f"; divisor {spec.divisor_value:g} ("
+                     + ("amax / divisor" if spec.symmetric else "(max - min) / divisor, asymmetric")
+                     + f"); clip {spec.clip_ratio}")
     return "\n".join(lines)
 
 

@@ -210,7 +210,7 @@ def _scaled_int_numpy(x: np.ndarray, spec: ScaledIntSpec, ax: int, mode, seeds) 
         hi_v = np.maximum(red(np.max, blk), np.float32(0)).astype(np.float32)
         if spec.clip_ratio != 1.0:
             lo_v, hi_v = (lo_v * clip).astype(np.float32), (hi_v * clip).astype(np.float32)
-        s = ((hi_v - lo_v).astype(np.float32) / np.float32((1 << b) - 1)).astype(np.float32)
+        s = ((hi_v - lo_v).astype(np.float32) / np.float32(spec.divisor_value)).astype(np.float32)
         s_codes, s_dec = _scale_cast(s, spec.scale.elem)
         z = np.clip(np.rint((-lo_v / s_dec).astype(np.float32)), 0, (1 << b) - 1).astype(np.int64)
         lo, hi = 0, (1 << b) - 1

@@ -431,6 +431,10 @@ class ScaledIntSpec(_Derived):
 
     @property
     def divisor_value(self) -> float:
+        """What the scale divides the range by: amax / divisor (symmetric: 2^(b-1)-1 for ``"max"``,
+        (2^b-1)/2 for ``"half"``); (max - min) / (2^b - 1) when asymmetric (``divisor`` is unused)."""
+        if not self.symmetric:
+            return float((1 << self.bits) - 1)
         return float((1 << (self.bits - 1)) - 1) if self.divisor == "max" else ((1 << self.bits) - 1) / 2.0
 
     element_bits = property(lambda self: self.bits)

@@ -432,7 +432,7 @@ def _scaled_int(x, spec: ScaledIntSpec, ax: int, mode: int, seeds) -> Encoded:
         hi_v = red(torch.amax, blk).clamp(min=0.0)
         if spec.clip_ratio != 1.0:
             lo_v, hi_v = lo_v * clip, hi_v * clip
-        s_codes, s_dec = _scale_cast((hi_v - lo_v) / torch.tensor(float((1 << b) - 1)),
+        s_codes, s_dec = _scale_cast((hi_v - lo_v) / torch.tensor(spec.divisor_value),
                                      spec.scale.elem)
         z = torch.round(-lo_v / s_dec).clamp(0, (1 << b) - 1).to(torch.int64)
         lo, hi = 0, (1 << b) - 1
