@@ -4,30 +4,63 @@ from __future__ import annotations
 
 import argparse
 
+from ._args import int_at_least, with_examples
+
+#: help of --acc-bits; the range is ``hwsim.cost_models.fpga.ACC_BITS_RANGE`` (checked by a test)
+_ACC_BITS_HELP = "fixed-point baselines' accumulator width, 16..64 (default 32)"
+
+
+def _acc_bits(text: str) -> int:
+    """argparse type of --acc-bits: ``fpga.check_acc_bits`` (imported only when the option is given)."""
+    from hwsim.cost_models.fpga import check_acc_bits
+
+    try:
+        return check_acc_bits(int(text) if text.strip().lstrip("+-").isdigit() else text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: {exc}") from None
+
+
+_FMT_HELP = "a hwsim.formats name (see 'hwsim formats list') or 'none' (not quantized: costed as fp16)"
+
 
 def _array_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rows", type=int, default=32, help="array rows R (default 32)")
-    p.add_argument("--cols", type=int, default=32, help="array columns C (default 32)")
-    p.add_argument("--dataflow", default="ws", help="ws | os | is (default ws)")
-    p.add_argument("--scalesim-compat", action="store_true", help="charge the full array per fold (scale-sim-v2)")
-    p.add_argument("--node", default="45nm", help="technology node, e.g. 45nm, 28nm, 7nm (default 45nm)")
-    p.add_argument("--library", default="horowitz45", help="horowitz45 (default) | aladdin40 | path.toml")
-    p.add_argument("--tech-file", default=None, help="user technology TOML (nodes, overrides)")
-    p.add_argument("--dram", default="HBM2", help="DRAM type (default HBM2)")
-    p.add_argument("--bandwidth", type=float, default=None, help="DRAM bandwidth in GB/s (default 256)")
-    p.add_argument("--acc", default=None, help="accumulator: int width, int32, window(32), fp32")
+    g = p.add_argument_group("accelerator")
+    g.add_argument("--rows", type=int_at_least(1), default=32, help="array rows R (default 32)")
+    g.add_argument("--cols", type=int_at_least(1), default=32, help="array columns C (default 32)")
+    g.add_argument("--dataflow", default="ws", help="ws | os | is: weight, output or input stationary (default ws)")
+    g.add_argument("--scalesim-compat", action="store_true", help="charge the full array per fold (scale-sim-v2)")
+    g.add_argument("--node", default="45nm",
+                   help="technology node, e.g. 45nm, 28nm, 7nm (default 45nm); below the smallest table node "
+                        "(7nm) the factors are extrapolated and a warning is printed on stderr")
+    g.add_argument("--library", default="horowitz45", help="horowitz45 (default) | aladdin40 | path.toml")
+    g.add_argument("--tech-file", default=None, help="user technology TOML (nodes, overrides)")
+    g.add_argument("--dram", default="HBM2", help="DRAM type (default HBM2)")
+    g.add_argument("--bandwidth", type=float, default=None, help="DRAM bandwidth in GB/s (default 256)")
+    g.add_argument("--acc", default=None,
+                   help="accumulator: a width in bits (e.g. 24), int32, window(32) or fp32; at least as wide as "
+                        "one unit's partial result (default: int32 / window(32) / fp32 by datapath)")
+
+
+def _technology(args):
+    import sys
+
+    from hwsim.cost_models import Technology, load_user_file
+
+    if getattr(args, "tech_file", None):
+        tech = load_user_file(args.tech_file).at_node(args.node)
+    else:
+        tech = Technology(library=args.library, node_nm=args.node, dram_type=getattr(args, "dram", "HBM2"),
+                          dram_bandwidth_gbps=getattr(args, "bandwidth", None))
+    for w in tech.warnings:
+        print(f"hwsim: warning: --node {args.node}: {w}", file=sys.stderr)
+    return tech
 
 
 def _make_array(args):
-    from hwsim.cost_models import SystolicArray, Technology, load_user_file
+    from hwsim.cost_models import SystolicArray
 
-    if args.tech_file:
-        tech = load_user_file(args.tech_file).at_node(args.node)
-    else:
-        tech = Technology(library=args.library, node_nm=args.node, dram_type=args.dram,
-                          dram_bandwidth_gbps=args.bandwidth)
-    acc = int(args.acc) if args.acc and args.acc.isdigit() else args.acc
-    return SystolicArray(args.rows, args.cols, args.dataflow, args.scalesim_compat, tech=tech, acc=acc)
+    return SystolicArray(args.rows, args.cols, args.dataflow, args.scalesim_compat, tech=_technology(args),
+                         acc=args.acc)
 
 
 def _gemm(args) -> int:
@@ -105,6 +138,7 @@ def _lqer(args) -> int:
 def _calibration(args) -> int:
     from hwsim.cost_models import calibration_table
 
+    _technology(args)  # validates the node and library, warns when the node is extrapolated
     df = calibration_table(args.node, args.library)
     print(f"Calibration at {args.node} (library {args.library}); published = Horowitz ISSCC 2014 "
           f"(45 nm, scaled to the node), MAESTRO for the int8 MAC")
@@ -114,10 +148,9 @@ def _calibration(args) -> int:
 
 
 def _units(args) -> int:
-    from hwsim.cost_models import Technology, unit_table
+    from hwsim.cost_models import unit_table
 
-    tech = Technology(library=args.library, node_nm=args.node)
-    df = unit_table(args.fmt_a, args.fmt_w, args.acc, k=args.K, tech=tech)
+    df = unit_table(args.a, args.w, args.acc, k=args.K, tech=_technology(args))
     print(df.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
     return 0
 
@@ -137,54 +170,77 @@ def _fit(args) -> int:
 
 
 def register(subparsers) -> None:
-    cost = subparsers.add_parser("cost", help="analytic area/energy/latency cost model")
+    cost = subparsers.add_parser(
+        "cost", help="analytic area/energy/latency cost model",
+        description="Analytic cost model of a systolic-array accelerator (docs/cost_models.md).",
+        **with_examples("hwsim cost gemm --M 512 --K 4096 --N 11008 --a mxint8 --w mxint4",
+                        "hwsim cost model --model smollm2-135m --w mxint4 --a mxint8 --phase decode",
+                        "hwsim cost units --w mxfp4 --a mxfp8_e4m3"))
     sub = cost.add_subparsers(dest="cost_command", metavar="SUBCOMMAND")
     cost.set_defaults(func=lambda a: (cost.print_help(), 2)[1])
 
-    g = sub.add_parser("gemm", help="cost one GEMM A[M,K] x W[K,N] on a systolic array")
-    g.add_argument("--M", type=int, required=True)
-    g.add_argument("--K", type=int, required=True)
-    g.add_argument("--N", type=int, required=True)
-    g.add_argument("--a", default="mxint8", help="activation format (default mxint8)")
-    g.add_argument("--w", default="mxint4", help="weight format (default mxint4)")
+    g = sub.add_parser("gemm", help="cost one GEMM A[M,K] x W[K,N] on a systolic array",
+                       description="Cycles, energy and area of one GEMM A[M,K] x W[K,N] on a systolic array.",
+                       **with_examples("hwsim cost gemm --M 512 --K 4096 --N 11008 --a mxint8 --w mxint4",
+                                       "hwsim cost gemm --M 1 --K 4096 --N 4096 --a int8_tok --w int4_g128 "
+                                       "--acc int32 --node 7nm",
+                                       "hwsim cost gemm --M 64 --K 1024 --N 1024 --a none --w mxint4  "
+                                       "# weight-only: fp16 activations"))
+    g.add_argument("--M", type=int_at_least(1), required=True, help="rows of A (tokens)")
+    g.add_argument("--K", type=int_at_least(1), required=True, help="reduction length (input features)")
+    g.add_argument("--N", type=int_at_least(1), required=True, help="columns of W (output features)")
+    g.add_argument("--a", default="mxint8", help=f"activation format: {_FMT_HELP} (default mxint8)")
+    g.add_argument("--w", default="mxint4", help=f"weight format: {_FMT_HELP} (default mxint4)")
     _array_args(g)
     g.set_defaults(func=_gemm)
 
-    m = sub.add_parser("model", help="cost a whole model (per-layer table and totals)")
+    m = sub.add_parser("model", help="cost a whole model (per-layer table and totals)",
+                       description="Cost every linear layer of a LLaMA-style model for prefill and/or decode.",
+                       **with_examples("hwsim cost model --model smollm2-135m --w mxint4 --a mxint8",
+                                       "hwsim cost model --phase decode --context 2048 --rank 32",
+                                       "hwsim cost model --w int4_g128 --a none  # weight-only"))
     m.add_argument("--model", default="smollm2-135m", help="known name (smollm2-135m, llama-2-7b) or config path")
-    m.add_argument("--w", default="mxint4")
-    m.add_argument("--a", default="mxint8")
-    m.add_argument("--phase", default="both", choices=["prefill", "decode", "both"])
-    m.add_argument("--seq", type=int, default=512)
-    m.add_argument("--batch", type=int, default=1)
-    m.add_argument("--context", type=int, default=None)
-    m.add_argument("--rank", type=int, default=0, help="low-rank branch rank (0: none)")
-    m.add_argument("--lr-format", default="mxint8", help="low-rank factor format")
-    m.add_argument("--lowrank-placement", default="separate", choices=["separate", "shared"])
+    m.add_argument("--w", default="mxint4", help=f"weight format of every linear: {_FMT_HELP} (default mxint4)")
+    m.add_argument("--a", default="mxint8", help=f"activation format of every linear: {_FMT_HELP} (default mxint8)")
+    m.add_argument("--phase", default="both", choices=["prefill", "decode", "both"], help="which pass (default both)")
+    m.add_argument("--seq", type=int_at_least(1), default=512, help="prefill tokens per sequence (default 512)")
+    m.add_argument("--batch", type=int_at_least(1), default=1, help="sequences per batch (default 1)")
+    m.add_argument("--context", type=int_at_least(1), default=None, help="decode KV length (default: --seq)")
+    m.add_argument("--rank", type=int_at_least(0), default=0,
+                   help="low-rank branch rank, at most min(in, out) of every linear (0: none)")
+    m.add_argument("--lr-format", default="mxint8", help=f"low-rank factor format: {_FMT_HELP} (default mxint8)")
+    m.add_argument("--lowrank-placement", default="separate", choices=["separate", "shared"],
+                   help="low-rank branch on a separate 1/16 array (default) or on the main array")
     m.add_argument("--hadamard-down", action="store_true", help="online Hadamard before down_proj")
     m.add_argument("--all-layers", action="store_true", help="print every layer")
     _array_args(m)
     m.set_defaults(func=_model)
 
-    q = sub.add_parser("lqer-table", help="reproduce the LQER paper's FPGA resource table")
-    q.add_argument("--acc-bits", type=int, default=32, help="fixed-point baselines' accumulator width")
+    q = sub.add_parser("lqer-table", help="reproduce the LQER paper's FPGA resource table",
+                       **with_examples("hwsim cost lqer-table", "hwsim cost lqer-table --acc-bits 24"))
+    q.add_argument("--acc-bits", type=_acc_bits, default=32, help=_ACC_BITS_HELP)
     q.set_defaults(func=_lqer)
 
-    c = sub.add_parser("calibration", help="component calibration table vs Horowitz ISSCC 2014")
-    c.add_argument("--node", default="45nm")
-    c.add_argument("--library", default="horowitz45")
+    c = sub.add_parser("calibration", help="component calibration table vs Horowitz ISSCC 2014",
+                       **with_examples("hwsim cost calibration", "hwsim cost calibration --node 7nm"))
+    c.add_argument("--node", default="45nm", help="technology node (default 45nm)")
+    c.add_argument("--library", default="horowitz45", help="horowitz45 (default) | aladdin40 | path.toml")
     c.set_defaults(func=_calibration)
 
-    u = sub.add_parser("units", help="area and action energies of the units for a format pair")
-    u.add_argument("--fmt-w", required=True)
-    u.add_argument("--fmt-a", required=True)
-    u.add_argument("--acc", default=None)
-    u.add_argument("--K", type=int, default=4096, help="reduction length (per-token quantizers)")
-    u.add_argument("--node", default="45nm")
-    u.add_argument("--library", default="horowitz45")
+    u = sub.add_parser("units", help="area and action energies of the units for a format pair",
+                       **with_examples("hwsim cost units --w mxfp4 --a mxfp8_e4m3",
+                                       "hwsim cost units --w int4_g128 --a int8_tok --acc int32 --K 4096"))
+    u.add_argument("--w", "--fmt-w", dest="w", required=True, help=f"weight format: {_FMT_HELP}")
+    u.add_argument("--a", "--fmt-a", dest="a", required=True, help=f"activation format: {_FMT_HELP}")
+    u.add_argument("--acc", default=None, help="accumulator: a width in bits, int32, window(32) or fp32 "
+                                               "(default by datapath)")
+    u.add_argument("--K", type=int_at_least(1), default=4096, help="reduction length (per-token quantizers)")
+    u.add_argument("--node", default="45nm", help="technology node (default 45nm)")
+    u.add_argument("--library", default="horowitz45", help="horowitz45 (default) | aladdin40 | path.toml")
     u.set_defaults(func=_units)
 
-    f = sub.add_parser("fit-fpga", help="refit the FPGA LUT constants over the LQER table")
-    f.add_argument("--acc-bits", type=int, default=32)
+    f = sub.add_parser("fit-fpga", help="refit the FPGA LUT constants over the LQER table",
+                       **with_examples("hwsim cost fit-fpga", "hwsim cost fit-fpga --acc-bits 32 --write"))
+    f.add_argument("--acc-bits", type=_acc_bits, default=32, help=_ACC_BITS_HELP)
     f.add_argument("--write", action="store_true", help="write data/fpga_lut.toml")
     f.set_defaults(func=_fit)

@@ -11,6 +11,7 @@ Names are never parsed here.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -147,12 +148,28 @@ def _describe_cached(fmt: Any) -> FormatInfo:
     return _describe(fmt)
 
 
+#: what a high-precision (not quantized) operand is costed as
+HIGH_PRECISION_FORMAT = "fp16"
+#: format names that mean "not quantized" (as in ``hwsim.quant``); costed as HIGH_PRECISION_FORMAT
+UNQUANTIZED_NAMES = ("none", "hp", "bypass")
+
+
+def is_unquantized(fmt: Any) -> bool:
+    """True for the names that mean "not quantized" ('none', 'hp', 'bypass'; any case)."""
+    return isinstance(fmt, str) and fmt.strip().lower() in UNQUANTIZED_NAMES
+
+
 def describe(fmt: Any) -> FormatInfo:
-    """FormatInfo of a format name, a hwsim.formats spec, or a FormatInfo (returned unchanged)."""
+    """FormatInfo of a format name, a hwsim.formats spec, or a FormatInfo (returned unchanged).
+
+    'none' (not quantized, see ``UNQUANTIZED_NAMES``) is costed as ``HIGH_PRECISION_FORMAT``."""
     if isinstance(fmt, FormatInfo):
         return fmt
     if fmt is None:
-        raise ValueError("format=None: give a format name (e.g. 'mxint4') or a hwsim.formats spec")
+        raise ValueError("format=None: give a format name (e.g. 'mxint4'), 'none' (not quantized) or a "
+                         "hwsim.formats spec")
+    if is_unquantized(fmt):
+        fmt = HIGH_PRECISION_FORMAT
     try:
         return _describe_cached(fmt)
     except TypeError:  # unhashable duck-typed object
@@ -216,26 +233,42 @@ class Accumulator:
         return f"{self.kind}{self.bits}" if self.kind != "fp" else f"fp(e{self.e}m{self.m})"
 
 
+ACC_GRAMMAR = "an integer width W in 2..128 ('24'), 'int<W>', 'window(<W>)', 'fp32', 'fp16' or 'bf16'"
+_ACC_RE = re.compile(r"(int|window\()?\s*([+-]?\d+)\s*(\)?)")
+
+
 def accumulator(acc: Any, default: str = "int") -> Accumulator:
-    """int w -> Accumulator('int' or default kind, w); 'fp32'/FloatElem spec -> fp; 'int32'/'window(32)'."""
+    """int w -> Accumulator('int' or default kind, w); 'fp32'/FloatElem spec -> fp; 'int32'/'window(32)'.
+
+    A numeric string ('24') is an integer width. The width of an integer or window accumulator
+    is 2..128 here; ``build_pe`` also asks it to hold one unit's partial result."""
     if isinstance(acc, Accumulator):
         return acc
     if isinstance(acc, bool):
-        raise ValueError(f"acc={acc!r}: give an integer width, 'int32', 'window(32)' or an FP format")
+        raise ValueError(f"acc={acc!r}: valid: {ACC_GRAMMAR}")
     if isinstance(acc, int):
         if not 2 <= acc <= 128:
-            raise ValueError(f"acc={acc!r}: integer accumulator width must be in 2..128")
+            raise ValueError(f"acc={acc!r}: an integer accumulator width must be in 2..128")
         return Accumulator(default, acc)
     if isinstance(acc, str):
         s = acc.strip().lower()
-        if s.startswith("window(") and s.endswith(")"):
-            return accumulator(int(s[7:-1]), "window")
-        if s.startswith("int") and s[3:].isdigit():
-            return accumulator(int(s[3:]), "int")
+        m = _ACC_RE.fullmatch(s)
+        if m and (m.group(1) == "window(") == bool(m.group(3)):
+            kind = {"int": "int", "window(": "window", None: default}[m.group(1)]
+            width = int(m.group(2))
+            if not 2 <= width <= 128:
+                raise ValueError(f"acc={acc!r}: an accumulator width must be in 2..128")
+            return Accumulator(kind, width)
+        if s.startswith(("int", "window", "-", "+")) or s[:1].isdigit():
+            raise ValueError(f"acc={acc!r} is not an accumulator; valid: {ACC_GRAMMAR}")
         if s in ("fp32", "fp16", "bf16"):
             f = {"fp32": FP32, "fp16": FP16, "bf16": BF16}[s]
             return Accumulator("fp", f.element_bits, f.exp_bits, f.man_bits)
-    info = describe(acc)
+    try:
+        info = describe(acc)
+    except ValueError as exc:
+        first = str(exc).splitlines()[0]
+        raise ValueError(f"acc={acc!r} is not an accumulator ({first}); valid: {ACC_GRAMMAR}") from None
     if info.kind != "fp":
         raise ValueError(f"acc={acc!r}: an FP accumulator must be an element float format (fp32, fp16, bf16)")
     return Accumulator("fp", info.element_bits, info.exp_bits, info.man_bits)

@@ -134,8 +134,27 @@ PUBLISHED = (
 PUBLISHED_PARTS = {"L2QER MXINT W4A8": (1782.0, 5164.0), "L2QER MXINT W4A6": (1246.0, 3727.0)}
 
 
+#: valid ``acc_bits`` of the fixed-point baselines: 16 = the exact sum of one engine's 16 products
+#: of at most 12 bits (8x4 and 6x6: 12 + log2 16); 64 = the widest native HLS integer (long long)
+ACC_BITS_RANGE = (16, 64)
+
+
+def check_acc_bits(acc_bits: int) -> int:
+    """``acc_bits`` as an int in ``ACC_BITS_RANGE``, else a ValueError naming the range and why."""
+    lo, hi = ACC_BITS_RANGE
+    why = (f"valid: {lo}..{hi} (the fixed-point baselines' accumulator must hold the exact sum of an engine's "
+           f"{LANES} products of up to 12 bits, {lo} bits, and be an HLS integer, at most {hi} bits)")
+    if isinstance(acc_bits, bool) or not isinstance(acc_bits, (int, np.integer)):
+        raise ValueError(f"acc_bits={acc_bits!r} is not an integer; {why}")
+    if not lo <= acc_bits <= hi:
+        raise ValueError(f"acc_bits={acc_bits!r} is out of range; {why}")
+    return int(acc_bits)
+
+
 def inventories(acc_bits: int = 32) -> dict[str, Inventory]:
-    """Design inventory per published row; ``acc_bits``: the fixed-point baselines' sum width."""
+    """Design inventory per published row; ``acc_bits``: the fixed-point baselines' sum width
+    (``ACC_BITS_RANGE``)."""
+    acc_bits = check_acc_bits(acc_bits)
     w4a8 = l2qer_mxint(8, 4)
     w4a6 = l2qer_mxint(6, 4)
     return {

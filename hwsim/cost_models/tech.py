@@ -80,6 +80,9 @@ def node_table(extra: Mapping[float, tuple[float, float]] | None = None) -> dict
     return tab
 
 
+_BELOW_TABLE = "is below the table"
+
+
 def node_factors(node_nm: float, extra: Mapping[float, tuple[float, float]] | None = None
                  ) -> tuple[float, float, list[str]]:
     """(area factor, energy factor, notes) of ``node_nm`` relative to 45 nm.
@@ -97,7 +100,7 @@ def node_factors(node_nm: float, extra: Mapping[float, tuple[float, float]] | No
     lo = nodes[0]
     if node_nm < lo:
         a0, e0 = tab[float(lo)]
-        notes.append(f"node {node_nm:g} nm is below the table ({lo:g} nm): area ~ node, energy ~ sqrt(node)")
+        notes.append(f"node {node_nm:g} nm {_BELOW_TABLE} ({lo:g} nm): area ~ node, energy ~ sqrt(node)")
         return a0 * node_nm / lo, e0 * math.sqrt(max(node_nm, 1.0) / lo), notes
     la = np.log([tab[float(n)][0] for n in nodes])
     le = np.log([tab[float(n)][1] for n in nodes])
@@ -338,6 +341,13 @@ class Technology:
         import dataclasses
 
         return dataclasses.replace(self, node_nm=node, area_factor=None, energy_factor=None)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What a user should see, not only find in ``assumptions``: a node below the smallest
+        table node is extrapolated (area ~ node, energy ~ sqrt(node)), not looked up."""
+        return tuple(f"{n}; extrapolated, not in the node table (use a table node, or give measured factors "
+                     "with area_factor/energy_factor or a tech file)" for n in self._scales[2] if _BELOW_TABLE in n)
 
     @property
     def assumptions(self) -> dict[str, Any]:

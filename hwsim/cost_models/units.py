@@ -274,6 +274,15 @@ def build_pe(a_format: Any, w_format: Any, acc: Any = None, window: int | None =
     return _build_pe(fa, fw, None if acc is None else accumulator(acc, "int"), window, k or 4096, tech)
 
 
+def _check_acc_width(acc: Accumulator, need: int, what: str, fa: FormatInfo, fw: FormatInfo) -> None:
+    """An accumulator narrower than one unit's partial result cannot exist (the model would charge
+    a smaller adder and register than the result it adds, so area and energy would drop)."""
+    if acc.bits < need:
+        label = f"window({acc.bits})" if acc.kind == "window" else acc.name
+        raise ValueError(f"acc={label}: narrower than the {need}-bit {what} of a_format={fa.name!r} x "
+                         f"w_format={fw.name!r}; valid: a width of {need}..128 (e.g. 'int32', 'window(32)')")
+
+
 @lru_cache(maxsize=8192)
 def _build_pe(fa: FormatInfo, fw: FormatInfo, acc: Accumulator | None, window, k: int, tech) -> PEConfig:
     aq = None
@@ -290,14 +299,18 @@ def _build_pe(fa: FormatInfo, fw: FormatInfo, acc: Accumulator | None, window, k
         if acc.kind == "fp":
             raise _unsupported(fa, fw, "block dot-product units accumulate in a fixed-point window, not FP")
         if fa.kind == "block_int" and fw.kind == "block_int":
+            need = AdderTree(ua.block_size, ua.sig_bits + uw.sig_bits).out_bits
+            _check_acc_width(acc, need, "exact segment sum (a+b+ceil(log2 B))", ua, uw)
             pe = block_dot_int(ua, uw, acc.bits, tech)
         else:
+            _check_acc_width(acc, mxfp_window(ua, uw, window)[0], "aligned product window W_win", ua, uw)
             pe = block_dot_fp(ua, uw, acc.bits, window, tech)
         return PEConfig(fa, fw, acc, pe, aq, group, notes=notes)
     if fa.kind == "int" and fw.kind == "int":
         acc = acc or Accumulator("int", 32)
         if acc.kind == "fp":
             raise _unsupported(fa, fw, "integer MACs accumulate in an integer register, not FP")
+        _check_acc_width(acc, fa.sig_bits + fw.sig_bits, "product (a+b)", fa, fw)
         pe = int_mac(fa.sig_bits, fw.sig_bits, acc.bits, tech)
         grouped = "group" in (fa.granularity, fw.granularity)
         resc = group_rescale(acc.bits, tech) if grouped else output_rescale(acc.bits, tech)
