@@ -44,13 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.func(args)
         sys.stdout.flush()
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"hwsim: error: {exc}", file=sys.stderr)
-        return 1
     except BrokenPipeError:  # output piped into `head` and closed: exit quietly, as Unix tools do
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except (ValueError, OSError) as exc:  # user errors (OSError: files and directories), never a traceback
+        print(f"hwsim: error: {exc}", file=sys.stderr)
         return 1
     return int(result or 0)
 
