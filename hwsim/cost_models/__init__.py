@@ -8,7 +8,7 @@ Spec: docs/spec/cost_model.md. Imports hwsim.formats only.
 """
 
 from . import fpga
-from .array import DATAFLOWS, AreaReport, GemmResult, SRAMConfig, SystolicArray
+from .array import DATAFLOWS, ArrayBatch, AreaReport, GemmBatch, GemmResult, SRAMConfig, SystolicArray
 from .calibration import calibration_table
 from .components import (
     DRAM, SRAM, AdderTree, BarrelShifter, Comparator, FPAdder, FPMultiplier, FPReciprocal, FPToInt, IntAdder,
@@ -23,7 +23,8 @@ from .workload import (
 )
 
 __all__ = [
-    "SystolicArray", "SRAMConfig", "GemmResult", "AreaReport", "DATAFLOWS", "calibration_table", "fpga",
+    "SystolicArray", "ArrayBatch", "SRAMConfig", "GemmResult", "GemmBatch", "AreaReport", "DATAFLOWS",
+    "calibration_table", "fpga",
     "Technology", "load_user_file", "node_factors", "FormatInfo", "describe", "build_pe", "unit_table",
     "LinearSpec", "LowRank", "ModelSpec", "ModelCost", "cost_model", "from_config", "from_quantized",
     "hadamard_adds", "lqer_mult_counts", "lqer_crossover", "IntAdder", "IntMultiplier", "Register", "Comparator",

@@ -2,7 +2,7 @@
 
 All quantities are closed forms (SCALE-Sim's mapping, Samajdar et al., ISPASS 2020), evaluated
 with numpy so that a sweep over array shapes and dataflows is one vectorised call
-(:meth:`SystolicArray.sweep`). Shapes: A is M x K activations, W is K x N weights, Y is M x N.
+(:meth:`SystolicArray.sweep`; :class:`ArrayBatch` for whole models through ``cost_model``). Shapes: A is M x K activations, W is K x N weights, Y is M x N.
 Units: cycles, pJ, um^2, bytes.
 """
 
@@ -320,8 +320,10 @@ class SystolicArray:
     def area(self, a_format=None, w_format=None, acc=None, k: int | None = None) -> AreaReport:
         """Area (um^2): R*C*A_PE + SRAM + edge units (R input quantizers/dequantizers, C
         rescalers), plus overhead_fraction of that sum."""
-        cfg = self.pe_config(a_format, w_format, acc, k)
-        R, C = self.rows, self.cols
+        return self._area(self.pe_config(a_format, w_format, acc, k), self.rows, self.cols)
+
+    def _area(self, cfg: PEConfig, R, C) -> AreaReport:
+        """:meth:`area` of PEs ``cfg`` on R x C (ints, or arrays: one element per array of an ArrayBatch)."""
         bd = {"pe_array": R * C * self._pe_area(cfg),
               "sram_ifmap": self._sram_units["ifmap"].area_um2,
               "sram_filter": self._sram_units["filter"].area_um2,
@@ -503,6 +505,11 @@ class SystolicArray:
                 "area_um2": area, "dram_bytes": sum(v for v in r["dram"].values())}))
         return pd.concat(frames, ignore_index=True)
 
+    def batch(self, rows, cols, dataflows=None) -> "ArrayBatch":
+        """Arrays of this one's technology, SRAM and flags with per-array ``rows``, ``cols`` and
+        ``dataflows`` (default: this array's dataflow): see :class:`ArrayBatch`."""
+        return ArrayBatch(self, rows, cols, self.dataflow if dataflows is None else dataflows)
+
     def with_(self, **kwargs) -> "SystolicArray":
         """Copy with some constructor arguments changed."""
         params = dict(rows=self.rows, cols=self.cols, dataflow=self.dataflow, scalesim_compat=self.scalesim_compat,
@@ -511,3 +518,105 @@ class SystolicArray:
                       acc=self.acc, out_format=self.out_format, mxfp_window=self.mxfp_window)
         params.update(kwargs)
         return SystolicArray(**params)
+
+
+# --------------------------------------------------------------------------------------------
+# many arrays at once (the vectorised path of cost_model)
+# --------------------------------------------------------------------------------------------
+
+class GemmBatch(NamedTuple):
+    """One GEMM on every array of an :class:`ArrayBatch`: the :class:`GemmResult` fields that
+    ``cost_model`` reads, each hardware-dependent one an array with one element per array (equal
+    to the GemmResult of that array: same numpy operations, element by element)."""
+
+    M: int
+    K: int
+    N: int
+    a_format: str
+    w_format: str
+    macs: int
+    compute_cycles: np.ndarray
+    stall_cycles: np.ndarray
+    cycles: np.ndarray
+    energy_pj: np.ndarray
+    energy_breakdown: dict
+    dram_bytes: dict
+    dram_total_bytes: np.ndarray
+
+
+def _check_dims(name: str, v) -> np.ndarray:
+    a = np.asarray(v).reshape(-1)
+    if a.dtype.kind not in "iu" or (a <= 0).any():
+        raise ValueError(f"{name} must be positive integers, got {a[:3].tolist()}...")
+    return a.astype(np.int64)
+
+
+class ArrayBatch:
+    """n systolic arrays that differ only in rows, cols and dataflow, sharing the technology, SRAM,
+    clock and flags of ``base`` (a :class:`SystolicArray`, whose own rows, cols and dataflow are
+    not used): ``cost_model(spec, batch)`` costs a model on all of them in one pass.
+
+    rows, cols: n positive integers; dataflows: n names or one for all. :meth:`gemm`,
+    :meth:`area`, :meth:`pe_config` and :meth:`with_` mirror SystolicArray's; every quantity
+    that depends on the array is a numpy array with one element per array, exactly equal to what
+    the SystolicArray :meth:`point` (i) gives (the same elementwise numpy operations; nothing is
+    reduced across arrays).
+    """
+
+    def __init__(self, base: SystolicArray, rows, cols, dataflows):
+        self.base = base
+        self.rows, self.cols = _check_dims("rows", rows), _check_dims("cols", cols)
+        dfs = [dataflows] if isinstance(dataflows, str) else list(dataflows)
+        dfs = [_check_dataflow(d) for d in dfs]
+        if len(dfs) == 1:
+            dfs = dfs * len(self.rows)
+        if not (len(self.rows) == len(self.cols) == len(dfs) > 0):
+            raise ValueError(f"rows, cols and dataflows differ in length: {len(self.rows)}, {len(self.cols)}, "
+                             f"{len(dfs)}")
+        self.dataflows = tuple(dfs)
+        self._df = np.array([_DF_CODE[d] for d in dfs], dtype=np.int64)
+        self.tech = base.tech
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self):
+        return f"ArrayBatch({len(self)} arrays of {self.base!r})"
+
+    def point(self, i: int) -> SystolicArray:
+        """The i-th array as a SystolicArray."""
+        return self.base.with_(rows=int(self.rows[i]), cols=int(self.cols[i]), dataflow=self.dataflows[i])
+
+    def pe_config(self, a_format=None, w_format=None, acc=None, k: int | None = None) -> PEConfig:
+        return self.base.pe_config(a_format, w_format, acc, k)
+
+    def area(self, a_format=None, w_format=None, acc=None, k: int | None = None) -> AreaReport:
+        """:meth:`SystolicArray.area` of every array (total and breakdown: arrays)."""
+        return self.base._area(self.pe_config(a_format, w_format, acc, k), self.rows, self.cols)
+
+    def gemm(self, M: int, K: int, N: int, a_format: Any = None, w_format: Any = None, *, acc: Any = None,
+             out_format: Any = None, quantize_input: bool = True) -> GemmBatch:
+        """:meth:`SystolicArray.gemm` on every array (one vectorised evaluation)."""
+        M, K, N = _check_dim("M", M), _check_dim("K", K), _check_dim("N", N)
+        b = self.base
+        cfg = b.pe_config(a_format, w_format, acc, K)
+        r = b._evaluate(cfg, M, K, N, self.rows, self.cols, self._df, b._out_info(out_format), quantize_input)
+        dram = r["dram"]
+        g = GemmBatch(M=M, K=K, N=N, a_format=cfg.a.name, w_format=cfg.w.name, macs=M * K * N,
+                      compute_cycles=r["compute"], stall_cycles=r["stall"], cycles=r["compute"] + r["stall"],
+                      energy_pj=r["energy"], energy_breakdown=r["energy_bd"], dram_bytes=dram,
+                      dram_total_bytes=sum(dram.values()))
+        # read-only: a caller that updated a (cached, shared) result in place (x += y, which is
+        # harmless on the floats of a GemmResult) would corrupt it; this makes that an error
+        for v in (g.compute_cycles, g.stall_cycles, g.cycles, g.energy_pj, g.dram_total_bytes,
+                  *g.energy_breakdown.values(), *g.dram_bytes.values()):
+            v.flags.writeable = False
+        return g
+
+    def with_(self, **kwargs) -> "ArrayBatch":
+        """Copy with rows / cols / dataflow (per array or one for all) or base arguments changed."""
+        n = len(self)
+        rows, cols = kwargs.pop("rows", self.rows), kwargs.pop("cols", self.cols)
+        dataflows = kwargs.pop("dataflow", self.dataflows)
+        base = self.base.with_(**kwargs) if kwargs else self.base
+        return ArrayBatch(base, np.broadcast_to(rows, n), np.broadcast_to(cols, n), dataflows)

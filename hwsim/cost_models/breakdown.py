@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from .units import PEConfig
 
 if TYPE_CHECKING:
@@ -55,6 +57,7 @@ def pe_shares(cfg: PEConfig) -> tuple[dict[str, float], dict[str, float]]:
 
 def area_components(array: "SystolicArray", cfg: PEConfig, k: int | None = None) -> dict[str, float]:
     """Area (um^2) of ``array`` with PEs ``cfg`` by component; sums to ``array.area(...).total_um2``.
+    ``array`` may be an ArrayBatch (then every area is an array, one element per array).
 
     The array's ``overhead`` fraction is spread over the components in proportion (it is defined
     as a fraction of their sum).
@@ -72,7 +75,10 @@ def area_components(array: "SystolicArray", cfg: PEConfig, k: int | None = None)
     for key in ("act_quant", "dequant", "rescale"):
         out["quantizers"] += bd[key]
     base = sum(out.values())
-    scale = rep.total_um2 / base if base else 1.0
+    if isinstance(base, np.ndarray):  # an ArrayBatch: one area per array
+        scale = np.where(base != 0, rep.total_um2 / np.where(base != 0, base, 1.0), 1.0)
+    else:
+        scale = rep.total_um2 / base if base else 1.0
     return {c: out.get(c, 0.0) * scale for c in AREA_COMPONENTS}
 
 

@@ -4,7 +4,8 @@ Inputs are plain records (:class:`ModelSpec`, :class:`LinearSpec`, :class:`LowRa
 :func:`from_config` (a transformers config, a dict, a local path or a known model name, plus one
 format per linear role) and :func:`from_quantized` (a duck-typed description of a quantized model,
 e.g. what ``hwsim.quant`` produces; interface in docs/cost_models.md). :func:`cost_model` runs
-every GEMM on a :class:`~.array.SystolicArray` and returns a :class:`ModelCost`.
+every GEMM on a :class:`~.array.SystolicArray` (or on all arrays of an :class:`~.array.ArrayBatch` at
+once) and returns a :class:`ModelCost`.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, reduce
 from typing import Any
 
-from .array import SystolicArray
+import numpy as np
+
+from .array import ArrayBatch, SystolicArray
 from .breakdown import ENERGY_COMPONENTS, area_components, gemm_energy_components
 from .fmt import HIGH_PRECISION_FORMAT, describe, is_unquantized
 from .tech import load_data
@@ -358,12 +361,42 @@ def lqer_crossover(m: int, n: int, k: int) -> float:
 # costing
 # --------------------------------------------------------------------------------------------
 
+# cost_model runs the same code on one SystolicArray (numbers) and on an ArrayBatch (a numpy array
+# per hardware-dependent quantity, one element per array); these do on an array, element by
+# element, exactly what the Python built-in does on a number (and are that built-in otherwise).
+
+def _vmax(a, b):
+    """max(a, b)."""
+    return np.maximum(a, b) if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) else max(a, b)
+
+
+def _vceil(x):
+    """math.ceil(x)."""
+    return np.ceil(x).astype(np.int64) if isinstance(x, np.ndarray) else math.ceil(x)
+
+
+def _vint(x):
+    """int(x)."""
+    return x.astype(np.int64) if isinstance(x, np.ndarray) else int(x)
+
+
+def _vfloat(x):
+    """float(x)."""
+    return x.astype(np.float64) if isinstance(x, np.ndarray) else float(x)
+
+
+BANDWIDTH_BOUND = "bandwidth_bound: DRAM stalls exceed 50 % of the cycles"
+
+
 @dataclass
 class ModelCost:
     """Result of :func:`cost_model`: per-linear table, totals and assumptions.
 
     area_components (um^2) and energy_components (pJ, whole pass) split the totals by hardware
     component (``breakdown.AREA_COMPONENTS`` / ``ENERGY_COMPONENTS``); each sums to its total.
+    Of an :class:`~.array.ArrayBatch`: every value that depends on the array is a numpy array with
+    one element per array (in rows, totals, area and the components), and ``warnings`` holds one
+    list per array.
     """
 
     rows: list  # one dict per (layer, linear) and attention GEMM; as a DataFrame: per_layer
@@ -387,7 +420,7 @@ class ModelCost:
         return pd.Series(self.totals)
 
 
-def cost_model(model: ModelSpec, array: SystolicArray, *, lowrank_placement: str = "separate",
+def cost_model(model: ModelSpec, array: SystolicArray | ArrayBatch, *, lowrank_placement: str = "separate",
                lowrank_array: SystolicArray | None = None, shared_mode: str = "widen",
                overlap_transforms: bool = False, hadamard_impl: str = "fwht",
                vector_lanes: int | None = None) -> ModelCost:
@@ -402,6 +435,10 @@ def cost_model(model: ModelSpec, array: SystolicArray, *, lowrank_placement: str
     costed in three steps: (1) the main GEMM, (2) its low-rank branch, (3) the online transform
     before it; then (4) the attention GEMMs of the layer. (5) sums the rows into totals and sizes
     the arrays and the vector unit.
+
+    ``array`` may be an :class:`~.array.ArrayBatch` (arrays differing in rows, cols, dataflow): the
+    same steps run once with a numpy array per hardware-dependent quantity, and each element of
+    the result equals (exactly) ``cost_model`` on that array alone; see :class:`ModelCost`.
     """
     if lowrank_placement not in ("separate", "shared"):
         raise ValueError(f"lowrank_placement={lowrank_placement!r}; valid: ['separate', 'shared']")
@@ -410,7 +447,7 @@ def cost_model(model: ModelSpec, array: SystolicArray, *, lowrank_placement: str
     if hadamard_impl not in ("fwht", "gemm"):
         raise ValueError(f"hadamard_impl={hadamard_impl!r}; valid: ['fwht', 'gemm']")
     if lowrank_array is None:  # R_lr * C_lr = R * C / 16 (the LQER hardware assumption)
-        lowrank_array = array.with_(rows=max(1, array.rows // 4), cols=max(1, array.cols // 4))
+        lowrank_array = array.with_(rows=_vmax(1, array.rows // 4), cols=_vmax(1, array.cols // 4))
     c = _Coster(model, array, lowrank_array, lowrank_placement, shared_mode, overlap_transforms,
                 hadamard_impl, vector_lanes or array.cols)
     rows = []
@@ -511,17 +548,18 @@ class _Coster:
             if cfg.act_quant is not None:
                 lr_energy += M * lin.N * cfg.act_quant.energy("quantize") + M * math.ceil(
                     lin.N / (cfg.act_group or lin.N)) * cfg.act_quant.energy("scale")
-        merge = math.ceil(M * lin.N / self.V)
+        merge = _vceil(M * lin.N / self.V)
         lr_energy += M * lin.N * e_add
         row.update(lowrank_macs=g1.macs + g2.macs, lowrank_cycles=lr_cycles, merge_cycles=merge)
-        row["energy_pj"] += lr_energy
+        # a row's values may be a cached GEMM's arrays (ArrayBatch): add out of place, never +=
+        row["energy_pj"] = row["energy_pj"] + lr_energy
         self.energy_by["lowrank"] += lr_energy
-        row["dram_bytes"] += g1.dram_total_bytes + g2.dram_total_bytes
+        row["dram_bytes"] = row["dram_bytes"] + g1.dram_total_bytes + g2.dram_total_bytes
         row["weight_bytes"] += describe(lr.a_fmt).nbytes(lr.rank, lin.K) + describe(lr.b_fmt).nbytes(lin.N, lr.rank)
         self.pairs_lr.add((describe(lin.x_fmt), describe(lr.a_fmt), None))
         self.pairs_lr.add((describe(xa), describe(lr.b_fmt), None))
         if self.placement == "separate":
-            return max(g.cycles, lr_cycles) + merge
+            return _vmax(g.cycles, lr_cycles) + merge
         return g.cycles + lr_cycles + merge
 
     def transform(self, lin, row: dict) -> int:
@@ -533,15 +571,15 @@ class _Coster:
         msize = hadamard_size(lin.pre_transform, lin.name)
         if self.hadamard_impl == "fwht":
             adds = hadamard_adds(msize) * M
-            tc = M * math.ceil(hadamard_adds(msize) / V)
-            row["energy_pj"] += adds * self.e_add
+            tc = M * _vceil(hadamard_adds(msize) / V)
+            row["energy_pj"] = row["energy_pj"] + adds * self.e_add  # out of place (see lowrank_branch)
             self.energy_by["transforms"] += adds * self.e_add
         else:
             gh = self.run(self.array, M, msize, msize, "fp16", "fp16", None, False)[0]
             adds, tc = gh.macs, gh.cycles
-            row["energy_pj"] += gh.energy_pj
+            row["energy_pj"] = row["energy_pj"] + gh.energy_pj
             self.energy_by["transforms"] += gh.energy_pj
-            row["dram_bytes"] += gh.dram_total_bytes
+            row["dram_bytes"] = row["dram_bytes"] + gh.dram_total_bytes
         row.update(transform_adds=adds, transform_cycles=tc)
         return 0 if self.overlap_transforms else tc
 
@@ -556,42 +594,61 @@ class _Coster:
         # areas: the main array sized for its widest pair, the low-rank array, the vector unit
         main_pairs = list(pairs_main) + (list(pairs_lr) if self.placement == "shared" and self.shared_mode == "widen"
                                          else [])
-        main_area, main_pair = max(((array.area(*p).total_um2, p) for p in main_pairs), key=lambda t: t[0])
-        lr_area = max((lowrank_array.area(x, w, a).total_um2 for x, w, a in pairs_lr), default=0.0) \
-            if self.placement == "separate" else 0.0
+        main_area, area_by = _widest(array, main_pairs)
+        lr_area = reduce(_vmax, [lowrank_array.area(x, w, a).total_um2 for x, w, a in pairs_lr]) \
+            if self.placement == "separate" and pairs_lr else 0.0
         vec_area = V * self.vec.area_um2 if (pairs_lr or total("transform_adds") > 0) else 0.0
         area = {"main_array_um2": main_area, "lowrank_array_um2": lr_area, "vector_unit_um2": vec_area}
         area["total_um2"] = sum(area.values())
-        area_by = area_components(array, array.pe_config(*main_pair))
         area_by.update(lowrank=lr_area, vector_unit=vec_area)
-        cycles = int(total("cycles"))
+        cycles = _vint(total("cycles"))
         clk = array.tech.clock_hz
-        macs_useful = int(total("macs"))
+        macs_useful = _vint(total("macs"))
         latency = cycles / clk
-        energy = float(total("energy_pj"))
+        energy = _vfloat(total("energy_pj"))
         ops_useful = 2 * macs_useful
-        ops_total = ops_useful + 2 * int(total("lowrank_macs")) + int(total("transform_adds"))
-        weight_bytes = int(total("weight_bytes"))  # attention rows hold no weights
+        ops_total = ops_useful + 2 * _vint(total("lowrank_macs")) + _vint(total("transform_adds"))
+        weight_bytes = _vint(total("weight_bytes"))  # attention rows hold no weights
         kv_bytes = 2 * model.layers * model.kv_heads * model.d_head * model.context * describe(model.kv_fmt).bpe() / 8
         totals = {
             "phase": model.phase, "tokens": model.tokens, "M": M, "cycles": cycles,
-            "compute_cycles": int(total("compute_cycles")), "stall_cycles": int(total("stall_cycles")),
+            "compute_cycles": _vint(total("compute_cycles")), "stall_cycles": _vint(total("stall_cycles")),
             "latency_s": latency, "energy_pj": energy, "energy_per_token_pj": energy / model.tokens,
             "macs_useful": macs_useful, "ops_useful": ops_useful, "ops_total": ops_total,
-            "dram_bytes": int(total("dram_bytes")), "weight_bytes": weight_bytes,
+            "dram_bytes": _vint(total("dram_bytes")), "weight_bytes": weight_bytes,
             "kv_cache_bytes_per_seq": int(math.ceil(kv_bytes)), "area_um2": area["total_um2"],
             "area_mm2": area["total_um2"] / 1e6, "TOPS": ops_useful / latency / 1e12,
             "TOPS_per_mm2": ops_useful / latency / 1e12 / (area["total_um2"] / 1e6),
             "TOPS_per_W": ops_useful / energy,
         }
-        warnings = []
-        if totals["stall_cycles"] > 0.5 * cycles:
-            warnings.append("bandwidth_bound: DRAM stalls exceed 50 % of the cycles")
+        bound = totals["stall_cycles"] > 0.5 * cycles
+        if isinstance(bound, np.ndarray):  # an ArrayBatch: one list per array
+            warnings: list = [[BANDWIDTH_BOUND] if b else [] for b in bound.tolist()]
+        else:
+            warnings = [BANDWIDTH_BOUND] if bound else []
         assumptions = {**array.tech.assumptions, "array": repr(array), "lowrank_array": repr(lowrank_array),
                        "lowrank_placement": self.placement, "shared_mode": self.shared_mode,
                        "hadamard_impl": self.hadamard_impl, "overlap_transforms": self.overlap_transforms,
                        "vector_lanes": V, "include_attention": model.include_attention, "limitations": LIMITATIONS}
         return ModelCost(rows, totals, area, assumptions, warnings, area_by, self.energy_by)
+
+
+def _widest(array, pairs) -> tuple[Any, dict]:
+    """(area, area by component) of ``array`` with PEs sized for the widest of the format ``pairs``:
+    the first pair of largest area, per array of an ArrayBatch."""
+    areas = [array.area(*p).total_um2 for p in pairs]
+    if not isinstance(array, ArrayBatch):
+        main_area, main_pair = max(zip(areas, pairs), key=lambda t: t[0])
+        return main_area, area_components(array, array.pe_config(*main_pair))
+    pick, main_area = np.zeros(len(array), dtype=np.int64), areas[0]
+    for i, a in enumerate(areas[1:], 1):  # max() above keeps the first of equal areas: replace on > only
+        wider = a > main_area
+        pick, main_area = np.where(wider, i, pick), np.where(wider, a, main_area)
+    by_pair = {i: area_components(array, array.pe_config(*pairs[i])) for i in np.unique(pick).tolist()}
+    if len(by_pair) == 1:
+        return main_area, next(iter(by_pair.values()))
+    return main_area, {c: np.select([pick == i for i in by_pair], [by[c] for by in by_pair.values()])
+                       for c in next(iter(by_pair.values()))}
 
 
 def _attention_rows(model: ModelSpec, array: SystolicArray, li: int, run, charge) -> list[dict]:

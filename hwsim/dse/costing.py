@@ -3,14 +3,20 @@
 
 :func:`accelerator` builds the :class:`~hwsim.cost_models.SystolicArray` of a
 :class:`~.points.HardwarePoint`; :func:`cost_metrics` costs one prefill pass and one decode step
-and returns flat metrics in report units (mm^2, uJ per token, ms, MB).
+and returns flat metrics in report units (mm^2, uJ per token, ms, MB). :meth:`ModelCoster.many`
+costs many hardware points at once: points that differ only in rows, cols and dataflow form one
+:class:`~hwsim.cost_models.ArrayBatch`, costed in one vectorised pass per phase, with metrics
+exactly equal to costing each point alone (``tests/dse/test_cost_many.py``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import dataclasses
+from typing import Any, Iterable, Sequence
 
-from hwsim.cost_models import SystolicArray, Technology, cost_model, from_quantized
+import numpy as np
+
+from hwsim.cost_models import ArrayBatch, SystolicArray, Technology, cost_model, from_quantized
 from hwsim.cost_models.array import SRAMConfig
 from hwsim.cost_models.breakdown import AREA_COMPONENTS, ENERGY_COMPONENTS
 
@@ -48,6 +54,8 @@ class ModelCoster:
 
     The ModelSpec of each (phase, sequence, batch, context, accumulator) is built from the
     records once and reused: adding hardware points to a finished study costs no re-parsing.
+    ``coster(hw)`` costs one point; ``coster.many(hws)`` costs a list of points in vectorised
+    groups, with the same metrics.
     """
 
     def __init__(self, records: Iterable[Any], config: Any):
@@ -65,8 +73,58 @@ class ModelCoster:
 
     def __call__(self, hw: HardwarePoint) -> dict[str, Any]:
         """The metrics of :func:`cost_metrics` on ``hw``."""
-        arr = accelerator(hw)
-        out: dict[str, Any] = {"cost_warnings": []}
+        cols, warnings = self._metrics(hw, accelerator(hw))
+        return {"cost_warnings": [f"{phase}: {w}" for phase, ws in warnings for w in ws], **cols}
+
+    def many(self, hardware: Sequence[HardwarePoint]) -> list[dict[str, Any] | Exception]:
+        """The metrics of every hardware point, in order (each equal to ``self(hw)``).
+
+        Points equal but for rows, cols and dataflow share a technology, SRAM and workload: each
+        such group is one :class:`~hwsim.cost_models.ArrayBatch`, costed by one ``cost_model``
+        call per phase (a group of one point is costed as ``self(hw)``). A group that fails is
+        costed point by point, and a point whose cost raises ValueError or KeyError gets that
+        exception in its place in the list.
+        """
+        groups: dict[HardwarePoint, list[int]] = {}
+        for i, hw in enumerate(hardware):
+            groups.setdefault(dataclasses.replace(hw, rows=1, cols=1, dataflow="ws"), []).append(i)
+        out: list[Any] = [None] * len(hardware)
+        for idx in groups.values():
+            points = [hardware[i] for i in idx]
+            try:  # a group of one: numbers are quicker than arrays of one element
+                metrics = self._many(points) if len(points) > 1 else [self._one(points[0])]
+            except (ValueError, KeyError):
+                metrics = [self._one(hw) for hw in points]
+            for i, m in zip(idx, metrics):
+                out[i] = m
+        return out
+
+    def _one(self, hw: HardwarePoint) -> dict[str, Any] | Exception:
+        try:
+            return self(hw)
+        except (ValueError, KeyError) as exc:
+            return exc
+
+    def _many(self, points: list[HardwarePoint]) -> list[dict[str, Any]]:
+        """Metrics of points that differ only in rows, cols and dataflow (one vectorised pass)."""
+        arrays = accelerator(points[0]).batch([p.rows for p in points], [p.cols for p in points],
+                                              [p.dataflow for p in points])
+        cols, warnings = self._metrics(points[0], arrays)
+        values = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in cols.items()}
+        out = []
+        for i in range(len(points)):
+            m: dict[str, Any] = {"cost_warnings": [f"{phase}: {w}" for phase, ws in warnings for w in ws[i]]}
+            for k, v in values.items():
+                m[k] = v[i] if isinstance(cols[k], np.ndarray) else (list(v) if isinstance(v, list) else v)
+            out.append(m)
+        return out
+
+    def _metrics(self, hw: HardwarePoint, arr: SystolicArray | ArrayBatch) -> tuple[dict[str, Any], list]:
+        """(metrics, [(phase, warnings)]) of the workload of ``hw`` on ``arr``: numbers on a
+        SystolicArray; on an ArrayBatch, a numpy array (one element per array) for each metric
+        that depends on the array, and warnings as one list per array."""
+        out: dict[str, Any] = {}
+        warnings = []
         for phase in PHASES:
             spec = self._spec(phase, hw)
             res = cost_model(spec, arr)
@@ -87,8 +145,8 @@ class ModelCoster:
                 out["not_costed"] = list(spec.not_costed)
             else:
                 out["decode_energy_per_token_uj"] = t["energy_pj"] / tokens / PJ_PER_UJ
-            out["cost_warnings"].extend(f"{phase}: {w}" for w in res.warnings)
-        return out
+            warnings.append((phase, res.warnings))
+        return out, warnings
 
 
 def cost_metrics(records: Iterable[Any], config: Any, hw: HardwarePoint) -> dict[str, Any]:
@@ -98,6 +156,6 @@ def cost_metrics(records: Iterable[Any], config: Any, hw: HardwarePoint) -> dict
     model's transformers config. Returns area_mm2 and area_<component>_mm2, energy_per_token_uj
     and energy_<component>_uj (prefill, per token), decode_energy_per_token_uj,
     prefill/decode latency_ms and cycles, DRAM traffic, weight_mb, kv_cache_mb, warnings.
-    For many hardware points, build one :class:`ModelCoster` and call it per point.
+    For many hardware points, build one :class:`ModelCoster` and call its ``many``.
     """
     return ModelCoster(records, config)(hw)

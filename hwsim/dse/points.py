@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import Any, Mapping
 
 __all__ = ["AccuracyPoint", "HardwarePoint", "DesignPoint", "config_key", "KEY_SCHEMA"]
@@ -32,17 +33,22 @@ def config_key(kind: str, config: Mapping[str, Any]) -> str:
 
 
 class _Point:
+    """A frozen point whose fields are all scalars (str, int, float, None): ``to_dict`` is a
+    shallow dict (dataclasses.asdict's deep copy would give the same dict, far more slowly), and
+    ``key`` is computed once per instance (a study computes it for every pair it plans, costs and
+    stores)."""
+
     KIND = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]):
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
-    @property
+    @cached_property
     def key(self) -> str:
         return config_key(self.KIND, self.to_dict())
 

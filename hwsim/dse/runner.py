@@ -293,19 +293,16 @@ def _held_out_tokens(tok, point: AccuracyPoint):
 
 def cost_designs(point: AccuracyPoint, result: dict[str, Any],
                  hardware: Iterable[HardwarePoint]) -> list[tuple[str, HardwarePoint, dict[str, Any]]]:
-    """(design_key, hardware point, cost result) of an accuracy result on every hardware point."""
-    out = []
-    coster = ModelCoster(result["records"], result["model_config"]) if result["status"] == "ok" else None
-    for hw in hardware:
-        key = DesignPoint(point, hw).key
-        if coster is None:
-            out.append((key, hw, {"status": "failed", "metrics": {}, "error": "accuracy point failed"}))
-            continue
-        try:
-            out.append((key, hw, {"status": "ok", "metrics": coster(hw), "error": ""}))
-        except (ValueError, KeyError) as exc:
-            out.append((key, hw, {"status": "failed", "metrics": {}, "error": f"cost: {exc}"}))
-    return out
+    """(design_key, hardware point, cost result) of an accuracy result on every hardware point
+    (costed together: ``ModelCoster.many`` vectorises over rows, cols and dataflow)."""
+    hardware = list(hardware)
+    keys = [DesignPoint(point, hw).key for hw in hardware]
+    if result["status"] != "ok":
+        return [(key, hw, {"status": "failed", "metrics": {}, "error": "accuracy point failed"})
+                for key, hw in zip(keys, hardware)]
+    metrics = ModelCoster(result["records"], result["model_config"]).many(hardware)
+    return [(key, hw, {"status": "failed", "metrics": {}, "error": f"cost: {m}"} if isinstance(m, Exception)
+             else {"status": "ok", "metrics": m, "error": ""}) for key, hw, m in zip(keys, hardware, metrics)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -496,7 +493,8 @@ def run_study(study, db: str | Path | None = None, *, executor: str = "local", j
             res = {"status": "ok", "records": json.loads(row["records_json"]),
                    "model_config": json.loads(row["model_config_json"])}
             done = store.design_keys()
-            store.add_designs(p.key, [d for d in cost_designs(p, res, hw_points) if d[0] not in done])
+            missing = [h for h in hw_points if DesignPoint(p, h).key not in done]
+            store.add_designs(p.key, cost_designs(p, res, missing))
         todo = pl["todo"]
         progress_bar = _StudyProgress(study.name, todo) if progress and todo else None
         n_failed = 0
