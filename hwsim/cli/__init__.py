@@ -19,7 +19,14 @@ _COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hwsim", description=__doc__)
+    from ._args import with_examples
+
+    parser = argparse.ArgumentParser(
+        prog="hwsim", description="Quantized-LLM accuracy and silicon cost co-design: number formats, the exact "
+                                  "matmul, the cost model, quantization, evaluation and design-space studies.",
+        **with_examples("hwsim demo                      # the main job: the default study and its report",
+                        "hwsim formats list", "hwsim cost model --model smollm2-135m --w mxint4 --a mxint8",
+                        "hwsim COMMAND --help            # each command's options and examples"))
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in _COMMAND_MODULES:
         try:

@@ -93,10 +93,17 @@ def _run(args) -> int:
 
 def add_parser(subparsers) -> None:
     """Adds ``demo`` to the ``hwsim formats`` actions."""
-    p = subparsers.add_parser("demo", help="quantize a tensor in many formats; error vs bits report")
-    p.add_argument("--rows", type=int, default=256)
-    p.add_argument("--cols", type=int, default=4096)
-    p.add_argument("--seed", type=int, default=0)
+    from ._args import int_at_least, with_examples
+
+    p = subparsers.add_parser("demo", help="quantize a tensor in many formats; error vs bits report",
+                              description="Quantize one LLM-like tensor in many formats; print the error against "
+                                          "the bits per element and write a markdown report with a plot.",
+                              **with_examples("hwsim formats demo", "hwsim formats demo --rows 64 --cols 1024 "
+                                              "--formats mxint4 mxfp4 nvfp4 --out /tmp/demo"))
+    p.add_argument("--rows", type=int_at_least(1), default=256, help="rows of the tensor (default 256)")
+    p.add_argument("--cols", type=int_at_least(1), default=4096,
+                   help="columns, the quantized axis (default 4096)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random tensor (default 0)")
     p.add_argument("--formats", nargs="*", help="format names (default: a representative set)")
     p.add_argument("--out", default="reports", help="report directory (default: reports/)")
     p.set_defaults(func=_run)

@@ -96,12 +96,18 @@ def _show(args) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("formats", help="list and inspect number formats")
+    from ._args import with_examples
+
+    p = subparsers.add_parser("formats", help="list and inspect number formats",
+                              **with_examples("hwsim formats list", "hwsim formats show int4_g128_asym",
+                                              "hwsim formats demo --rows 64"))
     sub = p.add_subparsers(dest="formats_command", metavar="ACTION")
-    pl = sub.add_parser("list", help="every named format with its bits per element")
+    pl = sub.add_parser("list", help="every named format with its bits per element",
+                        **with_examples("hwsim formats list"))
     pl.set_defaults(func=_list)
-    ps = sub.add_parser("show", help="full spec of one format (name grammar: see 'list')")
-    ps.add_argument("name")
+    ps = sub.add_parser("show", help="full spec of one format (name grammar: see 'list')",
+                        **with_examples("hwsim formats show mxfp4", "hwsim formats show int8_ch_hr"))
+    ps.add_argument("name", help="a format name, e.g. mxint8, nvfp4, int4_g128_asym (see 'hwsim formats list')")
     ps.set_defaults(func=_show)
     from .demo_cmd import add_parser as add_demo
 

@@ -13,7 +13,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._args import int_at_least, with_examples
+
 __all__ = ["register", "DEFAULT_STUDY"]
+
+_EXAMPLES = [ln.strip() for ln in __doc__.splitlines() if ln.strip().startswith("hwsim ")]
 
 #: the main job (README): shipped in the repository's studies/ folder
 DEFAULT_STUDY = Path(__file__).resolve().parents[2] / "studies" / "default.toml"
@@ -27,7 +31,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fresh", action="store_true", help="move an existing database aside and start over")
     p.add_argument("--retry-failed", action="store_true", help="re-run only the points that failed")
     p.add_argument("--executor", choices=("local", "ray"), default="local", help="where accuracy points run")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes / concurrent Ray tasks (default 1)")
+    p.add_argument("--jobs", type=int_at_least(1), default=1, help="worker processes / concurrent Ray tasks (default 1)")
     p.add_argument("--ray-address", default=None, help="Ray cluster address ('auto' or host:port; default: local)")
     p.add_argument("--only", default=None, help="only accuracy points whose label matches (glob or substring)")
     p.add_argument("--dry-run", action="store_true", help="print the expanded design points and the work left")
@@ -37,14 +41,19 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("study", help="run a co-design study file (TOML) and write its report",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description="Run a co-design study (accuracy x hardware design points) and write its "
+                                          "report; finished points are kept, so a second run resumes.",
+                              **with_examples(*_EXAMPLES))
     p.add_argument("target", nargs="+", metavar="FILE | export DB",
                    help="a study file, or 'export DB' to export a results database")
     p.add_argument("--csv", default=None, help="export: write the design points as CSV here")
     p.add_argument("--parquet", default=None, help="export: write the design points as Parquet here")
     _add_run_args(p)
     p.set_defaults(func=handler)
-    d = subparsers.add_parser("demo", help="the main job: run studies/default.toml and write its report")
+    d = subparsers.add_parser("demo", help="the main job: run studies/default.toml and write its report",
+                              description="The main job: run studies/default.toml (= hwsim study "
+                                          "studies/default.toml) and write its report.",
+                              **with_examples("hwsim demo", "hwsim demo --dry-run", "hwsim demo --jobs 2 --quiet"))
     _add_run_args(d)
     d.set_defaults(func=lambda a: _run(str(DEFAULT_STUDY), a))
 

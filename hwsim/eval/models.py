@@ -24,6 +24,7 @@ __all__ = [
     "ZOO",
     "DEFAULT_MODEL",
     "list_models",
+    "check_model",
     "load",
     "config",
     "cached_checkpoint",
@@ -203,20 +204,58 @@ def _check_name(name: str) -> None:
         raise ValueError(f"model={name!r} is not a zoo model; valid: {', '.join(list_models())}")
 
 
+def _valid_names() -> str:
+    return (f"valid: a zoo name ({', '.join(list_models())}), a local checkpoint directory (config.json + "
+            "weights), or a Hugging Face id already in the local Hugging Face cache")
+
+
+def _hf_cached(name: str) -> bool:
+    """Whether ``name`` is a Hugging Face id whose config.json is in the local HF cache (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - a transformers dependency
+        return False
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # an invalid repo id (HFValidationError) is not in the cache
+        return False
+
+
 def _resolve(name: str) -> tuple[str, str]:
-    """(kind, location) with kind in {"zoo", "path", "hub"}."""
+    """(kind, location) with kind in {"zoo", "path", "hub"}; decided offline and at once.
+
+    A hub id counts only when it is in the local Hugging Face cache: anything else fails here
+    with the list of zoo names, instead of after the hub client's network retries.
+    """
     if not isinstance(name, str) or not name:
-        raise ValueError(f"model={name!r}: expected a zoo name ({', '.join(list_models())}), "
-                         "a local checkpoint directory or a Hugging Face id")
+        raise ValueError(f"model={name!r}: {_valid_names()}")
     if name in ZOO:
         return "zoo", name
     p = Path(os.path.expanduser(name))
     if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise ValueError(f"model={name!r}: the directory {str(p)!r} is not a checkpoint (it has no config.json; "
+                             f"a checkpoint is what save_pretrained writes); {_valid_names()}")
         return "path", str(p)
-    if p.exists() or name.startswith((".", "/", "~")):
-        raise ValueError(f"model={name!r}: not a zoo name and not a checkpoint directory; "
-                         f"valid zoo names: {', '.join(list_models())}")
-    return "hub", name
+    if p.exists():
+        raise ValueError(f"model={name!r}: {str(p)!r} is a file, not a checkpoint directory; {_valid_names()}")
+    if not name.startswith((".", "/", "~")) and _hf_cached(name):
+        return "hub", name
+    import difflib
+
+    close = difflib.get_close_matches(name, list_models(), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    where = ("no such directory" if name.startswith((".", "/", "~"))
+             else "not a zoo name, not a local directory, and not in the local Hugging Face cache")
+    raise ValueError(f"model={name!r}: {where}{hint}; {_valid_names()} (download a hub model first, e.g. "
+                     "`huggingface-cli download ORG/NAME`; hwsim reads hub models from the cache only)")
+
+
+def check_model(name: str) -> str:
+    """``name`` if it is a zoo name, a checkpoint directory or a cached Hugging Face id; else a
+    ValueError listing the zoo names (offline, no weights read)."""
+    _resolve(name)
+    return name
 
 
 def _dtype(dtype: Any):
@@ -237,7 +276,8 @@ def load(name: str = DEFAULT_MODEL, *, dtype: Any = "float32", device: str = "cp
     """Load a causal LM and its tokenizer; returns ``(model, tokenizer)``, model in eval mode.
 
     ``name``: a zoo name (converted once into the cache, see ``convert``), a local checkpoint
-    directory, or a Hugging Face id (works offline when it is in the HF cache).
+    directory, or a Hugging Face id that is in the local HF cache (never downloaded: any other
+    name fails at once with the zoo names).
     The tokenizer gets an attribute ``hwsim_prepend_bos`` (bool) telling the metrics whether to
     prepend BOS to each evaluation window.
     """
@@ -251,11 +291,7 @@ def load(name: str = DEFAULT_MODEL, *, dtype: Any = "float32", device: str = "cp
         tokenizer = AutoTokenizer.from_pretrained(loc)
         model = AutoModelForCausalLM.from_pretrained(loc, dtype=torch_dtype)
     except OSError as exc:
-        if kind == "hub":
-            raise MissingResourceError(
-                f"model={name!r}: not a zoo name ({', '.join(list_models())}), not a local "
-                f"directory, and not loadable from the Hugging Face hub/cache: {exc}") from exc
-        raise
+        raise MissingResourceError(f"model={name!r}: cannot load the checkpoint at {loc} ({exc})") from exc
     model.to(device)
     model.eval()
     tokenizer.hwsim_prepend_bos = prepends_bos(name, tokenizer)

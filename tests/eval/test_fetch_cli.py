@@ -60,6 +60,8 @@ def test_cli_eval_ppl(capsys, smollm2, austen_dir):
 def test_cli_bad_arguments(capsys):
     assert main(["eval", "ppl", "--corpus", "nope"]) == 1
     assert "corpus='nope'" in capsys.readouterr().err
-    assert main(["eval", "ppl", "--seq-len", "1"]) == 1
-    assert "--seq-len=1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # a usage error (exit status 2), found by argparse
+        main(["eval", "ppl", "--seq-len", "1"])
+    assert exc.value.code == 2
+    assert "argument --seq-len: invalid value '1': expected an integer >= 2" in capsys.readouterr().err
     assert main(["fetch", "--corpus", "penn"]) == 1

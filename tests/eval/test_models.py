@@ -91,3 +91,26 @@ def test_gemma3_orientation_value():
     r = evaluate(model, tok, "austen", "eval", seq_len=512, n_tokens=2048, progress=False)
     assert r.ppl == pytest.approx(22.02, rel=1e-3)
     assert r.bits_per_byte == pytest.approx(1.140, rel=1e-3)
+
+
+def test_names_fail_at_once_offline(tmp_path, monkeypatch):
+    """Issue 15: no hub retries for a name that is nowhere on this machine; the zoo names are listed."""
+    import time
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=r"model='no-such-model': not a zoo name, .*not in the local Hugging Face "
+                                         r"cache; valid: a zoo name \(gemma3-270m, smollm2-135m\)"):
+        models.load("no-such-model")
+    with pytest.raises(ValueError, match=r"did you mean 'smollm2-135m'\?"):
+        models.check_model("smollm2-13m")
+    with pytest.raises(ValueError, match="not in the local Hugging Face cache"):
+        models.config("SomeOrg/some-model")
+    assert time.perf_counter() - t0 < 5
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"is not a checkpoint \(it has no config.json"):
+        models.load(str(tmp_path / "empty"))
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a checkpoint directory"):
+        models.check_model(str(tmp_path / "file.txt"))
+    assert models.check_model("smollm2-135m") == "smollm2-135m"
