@@ -38,7 +38,7 @@ same formulas (in float32 with autograd) that :func:`fold_ost` applies in float6
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -291,15 +291,19 @@ def _mlp_path(ad: ModelAdapter, short: str) -> str:
 
 def transform_block_weights(w: dict[str, torch.Tensor | None], lp: LayerParams, R: torch.Tensor | None, *,
                             n_heads: int, n_kv_heads: int, head_dim: int, rope: str, qk_norm: bool = False,
-                            down_matrix: torch.Tensor | None = None, official_compat: bool = False,
-                            name: str = "layer") -> dict[str, torch.Tensor | None]:
+                            down_matrix: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None,
+                            official_compat: bool = False, name: str = "layer") -> dict[str, torch.Tensor | None]:
     """The exact OSTQuant fold of one block as a pure function (differentiable in ``w``, ``lp``,
     ``R``; computes in the dtype of its inputs). ``w`` as returned by :func:`block_weights`;
     returns a dict with the same keys holding the transformed tensors.
 
     ``qk_norm`` (Gemma-3): ``S_qk`` scales ``q_gain``/``k_gain`` instead of the q/k rows and must be
-    equal for every KV head. ``down_matrix``: M of the online ``z ← z·M`` before down_proj.
+    equal for every KV head. ``down_matrix``: M of the online ``z ← z·M`` before down_proj, as a
+    tensor [m, m] or a function computing ``x ↦ x·M`` on rows (e.g. ``apply_hadamard`` for
+    ``M = H_mᵀ``: O(m log m) per row instead of m²).
     """
+    right = (down_matrix if callable(down_matrix) else
+             (lambda x: x @ down_matrix) if down_matrix is not None else None)
     H, Hkv, dh = n_heads, n_kv_heads, head_dim
     G = H // Hkv
     kv_of_q = torch.arange(H) // G
@@ -378,15 +382,15 @@ def transform_block_weights(w: dict[str, torch.Tensor | None], lp: LayerParams, 
     # --- down: Rᵀ (W diag(s_m)) M   (official_compat: Rᵀ (W M) diag(s_m))
     Wd = w["down.weight"]
     if official_compat:
-        if down_matrix is not None:
-            Wd = Wd @ down_matrix
+        if right is not None:
+            Wd = right(Wd)
         if sm is not None:
             Wd = Wd * sm[None, :]
     else:
         if sm is not None:
             Wd = Wd * sm[None, :]
-        if down_matrix is not None:
-            Wd = Wd @ down_matrix
+        if right is not None:
+            Wd = right(Wd)
     if R is not None:
         Wd = R.T @ Wd
         if w["down.bias"] is not None:
@@ -530,7 +534,8 @@ def fold_ost(model: nn.Module, params: OSTParams, *, adapter: ModelAdapter | Non
         w = block_weights(ad, blk)
         w64 = {k: _f64(v) for k, v in w.items()}
         new = transform_block_weights(w64, lp, R, n_heads=lay.n_heads, n_kv_heads=lay.n_kv_heads,
-                                      head_dim=lay.head_dim, rope=lay.rope, qk_norm=lay.qk_norm, down_matrix=M,
+                                      head_dim=lay.head_dim, rope=lay.rope, qk_norm=lay.qk_norm,
+                                      down_matrix=apply_hadamard if M is not None else None,
                                       official_compat=official_compat, name=f"params.layers[{i}]")
         for key, tensor in w.items():
             if key.endswith((".weight", ".bias")) and tensor is not None:

@@ -37,8 +37,8 @@ def test_zero_when_student_equals_teacher(renorm):
 @pytest.mark.parametrize("renorm", [False, True])
 def test_equals_full_kl_for_k_equal_v(renorm):
     zq, zt = _logits(3, 4, 30, seed=1), _logits(3, 4, 30, seed=2)
-    full = torch.nn.functional.kl_div(torch.log_softmax(zq, -1).reshape(-1, 30), torch.log_softmax(zt, -1).reshape(-1, 30),
-                                      log_target=True, reduction="batchmean")
+    full = torch.nn.functional.kl_div(torch.log_softmax(zq, -1).reshape(-1, 30),
+                                      torch.log_softmax(zt, -1).reshape(-1, 30), log_target=True, reduction="batchmean")
     torch.testing.assert_close(kl_top(zq, zt, k=30, renorm=renorm), full, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(kl_top(zq, zt, k=1000, renorm=renorm), full, rtol=1e-12, atol=1e-14)  # k ≥ V: all
 

@@ -98,7 +98,8 @@ def teacher_topk_from_hidden(hidden: torch.Tensor, weight: torch.Tensor, bias: t
     k = _check_k(k, V)
     wd = _work_dtype(h.dtype)
     step = chunk_size(V, chunk_tokens)
-    parts = [teacher_topk(_logits(h[s:s + step], weight, bias, wd), k, chunk_tokens=step) for s in range(0, h.shape[0], step)]
+    parts = [teacher_topk(_logits(h[s:s + step], weight, bias, wd), k, chunk_tokens=step)
+             for s in range(0, h.shape[0], step)]
     return TeacherTopK(torch.cat([p.idx for p in parts]), torch.cat([p.logp for p in parts]), V)
 
 
