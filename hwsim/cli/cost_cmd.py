@@ -63,6 +63,50 @@ def _make_array(args):
                          acc=args.acc)
 
 
+_PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n"),
+             (1e-12, "p"), (1e-15, "f"))
+
+
+def eng(value: float, unit: str, digits: int = 4) -> str:
+    """``value`` (in ``unit``: s, J, W, ...) with an SI prefix: 0.00342 s -> '3.42 ms'."""
+    if value == 0 or value != value:
+        return f"{value:g} {unit}"
+    for scale, prefix in _PREFIXES:
+        if abs(value) >= scale:
+            return f"{value / scale:.{digits}g} {prefix}{unit}"
+    scale, prefix = _PREFIXES[-1]
+    return f"{value / scale:.{digits}g} {prefix}{unit}"
+
+
+def area_text(um2: float) -> str:
+    """Silicon area in mm² (µm² below 0.01 mm²)."""
+    return f"{um2 / 1e6:.4g} mm²" if um2 >= 1e4 else f"{um2:.4g} µm²"
+
+
+def bytes_text(n: float) -> str:
+    """A byte count with a binary prefix (B, KiB, MiB, GiB, TiB)."""
+    for scale, unit in ((2 ** 40, "TiB"), (2 ** 30, "GiB"), (2 ** 20, "MiB"), (2 ** 10, "KiB")):
+        if n >= scale:
+            return f"{n / scale:.4g} {unit}"
+    return f"{int(n)} B"
+
+
+def _total_line(key: str, v) -> tuple[str, str]:
+    """(label, value with its unit) of one ``cost_model`` total."""
+    if key.endswith("_pj"):
+        return key[:-3].replace("_", " "), eng(v * 1e-12, "J")
+    if key.endswith("_s"):
+        return key[:-2].replace("_", " "), eng(v, "s")
+    if key == "area_mm2":
+        return "area", area_text(v * 1e6)
+    if "bytes" in key:
+        labels = {"dram_bytes": "DRAM traffic", "weight_bytes": "weights",
+                  "kv_cache_bytes_per_seq": "KV cache per sequence"}
+        return labels.get(key, key.replace("_", " ")), bytes_text(v)
+    return key.replace("_", " ") if not key.startswith("TOPS") else key, (f"{v:.4g}" if isinstance(v, float) else
+                                                                          str(v))
+
+
 def _gemm(args) -> int:
     arr = _make_array(args)
     r = arr.gemm(args.M, args.K, args.N, args.a, args.w)
@@ -70,10 +114,12 @@ def _gemm(args) -> int:
     print(f"{arr!r}")
     print(f"GEMM A[{r.M}x{r.K}] ({r.a_format}) x W[{r.K}x{r.N}] ({r.w_format}); PE {r.pe}, {r.lanes} lane(s)")
     rows = [("folds (rows, cols)", f"{r.folds[0]} x {r.folds[1]}"), ("compute cycles", r.compute_cycles),
-            ("stall cycles", r.stall_cycles), ("cycles", r.cycles), ("latency (s)", f"{r.latency_s:.4g}"),
-            ("utilization", f"{r.utilization:.4f}"), ("mapping efficiency", f"{r.mapping_efficiency:.4f}"),
-            ("energy (pJ)", f"{r.energy_pj:.6g}"), ("energy per MAC (pJ)", f"{r.energy_pj / r.macs:.4g}"),
-            ("area (um^2)", f"{area.total_um2:.6g}")]
+            ("stall cycles", r.stall_cycles), ("cycles", r.cycles), ("latency", eng(r.latency_s, "s")),
+            ("utilization", f"{r.utilization:.4f}  (PE actions / (R*C x compute cycles); DRAM stalls excluded)"),
+            ("utilization w/ stalls", f"{r.utilization * r.compute_cycles / r.cycles:.4f}  (the same over all cycles)"),
+            ("mapping efficiency", f"{r.mapping_efficiency:.4f}"),
+            ("energy", eng(r.energy_pj * 1e-12, "J")), ("energy per MAC", eng(r.energy_pj / r.macs * 1e-12, "J")),
+            ("area", area_text(area.total_um2))]
     for k, v in rows:
         print(f"  {k:22s} {v}")
     print("energy breakdown (pJ):")
@@ -101,7 +147,8 @@ def _model(args) -> int:
     pd.set_option("display.width", 200)
     for ph in phases:
         spec = from_config(args.model, args.w, args.a, phase=ph, seq=args.seq, batch=args.batch,
-                           context=args.context, lowrank=lr, hadamard_down=args.hadamard_down)
+                           context=args.context, lowrank=lr, hadamard_down=args.hadamard_down,
+                           include_attention=not args.no_attention)
         res = cost_model(spec, arr, lowrank_placement=args.lowrank_placement)
         df = res.per_layer
         cols = ["linear", "M", "K", "N", "w_fmt", "x_fmt", "macs", "cycles", "stall_cycles", "energy_pj",
@@ -111,21 +158,39 @@ def _model(args) -> int:
         if args.hadamard_down:
             cols.insert(8, "transform_cycles")
         print(f"== {spec.name}: {ph}, M = {spec.M}, {spec.layers} layers; {arr!r}")
+        print("workload: " + _workload_text(spec, ph))
         if args.all_layers:
             print(df[["layer"] + cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         else:
             print("layer 0 (every layer has the same linears):")
             print(df[df.layer == 0][cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
             per = df.groupby("layer")[["macs", "cycles", "energy_pj", "dram_bytes"]].sum()
-            print(f"per layer: cycles {per.cycles.iloc[0]}, energy {per.energy_pj.iloc[0]:.4g} pJ, "
-                  f"DRAM {per.dram_bytes.iloc[0]} B")
+            print(f"per layer: cycles {per.cycles.iloc[0]}, energy {eng(per.energy_pj.iloc[0] * 1e-12, 'J')}, "
+                  f"DRAM {bytes_text(per.dram_bytes.iloc[0])}")
         print("totals:")
         for k, v in res.totals.items():
-            print(f"  {k:24s} {v:.6g}" if isinstance(v, float) else f"  {k:24s} {v}")
+            if k == "area_um2":
+                continue  # shown as area (mm²)
+            label, text = _total_line(k, v)
+            print(f"  {label:24s} {text}")
         for w in res.warnings:
             print("warning:", w)
         print()
     return 0
+
+
+def _workload_text(spec, phase: str) -> str:
+    """What the costed pass includes and leaves out (printed above the table)."""
+    linears = "/".join(lin.name.removesuffix("_proj") for lin in spec.layer_linears[0])
+    parts = [f"{spec.layers} x ({linears} linears"]
+    if spec.include_attention:
+        parts.append(" + attention QK^T and PV at " + str(spec.attn_fmt)
+                     + (", KV-cache reads" if phase == "decode" else ""))
+    parts.append(")")
+    left = ["lm_head", "embeddings", "norms", "softmax", "activations", "RoPE"]
+    if not spec.include_attention:
+        left.insert(0, "attention (--no-attention)")
+    return "".join(parts) + "; not costed: " + ", ".join(left)
 
 
 def _lqer(args) -> int:
@@ -212,6 +277,8 @@ def register(subparsers) -> None:
     m.add_argument("--lowrank-placement", default="separate", choices=["separate", "shared"],
                    help="low-rank branch on a separate 1/16 array (default) or on the main array")
     m.add_argument("--hadamard-down", action="store_true", help="online Hadamard before down_proj")
+    m.add_argument("--no-attention", action="store_true",
+                   help="leave out the attention GEMMs (QK^T, PV) and the KV-cache reads (costed by default)")
     m.add_argument("--all-layers", action="store_true", help="print every layer")
     _array_args(m)
     m.set_defaults(func=_model)
