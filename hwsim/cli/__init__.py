@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     from hwsim.quant.threads import prefer_workqueue
 
     prefer_workqueue()  # before any numba kernel launches its threads (hwsim.quant.threads)
+    from hwsim.formats.compile_notice import announce_compilation
+
+    announce_compilation()  # a first-run compilation of the kernels is announced, not silent
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -25,7 +25,8 @@ def llm_like_tensor(rows: int, cols: int, seed: int = 0) -> np.ndarray:
 
 
 def format_errors(x: np.ndarray, formats=DEFAULT_FORMATS) -> pd.DataFrame:
-    """Error metrics of fake_quant(x) along the last axis for each format."""
+    """Error metrics of fake_quant(x) along the last axis for each format; ``seconds`` is the time
+    of the call on x alone (a call on x's first row first compiles or loads the kernels)."""
     import hwsim.formats as F
 
     rows = []
@@ -33,6 +34,7 @@ def format_errors(x: np.ndarray, formats=DEFAULT_FORMATS) -> pd.DataFrame:
     power = float(np.mean(ref ** 2))
     for name in formats:
         spec = F.get(name)
+        F.fake_quant(np.ascontiguousarray(x[:1]), spec, axis=-1)  # compilation is not the format's time
         t0 = time.perf_counter()
         y = F.fake_quant(x, spec, axis=-1).astype(np.float64)
         dt = time.perf_counter() - t0
