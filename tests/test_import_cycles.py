@@ -1,4 +1,4 @@
-"""No import cycle inside hwsim.formats, hwsim.matmul or hwsim.cost_models (issue 9).
+"""No import cycle inside hwsim (every subpackage; issue 9, widened with the stage registry of issue 10).
 
 The graph is read from the source (ast), so it sees the imports inside functions too: a
 function-level import that closes a loop is still a cycle a reader has to untangle. Imports under
@@ -12,7 +12,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("hwsim.formats", "hwsim.matmul", "hwsim.cost_models")
+PACKAGES = tuple(f"hwsim.{p.name}" for p in sorted((ROOT / "hwsim").iterdir())
+                 if p.is_dir() and (p / "__init__.py").exists())
 
 
 def _module_name(path: Path) -> str:

@@ -22,7 +22,8 @@ def register(subparsers) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m", help="zoo name, local directory or HF id (default smollm2-135m)")
     p.add_argument("--recipe", default="l2qer",
-                   help="preset name (see --list-recipes) or stages joined by '+', e.g. gptq+l2qer")
+                   help="preset name (see --list-recipes), stages joined by '+' (e.g. gptq+l2qer, "
+                        "tesseraq+qera-exact), or a TOML recipe file (docs/quant.md)")
     p.add_argument("--w", default=None, help="weight format (hwsim.formats name), e.g. mxint4, bfp4, int4_g128_asym")
     p.add_argument("--a", default=None,
                    help="activation format (X and, where the recipe quantizes them, XA/XAB and A/B); 'none' = bypass")
@@ -43,7 +44,8 @@ def register(subparsers) -> None:
                    help="stage option, repeatable, e.g. gptq.act_order=false (values parsed as JSON, else strings)")
     p.add_argument("--sink-weight", type=float, default=None,
                    help="weight of each calibration sequence's first (BOS, attention-sink) position in R_xx (default 1)")
-    p.add_argument("--list-recipes", action="store_true", help="list the recipe presets and exit")
+    p.add_argument("--list-recipes", action="store_true",
+                   help="list the recipe presets and the registered stages with their options, and exit")
     hw = p.add_argument_group("accelerator the quantized model is costed on (hwsim.cost_models)")
     hw.add_argument("--rows", type=int, default=32, help="systolic array rows (default 32)")
     hw.add_argument("--cols", type=int, default=32, help="systolic array columns (default 32)")
@@ -58,14 +60,8 @@ def register(subparsers) -> None:
 
 
 def handler(args) -> int:
-    from hwsim.quant import get_recipe, list_recipes
-
     if args.list_recipes:
-        for name in list_recipes():
-            r = get_recipe(name)
-            lay = r.layer
-            print(f"{name:18s} stages={'+'.join(r.stages):16s} W={lay.w} X={lay.x} rank={lay.rank} "
-                  f"A={lay.a} B={lay.b} XA={lay.xa} XAB={lay.xab} axes={lay.lowrank_axes}")
+        print(list_recipes_text())
         return 0
     hardware = None
     if not args.no_cost:
@@ -86,6 +82,24 @@ def handler(args) -> int:
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=1, default=str)
     return 0
+
+
+def list_recipes_text() -> str:
+    """The presets and every registered stage with its options (``--list-recipes``)."""
+    from hwsim.quant import get_recipe, list_recipes
+    from hwsim.quant.stages import all_stages
+
+    lines = ["presets:"]
+    for name in list_recipes():
+        r = get_recipe(name)
+        lay = r.layer
+        lines.append(f"  {name:18s} stages={'+'.join(r.stages):22s} W={lay.w} X={lay.x} rank={lay.rank} "
+                     f"A={lay.a} B={lay.b} XA={lay.xa} XAB={lay.xab} axes={lay.lowrank_axes}")
+    lines.append("stages (a pipeline joins them with '+': [transform]* + rounding [+ reconstruction]; "
+                 "options: --opt STAGE.KEY=VALUE):")
+    for stage in all_stages().values():
+        lines.append("  " + stage.summary())
+    return "\n".join(lines)
 
 
 def parse_options(items) -> dict[str, dict[str, Any]]:

@@ -122,11 +122,7 @@ def _check_recipe(v: str) -> str:
     try:
         cfg.validate_recipe(cfg.get_recipe(key))
     except ValueError as exc:
-        if "+" in key or key in cfg.NOT_IMPLEMENTED:
-            raise ValueError(_one_line(str(exc))) from None
-        stages = cfg.TRANSFORMS + cfg.ROUNDINGS + cfg.RECONSTRUCTIONS
-        raise ValueError(f"unknown recipe {v!r}{_hint(key, cfg.list_recipes())}, or stages joined by '+' "
-                         f"({', '.join(stages)})") from None
+        raise ValueError(_one_line(str(exc)).removeprefix("recipe: ")) from None
     return key
 
 

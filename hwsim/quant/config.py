@@ -11,32 +11,26 @@ stay ``nn.Linear`` unless an override sets ``skip=False``.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import fnmatch
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
+
+from .stages import KINDS, get_stage, stage_names
 
 __all__ = [
     "LayerConfig",
     "Recipe",
-    "TRANSFORMS",
-    "ROUNDINGS",
-    "RECONSTRUCTIONS",
-    "STAT_NEEDS",
     "PRESETS",
     "get_recipe",
     "list_recipes",
+    "load_recipe",
     "validate_recipe",
     "with_formats",
 ]
 
-TRANSFORMS = ("fold_norms",)
-ROUNDINGS = ("rtn", "gptq")
-RECONSTRUCTIONS = ("lqer", "l2qer", "qera-approx", "qera-exact")
-#: stages of the spec that this version does not implement (clear error instead of a KeyError)
-NOT_IMPLEMENTED = {"ostquant": "transform", "tesseraq": "rounding"}
-#: statistics each stage consumes (docs/spec/algorithms.md §2.2)
-STAT_NEEDS = {"rtn": (), "gptq": ("rxx",), "lqer": (), "l2qer": ("mean_abs_lqer",), "qera-approx": ("mean_sq",),
-              "qera-exact": ("rxx",), "fold_norms": ()}
 LOWRANK_AXES = ("code", "reduction")
 MODES = ("fake", "exact")
 STATS_SOURCES = ("fp", "sequential")
@@ -87,26 +81,31 @@ class Recipe:
     seed: int = 0
 
     # -- stage queries -------------------------------------------------------------------------
+    def _of_kind(self, kind: str) -> tuple[str, ...]:
+        return tuple(s for s in self.stages if get_stage(s).kind == kind)
+
     @property
     def transforms(self) -> tuple[str, ...]:
-        return tuple(s for s in self.stages if s in TRANSFORMS)
+        return self._of_kind("transform")
 
     @property
     def rounding(self) -> str:
-        return next(s for s in self.stages if s in ROUNDINGS)
+        return self._of_kind("rounding")[0]
 
     @property
     def reconstruction(self) -> str | None:
-        return next((s for s in self.stages if s in RECONSTRUCTIONS), None)
+        return next(iter(self._of_kind("reconstruction")), None)
 
     def stat_kinds(self) -> tuple[str, ...]:
+        """The calibration statistics the stages read, in stage order, each once."""
         kinds: list[str] = []
         for s in self.stages:
-            kinds.extend(STAT_NEEDS.get(s, ()))
+            kinds.extend(get_stage(s).stats)
         return tuple(dict.fromkeys(kinds))
 
     def stage_options(self, stage: str) -> dict[str, Any]:
-        return dict(self.options.get(stage, {}))
+        """The options of ``stage``: its registered defaults with the recipe's values applied."""
+        return get_stage(stage).resolve_options(self.options.get(stage, {}))
 
     # -- per-layer configuration -----------------------------------------------------------------
     def layer_config(self, qualified_name: str) -> LayerConfig | None:
@@ -195,47 +194,155 @@ def list_recipes() -> list[str]:
     return sorted(PRESETS)
 
 
-def get_recipe(name_or_recipe: str | Recipe | Mapping[str, Any], **changes: Any) -> Recipe:
-    """A preset by name (or a Recipe / its dict), with top-level fields replaced by ``changes``.
+def get_recipe(name_or_recipe: "str | os.PathLike | Recipe | Mapping[str, Any]", **changes: Any) -> Recipe:
+    """A preset by name, a pipeline string, a TOML recipe file, a Recipe or its dict, with top-level
+    fields replaced by ``changes``.
 
-    Stage pipelines may also be given directly as ``"gptq+l2qer"`` (stages joined by ``+``), which
-    takes the layer formats of the reconstruction's preset (or of ``rtn``/``gptq``).
+    A pipeline string joins registered stages with ``+`` (``"gptq+l2qer"``, ``"tesseraq+qera-exact"``):
+    it takes the layer formats of the last stage that is also a preset (else ``rtn``'s) and its
+    statistics from the sequential trajectory when a stage asks for it (GPTQ). A path ending in
+    ``.toml`` is read with :func:`load_recipe`.
     """
     if isinstance(name_or_recipe, Recipe):
         recipe = name_or_recipe
     elif isinstance(name_or_recipe, Mapping):
         recipe = Recipe.from_dict(name_or_recipe)
+    elif isinstance(name_or_recipe, os.PathLike) or (isinstance(name_or_recipe, str)
+                                                      and name_or_recipe.strip().lower().endswith(".toml")):
+        recipe = load_recipe(name_or_recipe)
     elif isinstance(name_or_recipe, str):
-        key = name_or_recipe.strip().lower()
-        if key in PRESETS:
-            recipe = PRESETS[key]
-        elif "+" in key:
-            stages = tuple(s.strip() for s in key.split("+"))
-            _check_stage_names(stages)
-            base_name = next((s for s in reversed(stages) if s in PRESETS), "rtn")
-            base = PRESETS[base_name]
-            recipe = dataclasses.replace(base, name=key, stages=stages,
-                                         stats_source="sequential" if "gptq" in stages else "fp")
-        else:
-            hint = ""
-            import difflib
-
-            close = difflib.get_close_matches(key, list(PRESETS), n=1)
-            if close:
-                hint = f" (did you mean {close[0]!r}?)"
-            if key in NOT_IMPLEMENTED:
-                raise ValueError(f"recipe: {name_or_recipe!r} ({NOT_IMPLEMENTED[key]}) is not implemented in this "
-                                 f"version; available: {', '.join(list_recipes())}")
-            raise ValueError(f"recipe: unknown recipe {name_or_recipe!r}{hint}; available: "
-                             f"{', '.join(list_recipes())}, or stages joined by '+' from "
-                             f"{', '.join(TRANSFORMS + ROUNDINGS + RECONSTRUCTIONS)}")
+        recipe = _named(name_or_recipe)
     else:
-        raise ValueError(f"recipe: expected a name, a Recipe or a dict, got {type(name_or_recipe).__name__}")
+        raise ValueError(f"recipe: expected a name, a pipeline string, a .toml path, a Recipe or a dict, got "
+                         f"{type(name_or_recipe).__name__}")
     if changes:
         if "layer" in changes and isinstance(changes["layer"], Mapping):
             changes["layer"] = dataclasses.replace(recipe.layer, **changes["layer"])
         recipe = dataclasses.replace(recipe, **changes)
     return recipe
+
+
+def _named(text: str) -> Recipe:
+    key = text.strip().lower()
+    if key in PRESETS:
+        return PRESETS[key]
+    if "+" in key or key in stage_names():
+        return pipeline_recipe(key)
+    close = difflib.get_close_matches(key, list(PRESETS) + list(stage_names()), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"recipe: unknown recipe {text!r}{hint}; presets: {', '.join(list_recipes())}; or a "
+                     f"pipeline of stages joined by '+' ({_stage_listing()}); or a .toml recipe file")
+
+
+def _stage_listing() -> str:
+    return "; ".join(f"{k}: {', '.join(stage_names(k)) or '-'}" for k in KINDS)
+
+
+def pipeline_recipe(pipeline: str, base: Recipe | None = None) -> Recipe:
+    """The recipe of a pipeline string ``"stage+stage+..."`` (see :func:`get_recipe`); ``base``
+    overrides the preset its formats and options come from."""
+    stages = tuple(s.strip() for s in str(pipeline).strip().lower().split("+"))
+    for s in stages:
+        get_stage(s)  # unknown names: one clear error listing the valid ones
+    if base is None:
+        base = PRESETS[next((s for s in reversed(stages) if s in PRESETS), "rtn")]
+    options = {k: dict(v) for k, v in base.options.items() if k in stages}
+    sequential = any(get_stage(s).stats_source == "sequential" for s in stages)
+    name = "+".join(stages)
+    return dataclasses.replace(base, name=name, stages=stages, options=options,
+                               stats_source="sequential" if sequential else "fp")
+
+
+#: top-level keys of a TOML recipe file
+RECIPE_FILE_KEYS = ("name", "preset", "pipeline", "stages", "layer", "overrides", "skip", "mode", "stats_source",
+                    "calib_batch_size", "sink_weight", "options", "seed")
+
+
+def load_recipe(path: "str | os.PathLike") -> Recipe:
+    """Read a recipe from a TOML file and validate it.
+
+    Keys: ``pipeline`` (``"tesseraq+qera-exact"``) or ``stages`` (a list), optionally ``preset``
+    (the preset whose formats and options are the starting point; default: as for a pipeline
+    string), ``name`` (default: the file's stem), ``mode``, ``stats_source``, ``calib_batch_size``,
+    ``sink_weight``, ``seed``, ``skip``; tables ``[layer]`` (LayerConfig fields), ``[options.STAGE]``
+    (stage options) and ``[[overrides]]`` (``match = "down_proj"`` plus LayerConfig fields).
+    Errors name the file and the key.
+    """
+    import tomllib
+
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"recipe file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"recipe file {str(path)!r} cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"recipe file {str(path)!r} is not valid TOML: {exc}") from None
+    try:
+        return validate_recipe(recipe_from_mapping(data, default_name=p.stem))
+    except ValueError as exc:
+        raise ValueError(f"recipe file {str(path)!r}: {exc}") from None
+
+
+def recipe_from_mapping(data: Mapping[str, Any], default_name: str = "recipe") -> Recipe:
+    """The recipe a TOML recipe file's table describes (see :func:`load_recipe`); not validated."""
+    unknown = sorted(set(data) - set(RECIPE_FILE_KEYS))
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r}; valid keys: {', '.join(RECIPE_FILE_KEYS)}")
+    if ("pipeline" in data) == ("stages" in data):
+        raise ValueError("give exactly one of 'pipeline' (a string such as \"gptq+qera-exact\") or 'stages' "
+                         "(a list)")
+    stages = data["pipeline"] if "pipeline" in data else data["stages"]
+    if not isinstance(stages, str):
+        if not isinstance(stages, list) or not all(isinstance(s, str) for s in stages):
+            raise ValueError(f"stages must be a list of stage names, got {stages!r}")
+        stages = "+".join(stages)
+    base = None
+    if "preset" in data:
+        if str(data["preset"]).lower() not in PRESETS:
+            raise ValueError(f"preset {data['preset']!r} is unknown; presets: {', '.join(list_recipes())}")
+        base = PRESETS[str(data["preset"]).lower()]
+    recipe = pipeline_recipe(stages, base)
+    layer_fields = {f.name for f in dataclasses.fields(LayerConfig)}
+    lay = dict(data.get("layer", {}))
+    bad = sorted(set(lay) - layer_fields)
+    if bad:
+        raise ValueError(f"[layer] has unknown field {bad[0]!r}; valid: {', '.join(sorted(layer_fields))}")
+    overrides = []
+    for i, ov in enumerate(data.get("overrides", ())):
+        ov = dict(ov)
+        if "match" not in ov:
+            raise ValueError(f"[[overrides]] #{i + 1} needs a 'match' pattern (e.g. match = \"down_proj\")")
+        pattern = str(ov.pop("match"))
+        bad = sorted(set(ov) - layer_fields)
+        if bad:
+            raise ValueError(f"[[overrides]] {pattern!r} has unknown field {bad[0]!r}; valid: "
+                             f"{', '.join(sorted(layer_fields))}")
+        overrides.append((pattern, {k: _none_word(v) for k, v in ov.items()}))
+    options = {k: dict(v) for k, v in recipe.options.items()}
+    for stage, kv in dict(data.get("options", {})).items():
+        if not isinstance(kv, Mapping):
+            raise ValueError(f"[options.{stage}] must be a table of option = value")
+        options.setdefault(str(stage).lower(), {}).update(kv)
+    changes: dict[str, Any] = {"name": str(data.get("name", default_name)), "options": options,
+                               "layer": dataclasses.replace(recipe.layer, **{k: _none_word(v) for k, v in lay.items()}),
+                               "overrides": tuple(overrides)}
+    for key in ("mode", "stats_source", "calib_batch_size", "sink_weight", "seed"):
+        if key in data:
+            changes[key] = data[key]
+    if "skip" in data:
+        changes["skip"] = tuple(data["skip"])
+    return dataclasses.replace(recipe, **changes)
+
+
+def _none_word(v: Any) -> Any:
+    """TOML has no null: the words none/hp/fp/bypass mean high precision."""
+    return None if isinstance(v, str) and v.lower() in HP_WORDS else v
+
+
+#: words meaning "not quantized" (high precision / bypass) in format fields
+HP_WORDS = ("none", "hp", "fp", "bypass")
 
 
 def with_formats(recipe: Recipe, *, w: str | None = None, a: str | None = None, lowrank: str | None = None,
@@ -247,7 +354,7 @@ def with_formats(recipe: Recipe, *, w: str | None = None, a: str | None = None, 
     upd: dict[str, Any] = {}
 
     def val(v):
-        return None if str(v).lower() in ("none", "hp", "fp", "bypass") else v
+        return None if str(v).lower() in HP_WORDS else v
 
     if w is not None:
         upd["w"] = val(w)
@@ -272,38 +379,36 @@ def with_formats(recipe: Recipe, *, w: str | None = None, a: str | None = None, 
 # ------------------------------------------------------------------------------------------------
 
 
-def _check_stage_names(stages) -> None:
-    known = TRANSFORMS + ROUNDINGS + RECONSTRUCTIONS
-    for s in stages:
-        if s in NOT_IMPLEMENTED:
-            raise ValueError(f"recipe stage {s!r} ({NOT_IMPLEMENTED[s]}) is not implemented in this version; "
-                             f"implemented stages: {', '.join(known)}")
-        if s not in known:
-            raise ValueError(f"recipe stage {s!r} is unknown; valid stages: {', '.join(known)}")
-
-
 def validate_recipe(recipe: Recipe) -> Recipe:
-    """Check stage order, options and the formats of the base layer and every override.
+    """Check stage names, order and options, and the formats of the base layer and every override.
 
-    Raises ValueError naming the offending stage or field. Returns the recipe unchanged.
+    Raises ValueError naming the offending stage, option or field and what is valid. Returns the
+    recipe unchanged.
     """
     stages = tuple(recipe.stages)
-    _check_stage_names(stages)
-    kinds = ["transform" if s in TRANSFORMS else "rounding" if s in ROUNDINGS else "reconstruction" for s in stages]
+    where = f"recipe {recipe.name!r}: pipeline {'+'.join(stages)!r}"
+    kinds = [get_stage(s).kind for s in stages]
+    if len(set(stages)) != len(stages):
+        dup = next(s for s in stages if stages.count(s) > 1)
+        raise ValueError(f"{where}: stage {dup!r} appears twice")
     n_round = kinds.count("rounding")
     if n_round != 1:
-        raise ValueError(f"recipe {recipe.name!r}: stages {list(stages)} must contain exactly one rounding stage "
-                         f"({', '.join(ROUNDINGS)}), found {n_round}")
-    r_idx = kinds.index("rounding")
-    if any(k == "transform" for k in kinds[r_idx:]):
-        raise ValueError(f"recipe {recipe.name!r}: stages {list(stages)}: no transform may follow the rounding "
-                         "stage (it would invalidate the codes)")
-    n_rec = kinds.count("reconstruction")
-    if n_rec > 1:
-        raise ValueError(f"recipe {recipe.name!r}: stages {list(stages)}: at most one reconstruction stage")
-    if n_rec and kinds.index("reconstruction") < r_idx:
-        raise ValueError(f"recipe {recipe.name!r}: stages {list(stages)}: the reconstruction must come after the "
-                         "rounding stage (it corrects that rounding's error)")
+        raise ValueError(f"{where} must contain exactly one rounding stage ({', '.join(stage_names('rounding'))}), "
+                         f"found {n_round}")
+    for i in range(1, len(stages)):
+        if KINDS.index(kinds[i]) < KINDS.index(kinds[i - 1]):
+            why = ("no transform may follow the rounding stage (it would invalidate the codes)"
+                   if kinds[i] == "transform" else
+                   "the reconstruction must come after the rounding stage (it corrects that rounding's error)")
+            raise ValueError(f"{where}: stage {stages[i]!r} ({kinds[i]}) cannot come after {stages[i - 1]!r} "
+                             f"({kinds[i - 1]}): {why}; the order is [transform]* -> rounding -> [reconstruction]")
+    if kinds.count("reconstruction") > 1:
+        raise ValueError(f"{where}: at most one reconstruction stage, found "
+                         f"{[s for s, k in zip(stages, kinds) if k == 'reconstruction']}")
+    for st, given in recipe.options.items():
+        if st not in stages:
+            raise ValueError(f"{where}: options given for stage {st!r}, which is not in the pipeline")
+        get_stage(st).resolve_options(given)
     if recipe.mode not in MODES:
         raise ValueError(f"recipe {recipe.name!r}: mode {recipe.mode!r} is not valid; valid: {', '.join(MODES)}")
     if recipe.stats_source not in STATS_SOURCES:
@@ -314,9 +419,6 @@ def validate_recipe(recipe: Recipe) -> Recipe:
         raise ValueError(f"recipe {recipe.name!r}: sink_weight must be a finite number >= 0, got {sw!r}")
     if int(recipe.calib_batch_size) < 1:
         raise ValueError(f"recipe {recipe.name!r}: calib_batch_size must be >= 1, got {recipe.calib_batch_size}")
-    for st in recipe.options:
-        if st not in stages:
-            raise ValueError(f"recipe {recipe.name!r}: options given for stage {st!r}, which is not in {list(stages)}")
     check_layer_config(recipe.layer, recipe, "layer")
     for pattern, upd in recipe.overrides:
         bad = set(upd) - {f.name for f in dataclasses.fields(LayerConfig)}
@@ -346,7 +448,7 @@ def check_layer_config(cfg: LayerConfig, recipe: Recipe, where: str) -> None:
         raise ValueError(f"recipe {recipe.name!r} {where}: rank must be an int >= 0, got {cfg.rank!r}")
     if cfg.rank > 0 and recipe.reconstruction is None:
         raise ValueError(f"recipe {recipe.name!r} {where}: rank={cfg.rank} but the recipe has no reconstruction "
-                         f"stage ({', '.join(RECONSTRUCTIONS)})")
+                         f"stage ({', '.join(stage_names('reconstruction'))})")
     if recipe.mode == "exact":
         for f, tensor in (("w", "W"), ("x", "X")):
             s = specs[f]

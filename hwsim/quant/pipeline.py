@@ -20,8 +20,9 @@ from torch import nn
 from .calibrate import (FpStatsCache, LayerStats, StatsCollector, StopForward, _progress, as_token_ids, capture_block_inputs,
                         make_layer_stats, stat_bytes)
 from .config import Recipe, get_recipe, validate_recipe
-from .model import LinearGroup, ModelAdapter, fold_norms, get_adapter, set_module
+from .model import LinearGroup, ModelAdapter, get_adapter, set_module
 from .qlinear import ActQuantCache, QLinear, _to_torch
+from .stages import get_stage
 
 __all__ = ["quantize_model", "QuantReport", "quantize_linear", "quantized_linears", "model_records"]
 
@@ -60,21 +61,6 @@ class QuantReport:
 # ------------------------------------------------------------------------------------------------
 
 
-def _split_result(res):
-    """(QTensor, info dict) from what a rounding function returns: a QTensor, or a tuple holding
-    one (e.g. ``(Wq, qtensor)`` or ``(Wq, qtensor, info)``)."""
-    import hwsim.formats as F
-
-    if isinstance(res, F.QTensor):
-        return res, {}
-    if isinstance(res, tuple):
-        q = next((r for r in res if isinstance(r, F.QTensor)), None)
-        if q is not None:
-            others = [r for r in res if not isinstance(r, (F.QTensor, torch.Tensor))]
-            return q, _info_dict(others[0] if others else None)
-    raise TypeError(f"rounding returned {type(res).__name__}; expected a QTensor (return_qtensor=True)")
-
-
 def _info_dict(info) -> dict[str, Any]:
     if info is None:
         return {}
@@ -85,67 +71,34 @@ def _info_dict(info) -> dict[str, Any]:
     return {"info": repr(info)}
 
 
-def _round(stage: str, W: torch.Tensor, fmt, stats: dict[str, torch.Tensor] | None, opts: dict, layer: str,
+def _round(stage_name: str, W: torch.Tensor, fmt, stats: dict[str, torch.Tensor] | None, opts: dict, layer: str,
            cache: dict | None = None):
-    from . import algorithms as alg
-
-    if stage == "rtn":
-        # RTN is the format's own encoder with its scale rule and RNE (docs/spec/algorithms.md §4.1); the
-        # numba codec is used on CPU (bit-identical to alg.rtn_quantize's torch codec, faster).
-        from .algorithms.common import check_finite
-        from .qlinear import quantize_np
-
-        if opts:
-            raise ValueError(f"rtn: unexpected options {sorted(opts)}")
-        check_finite(W, "W", layer)
-        return quantize_np(W, fmt, axis=-1), {}
-    if stage == "gptq":
-        done = cache.get("gptq_many", {}).pop(layer, None) if cache is not None else None
-        if done is not None:  # swept together with the other linears of its input (_gptq_group)
-            return done.qtensor, _info_dict(done)
-        opts = dict(opts)
-        prepared = _gptq_prepared(stats, fmt, opts, layer, cache)
-        _wq, info = alg.gptq_quantize(W, stats["rxx"], fmt, return_info=True, layer=layer, prepared=prepared, **opts)
-        return info.qtensor, _info_dict(info)
-    raise ValueError(f"stage {stage!r} is not a rounding stage")
+    """(QTensor, info dict) of one linear: the result its group or block already computed
+    (``cache["rounded"]``), else the rounding stage's per-linear call."""
+    done = cache.get("rounded", {}).pop(layer, None) if cache is not None else None
+    if done is not None:
+        q, info = done
+        return q, _info_dict(info)
+    q, info = get_stage(stage_name).fn(W, fmt, stats or {}, layer=layer, cache=cache, **opts)
+    return q, _info_dict(info)
 
 
-def _gptq_prepared(stats, fmt, opts: dict, layer: str, cache: dict | None):
-    """One damped inverse factor per shared input (q/k/v, gate/up) and option set."""
-    from .algorithms.gptq import prepare_hessian, resolve_act_order
-
-    if cache is None:
-        return None
-    ao, _static = resolve_act_order(fmt, opts.get("act_order", "auto"), opts.get("static_groups"))
-    damp = opts.get("damp", 0.01)
-    key = ("gptq_factor", ao, float(damp) if isinstance(damp, (int, float)) else repr(damp))
-    prepared = cache.get(key)
-    if prepared is None:
-        prepared = cache[key] = prepare_hessian(stats["rxx"], damp=damp, act_order=ao, layer=layer)
-    return prepared
-
-
-def _gptq_group(items, recipe: Recipe, stats: LayerStats, report: QuantReport | None) -> None:
-    """Sweep the linears of one input together (``gptq_quantize_many``) when they share the weight
-    format; the results wait in ``stats.cache["gptq_many"]`` for ``quantize_linear``."""
-    from .algorithms.gptq import gptq_quantize_many
-
+def _round_group(items, recipe: Recipe, stats: LayerStats, report: QuantReport | None) -> None:
+    """Round the linears of one input together when the stage can (``group_fn``, e.g. GPTQ's
+    joint sweep) and they share the weight format; the results wait in ``stats.cache["rounded"]``."""
+    stage = get_stage(recipe.rounding)
     fmts = {cfg.w for _q, _l, cfg in items}
-    if len(items) < 2 or len(fmts) != 1:
+    if stage.group_fn is None or len(items) < 2 or len(fmts) != 1:
         return
-    fmt = fmts.pop()
-    opts = recipe.stage_options("gptq")
     t0 = time.perf_counter()
-    sdict = stats.as_dict()
-    names = [q for q, _l, _c in items]
-    prepared = _gptq_prepared(sdict, fmt, opts, names[0], stats.cache)
-    Ws = [lin.weight.detach().to(torch.float32).cpu() for _q, lin, _c in items]
-    for W, name in zip(Ws, names):
+    named = []
+    for qname, lin, _cfg in items:
+        W = lin.weight.detach().to(torch.float32).cpu()
         if not bool(torch.isfinite(W).all()):
-            raise ValueError(f"{name}: weight has non-finite values; refusing to quantize")
-    res = gptq_quantize_many(Ws, sdict["rxx"], fmt, layers=names, prepared=prepared,
-                             **{k: v for k, v in opts.items() if k not in ("layer", "prepared")})
-    stats.cache["gptq_many"] = {n: info for n, (_q, info) in zip(names, res)}
+            raise ValueError(f"{qname}: weight has non-finite values; refusing to quantize")
+        named.append((qname, W))
+    res = stage.group_fn(named, fmts.pop(), stats.as_dict(), stats.cache, **recipe.stage_options(recipe.rounding))
+    stats.cache.setdefault("rounded", {}).update(res)
     if report is not None:
         report.add_time("round", time.perf_counter() - t0)
 
@@ -153,8 +106,8 @@ def _gptq_group(items, recipe: Recipe, stats: LayerStats, report: QuantReport | 
 def _reconstruct(method: str, W, Wq, stats, rank: int, cfg, opts: dict, layer: str):
     from .reconstruct import reconstruct
 
-    axes = cfg.lowrank_axes
-    return reconstruct(method, W, Wq, stats, rank, fmt_a=cfg.a, fmt_b=cfg.b, axes=axes, layer=layer, **opts)
+    return reconstruct(method, W, Wq, stats, rank, fmt_a=cfg.a, fmt_b=cfg.b, axes=cfg.lowrank_axes, layer=layer,
+                       **opts)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -165,8 +118,11 @@ def _reconstruct(method: str, W, Wq, stats, rank: int, cfg, opts: dict, layer: s
 @torch.no_grad()
 def quantize_linear(linear: nn.Linear, cfg, recipe: Recipe, stats: LayerStats | None = None, *, name: str = "",
                     input_key: str | None = None, act_cache: ActQuantCache | None = None,
-                    report: QuantReport | None = None) -> QLinear:
-    """Quantize one ``nn.Linear`` with the recipe's rounding and reconstruction into a QLinear."""
+                    report: QuantReport | None = None, rounded: tuple | None = None) -> QLinear:
+    """Quantize one ``nn.Linear`` with the recipe's rounding and reconstruction into a QLinear.
+
+    ``rounded``: ``(QTensor, info)`` already computed for this linear (a block-reconstruction
+    stage), used instead of the rounding stage's per-linear call."""
     if not isinstance(linear, nn.Linear):
         raise ValueError(f"{name}: expected an nn.Linear, got {type(linear).__name__} (already quantized?)")
     W = linear.weight.detach().to(torch.float32).cpu()
@@ -175,8 +131,11 @@ def quantize_linear(linear: nn.Linear, cfg, recipe: Recipe, stats: LayerStats | 
     out_f, in_f = W.shape
     sdict = stats.as_dict() if stats is not None else {}
     t0 = time.perf_counter()
-    q, rinfo = _round(recipe.rounding, W, cfg.w, sdict, recipe.stage_options(recipe.rounding), name,
-                      cache=stats.cache if stats is not None else None)
+    if rounded is not None:
+        q, rinfo = rounded[0], _info_dict(rounded[1])
+    else:
+        q, rinfo = _round(recipe.rounding, W, cfg.w, sdict, recipe.stage_options(recipe.rounding), name,
+                          cache=stats.cache if stats is not None else None)
     t_round = time.perf_counter() - t0
     Wq = _to_torch(q.dequantize()).to(torch.float32)
     row: dict[str, Any] = {"layer": name, "in": in_f, "out": out_f, "w": cfg.w, "rank": 0,
@@ -286,11 +245,12 @@ def quantize_model(model: nn.Module, recipe: str | Recipe | dict, calib: Any = N
     t_start = time.perf_counter()
     plan = _plan(adapter, recipe)
     kinds = recipe.stat_kinds()
+    block_stage = get_stage(recipe.rounding).block_data
     ids = None
-    if kinds:
+    if kinds or block_stage:
         if calib is None:
-            raise ValueError(f"calib: recipe {recipe.name!r} needs calibration statistics ({', '.join(kinds)}); "
-                             "pass token ids [N, T]")
+            need = ", ".join(kinds) if kinds else f"{recipe.rounding!r} reconstructs blocks on calibration data"
+            raise ValueError(f"calib: recipe {recipe.name!r} needs calibration data ({need}); pass token ids [N, T]")
         ids = as_token_ids(calib)
     report = QuantReport(recipe=recipe.to_dict(), calib=_provenance(calib, ids, recipe))
     if max_resident_bytes is not None and kinds:
@@ -303,23 +263,24 @@ def quantize_model(model: nn.Module, recipe: str | Recipe | dict, calib: Any = N
     if recipe.transforms:
         t0 = time.perf_counter()
         for t in recipe.transforms:
-            if t == "fold_norms":
-                fold_norms(model, adapter)
-        adapter = get_adapter(model)
+            get_stage(t).fn(model, adapter, **recipe.stage_options(t))
+            adapter = get_adapter(model)
         plan = _plan(adapter, recipe)
         report.add_time("transform", time.perf_counter() - t0)
     caches: dict[str, ActQuantCache] = {}
 
-    def quantize_group(group: LinearGroup, items, stats: LayerStats | None):
+    def quantize_group(group: LinearGroup, items, stats: LayerStats | None, rounded: dict | None = None):
         cache = caches.setdefault(group.input_key, ActQuantCache())
-        if recipe.rounding == "gptq" and stats is not None:
-            _gptq_group(items, recipe, stats, report)
+        if stats is not None and rounded is None:
+            _round_group(items, recipe, stats, report)
         for qname, lin, cfg in items:
             ql = quantize_linear(lin, cfg, recipe, stats, name=qname, input_key=group.input_key, act_cache=cache,
-                                 report=report)
+                                 report=report, rounded=(rounded or {}).get(qname))
             set_module(model, qname, ql)
 
-    if not kinds:
+    if block_stage:
+        _block_streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, progress)
+    elif not kinds:
         for _bidx, group, items in _progress(plan, progress, f"quantize[{recipe.name}]"):
             quantize_group(group, items, None)
     else:
@@ -457,6 +418,92 @@ def _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, 
         if fp_stats is not None and recipe.stats_source == "fp":
             fp_stats.put(ls)
         quantize_group(group, items, ls)
+
+
+def _block_streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, progress) -> None:
+    """A block-reconstruction rounding stage (``Stage.block_data``, e.g. TesseraQ), block by block
+    (docs/spec/algorithms.md §4.6): the full-precision block maps the full-precision trajectory to
+    the targets (collecting the statistics a later reconstruction stage reads, ``stats_source="fp"``
+    semantics); the stage learns the block's rounding from the quantized trajectory's inputs to
+    those targets; the quantized block then advances the quantized trajectory. Linears outside the
+    blocks (an unskipped lm_head) get the stage's per-linear rounding."""
+    from .qlinear import fake_quant
+    from .stages import BlockData
+
+    stage = get_stage(recipe.rounding)
+    opts = recipe.stage_options(recipe.rounding)
+    bs = int(recipe.calib_batch_size)
+    sw = float(recipe.sink_weight)
+    tag = f"{recipe.name}:fp"
+    t0 = time.perf_counter()
+    binp = capture_block_inputs(model, ids, adapter=adapter, batch_size=bs)
+    report.add_time("calibrate", time.perf_counter() - t0)
+    contexts = _ContextSource(model, adapter, ids, binp)
+    hs_fp = binp.hidden
+    hs_q = list(hs_fp)
+    blocks = adapter.blocks()
+    by_block: dict[Any, list] = {}
+    for bidx, group, items in plan:
+        by_block.setdefault(bidx, []).append((group, items))
+    for i in _progress(range(len(blocks)), progress, f"quantize[{recipe.name}]", total=len(blocks)):
+        block = blocks[i]
+        todo = by_block.get(i, [])
+        t = time.perf_counter()
+        with StatsCollector([g for g, _ in todo] if kinds else [], kinds, batch_size=bs, state_tag=tag,
+                            sink_weight=sw) as col:
+            targets = [adapter.block_forward(block, h, binp.context(i, h)) for h in hs_fp]
+        stats = col.stats
+        report.add_time("calibrate", time.perf_counter() - t)
+        if todo:
+            t = time.perf_counter()
+            linears = {q: lin for _g, items in todo for q, lin, _c in items}
+            cfgs = {q: cfg for _g, items in todo for q, _l, cfg in items}
+            data = BlockData(
+                index=i,
+                block_fn=lambda x, i=i, block=block: adapter.block_forward(block, x, contexts.get(i, x.shape[0])),
+                linears=linears, weight_formats={q: c.w for q, c in cfgs.items()},
+                act_quant={q: (None if c.x is None else (lambda x, f=c.x: fake_quant(x.detach(), f, axis=-1)))
+                           for q, c in cfgs.items()},
+                inputs=torch.cat(hs_q), targets=torch.cat(targets), progress=False)
+            with torch.enable_grad():
+                rounded = stage.block_fn(data, **opts)
+            report.add_time("round", time.perf_counter() - t)
+            report.events.extend(dict(e) for e in data.events)
+            for group, items in todo:
+                quantize_group(group, items, stats.get(group.input_key) if kinds else None, rounded=rounded)
+        t = time.perf_counter()
+        hs_q = [adapter.block_forward(block, h, binp.context(i, h)) for h in hs_q]
+        hs_fp = targets
+        del stats
+        report.add_time("propagate", time.perf_counter() - t)
+    head = by_block.get(None)
+    if head:
+        group, items = head[0]
+        norm = adapter.final_norm()
+        with StatsCollector([group], kinds, batch_size=bs, state_tag=tag, sink_weight=sw) as col:
+            ls = col.stats[group.input_key]
+            for h in hs_fp:
+                ls.update(norm(h) if norm is not None else h)
+        quantize_group(group, items, ls)
+
+
+class _ContextSource:
+    """The keyword context a block needs for a mini-batch of b sequences: captured for the
+    calibration batch sizes; for another b (a training batch), captured once from the model on
+    the first b calibration sequences (the context depends on the batch shape, not the tokens)."""
+
+    def __init__(self, model, adapter, ids, binp):
+        self.model, self.adapter, self.ids, self.binp = model, adapter, ids, binp
+
+    def get(self, block: int, b: int) -> dict[str, Any]:
+        ctx = self.binp.ctx[block]
+        if b not in ctx:
+            if b > self.ids.shape[0]:
+                raise ValueError(f"a batch of {b} sequences exceeds the {self.ids.shape[0]} calibration sequences")
+            extra = capture_block_inputs(self.model, self.ids[:b], adapter=self.adapter, batch_size=b)
+            for i, c in enumerate(extra.ctx):
+                self.binp.ctx[i].setdefault(b, c[b])
+        return ctx[b]
 
 
 def _piecewise_block(adapter, block, i, hs, binp, todo, groups, kinds, bs, tag, quantize_group, report, sw=1.0):

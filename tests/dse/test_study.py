@@ -63,7 +63,7 @@ def test_five_mistakes_give_five_located_messages(tmp_path):
     by_key = {p.split(": ", 1)[0]: p.split(": ", 1)[1] for p in err.problems}
     assert set(by_key) == {"accuracy.recipes[2]", "accuracy.w[1]", "hardware.dataflow[0]", "accuracy.colour",
                            "accuracy.ranks[1]"}
-    assert by_key["accuracy.recipes[2]"].startswith("unknown recipe 'l2qr'; did you mean 'l2qer'?")
+    assert by_key["accuracy.recipes[2]"].startswith("unknown recipe 'l2qr' (did you mean 'l2qer'?)")
     assert "mxint44" in by_key["accuracy.w[1]"] and "mxint4" in by_key["accuracy.w[1]"]
     assert "\n" not in by_key["accuracy.w[1]"]
     assert by_key["hardware.dataflow[0]"] == "'wss' is not valid; did you mean 'ws'? valid: ws, os, is"

@@ -14,7 +14,8 @@ import hwsim.formats as F
 from hwsim.quant.algorithms import (DampingWarning, QuantWarning, Reconstruction, l2qer, lqer,
                                     output_error, qera_approx, qera_exact, rtn_quantize)
 from hwsim.quant.algorithms import qera as qera_mod
-from hwsim.quant.reconstruct import METHODS, reconstruct
+from hwsim.quant.reconstruct import reconstruct
+from hwsim.quant.stages import stage_names
 
 D64 = torch.float64
 
@@ -449,7 +450,7 @@ def test_bad_method_name_lists_valid_methods():
     W, Wq, _ = _distinct_error()
     with pytest.raises(ValueError) as exc:
         reconstruct("qera", W, Wq, {}, 4)
-    for m in METHODS:
+    for m in stage_names("reconstruction"):
         assert m in str(exc.value)
 
 

@@ -123,10 +123,12 @@ def test_bad_recipe_names_and_orders():
         validate_recipe(get_recipe("lqer", stages=("lqer", "rtn")))
     with pytest.raises(ValueError, match="no transform may follow"):
         validate_recipe(get_recipe("rtn", stages=("rtn", "fold_norms")))
-    with pytest.raises(ValueError, match="not implemented"):
-        get_recipe("tesseraq")
-    with pytest.raises(ValueError, match="unknown"):
+    with pytest.raises(ValueError, match="stage .foo. is unknown.*rounding: gptq, rtn"):
         get_recipe("gptq+foo")
+    with pytest.raises(ValueError, match="'qera-exact' appears twice"):
+        validate_recipe(get_recipe("rtn+qera-exact+qera-exact"))
+    with pytest.raises(ValueError, match="at most one reconstruction"):
+        validate_recipe(get_recipe("rtn+qera-exact+lqer"))
     assert get_recipe("gptq+l2qer").stages == ("gptq", "l2qer")
 
 

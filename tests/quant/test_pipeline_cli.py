@@ -7,7 +7,7 @@ def test_list_recipes(capsys):
     assert main(["quantize", "--list-recipes"]) == 0
     out = capsys.readouterr().out
     for name in ("rtn", "gptq", "lqer", "l2qer", "qera-approx", "qera-exact"):
-        assert f"\n{name} " in "\n" + out
+        assert f"\n  {name} " in out
 
 
 def test_bad_recipe_and_format_are_clear_errors(capsys):

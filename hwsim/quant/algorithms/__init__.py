@@ -1,11 +1,14 @@
-"""Quantization algorithms of ``hwsim.quant`` as pure functions on one weight matrix.
+"""Quantization algorithms of ``hwsim.quant`` as pure functions on one weight matrix, each file also
+registering its pipeline stage (``hwsim.quant.stages``).
 
-Rounding (weight -> dequantized weight, codes via ``hwsim.formats``): :func:`rtn_quantize`,
-:func:`gptq_quantize`. Reconstruction (W, W̃, statistics -> low-rank A, B): :func:`lqer`,
-:func:`l2qer`, :func:`qera_approx`, :func:`qera_exact`; the dispatcher is
+Transforms: ``fold_norms``. Rounding (weight -> dequantized weight, codes via ``hwsim.formats``):
+:func:`rtn_quantize`, :func:`gptq_quantize`. Reconstruction (W, W̃, statistics -> low-rank A, B):
+:func:`lqer`, :func:`l2qer`, :func:`qera_approx`, :func:`qera_exact`; the dispatcher is
 ``hwsim.quant.reconstruct.reconstruct``. Spec: docs/spec/algorithms.md §4.1–4.4.
+A new algorithm is one more module here, imported below so that its stage registers.
 """
 
+from . import fold_norms as _fold_norms  # noqa: F401  (registers the stage)
 from .common import DampingWarning, QuantWarning, output_error
 from .gptq import GPTQInfo, gptq_quantize, gptq_quantize_many
 from .lowrank import Reconstruction, ReconstructInfo

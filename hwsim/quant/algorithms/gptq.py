@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..stages import Option, register_stage
 from .common import as_tensor, check_finite, record
 from .fixed_grid import FixedGrid, saturation_event
 from .lowrank import Timer
@@ -654,3 +655,58 @@ def _sweep_torch(W: torch.Tensor, Hinv: torch.Tensor, fgs, tr: _TorchRounder, or
     sats = tr.finish()
     losses = [float(sq[r0:r1].sum()) / 2 for r0, r1 in tr.rows]
     return Q, losses, sats
+
+
+# ------------------------------------------------------------------------------------------------
+# The pipeline stage (hwsim.quant.stages)
+# ------------------------------------------------------------------------------------------------
+
+ROUNDERS = ("auto", "torch", "numpy")
+SATURATIONS = ("clamp", "raise_exponent")
+GPTQ_OPTIONS = (
+    Option("block_size", 128, "lazy-batch width B (any value gives the same result up to rounding)",
+           check=lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, valid="an int >= 1"),
+    Option("damp", 0.01, "relative damping (percdamp) of mean(diag R)",
+           check=lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1,
+           valid="a number in [0, 1)"),
+    Option("act_order", "auto", "columns by descending diag(R); 'auto': on where the scales are static",
+           choices=("auto", True, False)),
+    Option("static_groups", None, "integer groups from the unquantized W (None: equal to act_order)",
+           choices=(None, True, False)),
+    Option("rounder", "auto", "per-column rounding implementation (all bit-identical)", choices=ROUNDERS),
+    Option("saturation", "clamp", "values pushed past a fixed block's range: clamp, or raise that block's "
+           "exponent and keep the sweep with the lower objective", choices=SATURATIONS),
+)
+
+
+def _prepared_for(R, fmt, cache: dict | None, layer: str, damp, act_order, static_groups):
+    """One damped inverse factor per shared input (q/k/v, gate/up) and option set."""
+    if cache is None:
+        return None
+    ao, _static = resolve_act_order(fmt, act_order, static_groups)
+    key = ("gptq_factor", ao, float(damp))
+    if key not in cache:
+        cache[key] = prepare_hessian(R, damp=damp, act_order=ao, layer=layer)
+    return cache[key]
+
+
+def gptq_group(items, fmt, stats, cache: dict | None, **opts) -> dict:
+    """GPTQ of the linears of one input in one sweep (``gptq_quantize_many``): {name: (QTensor, info)}."""
+    names = [n for n, _W in items]
+    prepared = _prepared_for(stats["rxx"], fmt, cache, names[0], opts["damp"], opts["act_order"],
+                             opts["static_groups"])
+    res = gptq_quantize_many([W for _n, W in items], stats["rxx"], fmt, layers=names, prepared=prepared, **opts)
+    return {n: (info.qtensor, _as_dict(info)) for n, (_q, info) in zip(names, res)}
+
+
+@register_stage("gptq", kind="rounding", stats=("rxx",), stats_source="sequential", options=GPTQ_OPTIONS,
+                group_fn=gptq_group)
+def gptq_stage(W: torch.Tensor, fmt, stats, *, layer: str, cache: dict | None = None, **opts):
+    """error-feedback rounding under the input second moment R_xx (§4.2)"""
+    prepared = _prepared_for(stats["rxx"], fmt, cache, layer, opts["damp"], opts["act_order"], opts["static_groups"])
+    _wq, info = gptq_quantize(W, stats["rxx"], fmt, return_info=True, layer=layer, prepared=prepared, **opts)
+    return info.qtensor, _as_dict(info)
+
+
+def _as_dict(info: GPTQInfo) -> dict[str, Any]:
+    return {k: getattr(info, k) for k in info.__dataclass_fields__}

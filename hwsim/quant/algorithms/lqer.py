@@ -9,6 +9,7 @@ finalised: clamped at 1e-4 and normalised by sqrt(min·max)). Both run through o
 
 from __future__ import annotations
 
+from ..stages import Option, register_stage
 from .common import check_channel_vector, check_problem
 from .lowrank import Reconstruction, Timer, diag_residual, finish, lowrank_from_scaled
 
@@ -49,3 +50,25 @@ def lqer(W, Wq, rank: int = 32, *, fmt_a=None, fmt_b=None, axes="reduction",
     """LQER: plain SVD of the weight error (L²QER with S = I, the same code path)."""
     return l2qer(W, Wq, None, rank, fmt_a=fmt_a, fmt_b=fmt_b, axes=axes, svd_dtype=svd_dtype,
                  layer=layer, _method="lqer")
+
+
+#: the SVD precision option of the reconstruction stages (docs/spec/algorithms.md §4.3–4.4)
+SVD_DTYPES = ("float32", "float64")
+
+
+def svd_option(default: str) -> Option:
+    return Option("svd_dtype", default, "precision of the SVD (a failed float32 SVD retries in float64)",
+                  choices=SVD_DTYPES)
+
+
+@register_stage("lqer", kind="reconstruction", options=(svd_option("float32"),))
+def lqer_stage(W, Wq, stats, rank: int, *, fmt_a, fmt_b, axes, layer: str, svd_dtype: str) -> Reconstruction:
+    """plain SVD of the weight error, S = I (§4.3)"""
+    return lqer(W, Wq, rank, fmt_a=fmt_a, fmt_b=fmt_b, axes=axes, svd_dtype=svd_dtype, layer=layer)
+
+
+@register_stage("l2qer", kind="reconstruction", stats=("mean_abs_lqer",), options=(svd_option("float32"),))
+def l2qer_stage(W, Wq, stats, rank: int, *, fmt_a, fmt_b, axes, layer: str, svd_dtype: str) -> Reconstruction:
+    """SVD of the error scaled by the mean |x| of each input channel (§4.3)"""
+    return l2qer(W, Wq, stats["mean_abs_lqer"], rank, fmt_a=fmt_a, fmt_b=fmt_b, axes=axes, svd_dtype=svd_dtype,
+                 layer=layer)

@@ -22,10 +22,12 @@ import math
 import numpy as np
 import torch
 
+from ..stages import Option, register_stage
 from .common import (DampingWarning, as_tensor, check_channel_vector, check_finite, check_problem,
                      output_error, record)
 from .lowrank import (Reconstruction, Timer, diag_residual, finish, lowrank_from_scaled,
                       truncated_svd)
+from .lqer import svd_option
 
 #: Relative damping ladder for a Cholesky failure: R + δ·mean(diag R)·I (docs/spec/algorithms.md §4.4).
 DAMPING_LADDER = (1e-8, 1e-6, 1e-4, 1e-2)
@@ -363,3 +365,22 @@ def qera_exact(W, Wq, R, rank: int = 32, *, factor: str = "cholesky", fmt_a=None
         res = Reconstruction(A_q, B_q, dataclasses.replace(res.info, j0=j0, j=j,
                                                            runtime_s=timer.elapsed()))
     return res
+
+
+@register_stage("qera-approx", kind="reconstruction", stats=("mean_sq",), options=(svd_option("float64"),))
+def qera_approx_stage(W, Wq, stats, rank: int, *, fmt_a, fmt_b, axes, layer: str, svd_dtype: str) -> Reconstruction:
+    """SVD of the error scaled by each input channel's RMS (QERA Theorem 2, §4.4)"""
+    return qera_approx(W, Wq, stats["mean_sq"], rank, fmt_a=fmt_a, fmt_b=fmt_b, axes=axes, svd_dtype=svd_dtype,
+                       layer=layer)
+
+
+@register_stage("qera-exact", kind="reconstruction", stats=("rxx",), options=(
+    Option("factor", "cholesky", "factor L of R with LᵀL = R", choices=FACTORS),
+    svd_option("float64"),
+    Option("solver", None, "top-k triplets of L E (None: 'gram' in float64, else 'svd')",
+           choices=(None,) + SOLVERS)))
+def qera_exact_stage(W, Wq, stats, rank: int, *, fmt_a, fmt_b, axes, layer: str, factor: str, svd_dtype: str,
+                     solver: str | None) -> Reconstruction:
+    """the rank-k optimum of the expected output error under R_xx (QERA Theorem 1, §4.4)"""
+    return qera_exact(W, Wq, stats["rxx"], rank, factor=factor, fmt_a=fmt_a, fmt_b=fmt_b, axes=axes,
+                      svd_dtype=svd_dtype, solver=solver, layer=layer)

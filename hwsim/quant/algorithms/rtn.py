@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..stages import register_stage
 from .common import as_tensor, check_finite
 
 
@@ -70,3 +71,13 @@ def rtn_quantize(W, fmt, *, axis: int = -1, return_qtensor: bool = False,
     q = encode(W, fmt, axis=axis)
     Wq = dequant_torch(q, torch.float64 if W.dtype == torch.float64 else torch.float32)
     return (Wq, q) if return_qtensor else Wq
+
+
+@register_stage("rtn", kind="rounding")
+def rtn_stage(W: torch.Tensor, fmt, stats, *, layer: str, cache=None):
+    """round to nearest with the format's own scale rule (§4.1)"""
+    # the numba codec on CPU: bit-identical to ``encode``'s torch codec and faster
+    from ..qlinear import quantize_np
+
+    check_finite(W, "W", layer)
+    return quantize_np(W, fmt, axis=-1), {}
