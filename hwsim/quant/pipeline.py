@@ -22,7 +22,7 @@ from .calibrate import (FpStatsCache, LayerStats, StatsCollector, StopForward, _
 from .config import Recipe, get_recipe, validate_recipe
 from .model import LinearGroup, ModelAdapter, get_adapter, set_module
 from .qlinear import ActQuantCache, QLinear, _to_torch
-from .stages import get_stage
+from .stages import TransformContext, get_stage
 
 __all__ = ["quantize_model", "QuantReport", "quantize_linear", "quantized_linears", "model_records"]
 
@@ -118,11 +118,13 @@ def _reconstruct(method: str, W, Wq, stats, rank: int, cfg, opts: dict, layer: s
 @torch.no_grad()
 def quantize_linear(linear: nn.Linear, cfg, recipe: Recipe, stats: LayerStats | None = None, *, name: str = "",
                     input_key: str | None = None, act_cache: ActQuantCache | None = None,
-                    report: QuantReport | None = None, rounded: tuple | None = None) -> QLinear:
+                    report: QuantReport | None = None, rounded: tuple | None = None,
+                    pre_transform: tuple | None = None) -> QLinear:
     """Quantize one ``nn.Linear`` with the recipe's rounding and reconstruction into a QLinear.
 
     ``rounded``: ``(QTensor, info)`` already computed for this linear (a block-reconstruction
-    stage), used instead of the rounding stage's per-linear call."""
+    stage), used instead of the rounding stage's per-linear call. ``pre_transform``: ``(T [in, in],
+    kind)``, an online transform a transform stage left before this linear (``x' = x·T``)."""
     if not isinstance(linear, nn.Linear):
         raise ValueError(f"{name}: expected an nn.Linear, got {type(linear).__name__} (already quantized?)")
     W = linear.weight.detach().to(torch.float32).cpu()
@@ -169,8 +171,9 @@ def quantize_linear(linear: nn.Linear, cfg, recipe: Recipe, stats: LayerStats | 
                     row[k] = v
             events.extend(getattr(info, "events", ()) or ())
     row["t_reconstruct_s"] = t_rec
+    pt, pt_kind = pre_transform if pre_transform is not None else (None, "none")
     ql = QLinear(q, linear.bias, x_fmt=cfg.x, bias_fmt=cfg.bias, lowrank=lowrank, mode="fake", name=name,
-                 input_key=input_key, act_cache=act_cache, weight_deq=Wq)
+                 input_key=input_key, act_cache=act_cache, weight_deq=Wq, pre_transform=pt, pre_transform_kind=pt_kind)
     ql.to(linear.weight.device)
     ql.set_mode(recipe.mode)
     row["bits_per_weight"] = ql.bits_per_weight()
@@ -246,10 +249,12 @@ def quantize_model(model: nn.Module, recipe: str | Recipe | dict, calib: Any = N
     plan = _plan(adapter, recipe)
     kinds = recipe.stat_kinds()
     block_stage = get_stage(recipe.rounding).block_data
+    trains = [t for t in recipe.transforms if get_stage(t).calib]
     ids = None
-    if kinds or block_stage:
+    if kinds or block_stage or trains:
         if calib is None:
-            need = ", ".join(kinds) if kinds else f"{recipe.rounding!r} reconstructs blocks on calibration data"
+            need = (", ".join(kinds) if kinds else f"{recipe.rounding!r} reconstructs blocks on calibration data"
+                    if block_stage else f"{trains[0]!r} trains on calibration data")
             raise ValueError(f"calib: recipe {recipe.name!r} needs calibration data ({need}); pass token ids [N, T]")
         ids = as_token_ids(calib)
     report = QuantReport(recipe=recipe.to_dict(), calib=_provenance(calib, ids, recipe))
@@ -260,11 +265,16 @@ def quantize_model(model: nn.Module, recipe: str | Recipe | dict, calib: Any = N
                 where = f"block {bidx}" if bidx is not None else "lm_head"
                 raise ValueError(f"max_resident_bytes={max_resident_bytes}: statistics of {where} need {need} bytes "
                                  f"({', '.join(kinds)}); raise the budget or drop R-based stages")
+    tctx = TransformContext(recipe=recipe, progress=progress)
     if recipe.transforms:
         t0 = time.perf_counter()
         for t in recipe.transforms:
-            get_stage(t).fn(model, adapter, **recipe.stage_options(t))
+            stage = get_stage(t)
+            tctx.calib = ids if stage.calib else None
+            stage.fn(model, adapter, tctx, **recipe.stage_options(t))
             adapter = get_adapter(model)
+        tctx.calib = None
+        report.events.extend(dict(e) for e in tctx.events)
         plan = _plan(adapter, recipe)
         report.add_time("transform", time.perf_counter() - t0)
     caches: dict[str, ActQuantCache] = {}
@@ -275,7 +285,8 @@ def quantize_model(model: nn.Module, recipe: str | Recipe | dict, calib: Any = N
             _round_group(items, recipe, stats, report)
         for qname, lin, cfg in items:
             ql = quantize_linear(lin, cfg, recipe, stats, name=qname, input_key=group.input_key, act_cache=cache,
-                                 report=report, rounded=(rounded or {}).get(qname))
+                                 report=report, rounded=(rounded or {}).get(qname),
+                                 pre_transform=tctx.pre_transforms.get(qname))
             set_module(model, qname, ql)
 
     if block_stage:

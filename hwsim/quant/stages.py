@@ -22,12 +22,15 @@ validation and ``--list-recipes`` know about it:
 - ``options``: keyword options with defaults and documentation; anything else is rejected;
 - ``block_data``: a rounding stage that reconstructs whole decoder blocks (TesseraQ) gets each
   block's quantized-trajectory inputs and full-precision targets instead of per-linear calls;
+- ``calib``: a transform that needs calibration token ids (e.g. one that trains);
 - ``stats_source``: where a pipeline string built around this stage takes its statistics from
   (``"sequential"`` for GPTQ, whose Hessian sees the already quantized earlier blocks).
 
 Call contracts by kind (the pipeline passes every option, defaults filled in):
 
-- transform: ``fn(model, adapter, **options) -> None`` (in place);
+- transform: ``fn(model, adapter, ctx, **options) -> None`` (in place; ``ctx`` a
+  :class:`TransformContext`: the recipe, the calibration token ids when the stage declares
+  ``calib=True``, recorded events, and the online transforms it leaves for the QLinears);
 - rounding: ``fn(W, fmt, stats, *, layer, cache, **options) -> (QTensor, info)`` with W the
   float32 weight [out, in], ``stats`` the layer's statistics dict, ``cache`` a dict shared by the
   linears of one input (None outside the pipeline); optionally ``group_fn(items, fmt, stats,
@@ -45,7 +48,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-__all__ = ["KINDS", "Option", "Stage", "BlockData", "register_stage", "unregister_stage", "get_stage",
+__all__ = ["KINDS", "Option", "Stage", "BlockData", "TransformContext", "register_stage", "unregister_stage", "get_stage",
            "all_stages", "stage_names"]
 
 #: stage kinds in pipeline order (docs/spec/algorithms.md §5)
@@ -108,6 +111,7 @@ class Stage:
     stats_source: str = "fp"
     group_fn: Callable[..., Any] | None = None
     block_fn: Callable[..., Any] | None = None
+    calib: bool = False
 
     @property
     def option_names(self) -> tuple[str, ...]:
@@ -135,6 +139,8 @@ class Stage:
             extra.append(f"stats: {', '.join(self.stats)}")
         if self.block_data:
             extra.append("block reconstruction")
+        if self.calib:
+            extra.append("trains on calibration data")
         if self.options:
             extra.append("options: " + ", ".join(f"{o.name}={o.default!r}" for o in self.options))
         first = self.doc.strip().splitlines()[0] if self.doc.strip() else ""
@@ -165,9 +171,28 @@ class BlockData:
     progress: bool = False
 
 
+@dataclass
+class TransformContext:
+    """What a transform stage gets besides the model: the ``recipe`` (its layer formats are the
+    targets a training transform fake-quantizes with), ``calib`` token ids [N, T] (None unless the
+    stage declares ``calib=True``), ``events`` to record fall-backs in, ``progress``, and
+    ``pre_transforms``, which the transform fills with the online transforms it leaves in the
+    model: ``{qualified linear name: (T [in, in], kind)}`` (e.g. ``(H_m, "hadamard")`` for
+    down_proj); each becomes that QLinear's ``pre_transform`` (``x' = x·T`` before its activation
+    quantizer) and is recorded for the cost model. Until the QLinear replaces the linear, the
+    transform keeps the model's function by its own means (e.g. a forward pre-hook)."""
+
+    recipe: Any
+    calib: Any = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    progress: bool = False
+    pre_transforms: dict[str, tuple[Any, str]] = field(default_factory=dict)
+
+
 def register_stage(name: str, *, kind: str, stats: Sequence[str] = (), options: Iterable[Option] = (),
                    block_data: bool = False, stats_source: str = "fp", group_fn: Callable | None = None,
-                   block_fn: Callable | None = None, doc: str | None = None, replace: bool = False):
+                   block_fn: Callable | None = None, calib: bool = False, doc: str | None = None,
+                   replace: bool = False):
     """Decorator registering ``fn`` as the stage ``name`` (see the module docstring).
 
     A name is registered once: registering it again raises unless ``replace=True``.
@@ -182,6 +207,8 @@ def register_stage(name: str, *, kind: str, stats: Sequence[str] = (), options: 
                          f"{', '.join(STATS_SOURCES)}")
     if block_data and (kind != "rounding" or block_fn is None):
         raise ValueError(f"stage {key!r}: block_data=True needs kind='rounding' and a block_fn")
+    if calib and kind != "transform":
+        raise ValueError(f"stage {key!r}: calib=True is for transforms (other kinds get statistics or block data)")
     opts = tuple(options)
     names = [o.name for o in opts]
     if len(set(names)) != len(names):
@@ -193,7 +220,7 @@ def register_stage(name: str, *, kind: str, stats: Sequence[str] = (), options: 
                              "pass replace=True to override it")
         _REGISTRY[key] = Stage(name=key, kind=kind, fn=fn, doc=doc if doc is not None else (fn.__doc__ or ""),
                                stats=tuple(stats), options=opts, block_data=block_data,
-                               stats_source=stats_source, group_fn=group_fn, block_fn=block_fn)
+                               stats_source=stats_source, group_fn=group_fn, block_fn=block_fn, calib=calib)
         return fn
 
     return wrap

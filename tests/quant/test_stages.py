@@ -200,3 +200,38 @@ def test_bad_toml_recipe_files_name_the_file_and_the_key(tmp_path, text, match):
     with pytest.raises(ValueError, match=match) as exc:
         load_recipe(path)
     assert str(path) in str(exc.value)
+
+
+def test_a_transform_gets_calibration_ids_and_leaves_an_online_transform_for_the_qlinear():
+    from hwsim.quant.hadamard import hadamard_matrix
+
+    seen = {}
+
+    @register_stage("test-rotate-down", kind="transform", calib=True)
+    def rotate_down(model, adapter, ctx):
+        """W_down <- W_down·H with x <- x·H online (function-preserving)"""
+        seen["calib"] = ctx.calib
+        for i, block in enumerate(model.model.layers):
+            down = block.mlp.down_proj
+            H = hadamard_matrix(down.in_features, dtype=torch.float32)
+            with torch.no_grad():
+                down.weight.copy_(down.weight @ H)
+            down.register_forward_pre_hook(lambda m, a, H=H: (a[0] @ H,))
+            ctx.pre_transforms[f"model.layers.{i}.mlp.down_proj"] = (H, "hadamard")
+        ctx.events.append({"stage": "test-rotate-down", "layer": None, "kind": "rotated", "value": 2})
+
+    try:
+        with pytest.raises(ValueError, match="'test-rotate-down' trains on calibration data"):
+            quantize_model(tiny_model("llama"), "test-rotate-down+rtn", None, progress=False)
+        fp, model = tiny_model("llama"), tiny_model("llama")
+        rep = _quiet(quantize_model, model, get_recipe("test-rotate-down+rtn", layer={"w": "fp32"}), IDS,
+                     progress=False)
+        assert torch.equal(seen["calib"], IDS)
+        down = model.model.layers[1].mlp.down_proj
+        assert down.pre_transform.shape == (192, 192) and down.record().pre_transform == "hadamard"
+        assert model.model.layers[1].mlp.up_proj.pre_transform is None
+        assert {"stage": "test-rotate-down", "layer": None, "kind": "rotated", "value": 2} in rep.events
+        with torch.no_grad():
+            torch.testing.assert_close(model(IDS).logits, fp(IDS).logits, rtol=1e-4, atol=1e-4)
+    finally:
+        unregister_stage("test-rotate-down")

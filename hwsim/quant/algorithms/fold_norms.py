@@ -7,6 +7,6 @@ from ..stages import register_stage
 
 
 @register_stage("fold_norms", kind="transform")
-def fold_norms_stage(model, adapter) -> None:
+def fold_norms_stage(model, adapter, ctx) -> None:
     """fold norm gains (and LayerNorm biases) into the next linears, in float64 (§1.4)"""
     fold_norms(model, adapter)
