@@ -430,6 +430,29 @@ class SoftQuantizer(nn.Module):
             return t  # [out, 1] (channel/token) or [1, 1] (tensor) broadcast
         return t.repeat_interleave(self.G, dim=1)[:, :self.in_features]
 
+    def _grouped(self) -> bool:
+        return self.G is not None and self.in_features % self.G == 0
+
+    def _to_work(self, x: torch.Tensor) -> torch.Tensor:
+        """[out, in] -> the shape per-scale values broadcast against: [out, ns, G] for whole
+        groups/blocks (a view), else unchanged."""
+        return x.view(self.out_features, -1, self.G) if self._grouped() else x
+
+    def _from_work(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(self.out_features, self.in_features)
+
+    def _scale_work(self, t: torch.Tensor) -> torch.Tensor:
+        """[out, ns] -> broadcastable against ``_to_work`` tensors (no copy for whole groups)."""
+        return t.unsqueeze(-1) if self._grouped() else self._per_element(t)
+
+    def _masks(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(soft bool [out, in], hardened value fp32 [out, in]), cached until ``state`` changes."""
+        key = (self.state._version, self.state.data_ptr())
+        if getattr(self, "_mask_key", None) != key:
+            self._mask_cache = (self.state == SOFT, self.state.clamp(min=0).to(torch.float32))
+            self._mask_key = key
+        return self._mask_cache
+
     def _decode_scale_codes(self, codes) -> torch.Tensor:
         import hwsim.formats as F
 
@@ -444,8 +467,7 @@ class SoftQuantizer(nn.Module):
     def rounding(self, rounded: bool = False) -> torch.Tensor:
         """Rounding offset [out, in]: hardened value (0/1) where hard, else h(ν) (or, with
         ``rounded``, the hard decision ``ν > 0`` without changing the state)."""
-        soft = self.state == SOFT
-        hard_val = self.state.to(torch.float32)
+        soft, hard_val = self._masks()
         r = (self.nu > 0).to(torch.float32) if rounded else self.h()
         return torch.where(soft, r, hard_val)
 
@@ -465,22 +487,26 @@ class SoftQuantizer(nn.Module):
         return _StraightThrough.apply(sm, cast_scale(sm.detach(), self.spec.scale.elem))
 
     def _bounds(self) -> tuple[torch.Tensor | float, torch.Tensor | float]:
-        """Clamp range of W_int − z: [qmin − z, qmax − z] per element (scalars for z = 0)."""
+        """Clamp range of W_int − z, [qmin − z, qmax − z], in the ``_to_work`` shape (scalars for
+        z = 0)."""
         if self.kind == "block" or self.spec.symmetric:
             return float(self.qmin), float(self.qmax)
-        zf = self._per_element(self.zf)
+        zf = self._scale_work(self.zf)
         return self.qmin - zf, self.qmax - zf
+
+    def _offsets_work(self, rounded: bool) -> torch.Tensor:
+        lo, hi = self._bounds()
+        return torch.clamp(self._to_work(self.flo + self.rounding(rounded)), lo, hi)
 
     def int_offsets(self, rounded: bool = False) -> torch.Tensor:
         """W_int − z [out, in] fp32: ``clamp(floor(W/s) + r, qmin − z, qmax − z)``, integers where
         hard (all of them with ``rounded``)."""
-        lo, hi = self._bounds()
-        return torch.clamp(self.flo + self.rounding(rounded), lo, hi)
+        return self._from_work(self._offsets_work(rounded))
 
     def weight(self, rounded: bool = False) -> torch.Tensor:
         """Soft weight Ŵ = (W_int − z) · S [out, in] fp32 (S: :meth:`scale`). With ``rounded``,
         soft elements are rounded by ``ν > 0`` (the weight ``qtensor()`` would store)."""
-        return self.int_offsets(rounded) * self._per_element(self.scale())
+        return self._from_work(self._offsets_work(rounded) * self._scale_work(self.scale()))
 
     def forward(self, rounded: bool = False) -> torch.Tensor:  # noqa: D102
         return self.weight(rounded)
@@ -521,7 +547,7 @@ class SoftQuantizer(nn.Module):
     def n_saturated(self) -> int:
         """Elements whose rounded value ``floor(W/s) + r`` lies outside the code range (clamped)."""
         lo, hi = self._bounds()
-        x = self.flo + self.rounding(True)
+        x = self._to_work(self.flo + self.rounding(True))
         return int(((x < lo) | (x > hi)).sum())
 
     def step_per_element(self) -> torch.Tensor:

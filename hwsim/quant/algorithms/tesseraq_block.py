@@ -294,8 +294,8 @@ def tesseraq_block(block_fn: Callable[[torch.Tensor], torch.Tensor],
         info = {
             "layer": n, "format": sq.spec.name, "dst": sq.dst, "hard_fraction": hard[n],
             "saturated": sq.n_saturated(),
-            "multiplier_min": 1.0 if m is None else float(m.min()),
-            "multiplier_max": 1.0 if m is None else float(m.max()),
+            "multiplier_min": 1.0 if m is None else float(m.detach().min()),
+            "multiplier_max": 1.0 if m is None else float(m.detach().max()),
             "block": block_info,
         }
         out[n] = (sq.qtensor(), info)
