@@ -1,25 +1,33 @@
-"""``hwsim quantize``: quantize a model with a recipe, then compare perplexity with full precision.
+"""hwsim quantize: quantize a model with a recipe, then compare perplexity with full precision.
 
-    hwsim quantize --model smollm2-135m --recipe l2qer --w mxint4 --a mxint8 --rank 32 \\
-        --calib austen --eval austen
-
-prints a table of perplexity (fp vs quantized), bits per weight and time per stage.
+Prints a table of perplexity (fp vs quantized), bits per weight, time per stage and the cost of the
+quantized model on an accelerator. Every argument is checked before the model is loaded.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import time
 from typing import Any
+
+from ._args import int_at_least, with_examples
+
+#: default --threads: the cores this process may use, at most this many (BLAS contention on a
+#: shared machine costs far more than the last cores gain)
+DEFAULT_MAX_THREADS = 4
 
 __all__ = ["register", "handler", "run_quantize", "format_table"]
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "quantize", help="quantize a model with a recipe (rtn, gptq, lqer, l2qer, qera-*) and measure perplexity",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "quantize", help="quantize a model with a recipe (rtn, gptq, tesseraq, lqer, l2qer, qera-*) and measure "
+                         "perplexity", description=__doc__,
+        **with_examples("hwsim quantize --model smollm2-135m --recipe l2qer --w mxint4 --a mxint8 --rank 32",
+                        "hwsim quantize --recipe gptq+qera-exact --w int3_g128_asym --rank 32 --eval brown",
+                        "hwsim quantize --recipe my_recipe.toml --save out/q  # a TOML recipe file (docs/quant.md)",
+                        "hwsim quantize --list-recipes"))
     p.add_argument("--model", default="smollm2-135m", help="zoo name, local directory or HF id (default smollm2-135m)")
     p.add_argument("--recipe", default="l2qer",
                    help="preset name (see --list-recipes), stages joined by '+' (e.g. gptq+l2qer, "
@@ -28,14 +36,14 @@ def register(subparsers) -> None:
     p.add_argument("--a", default=None,
                    help="activation format (X and, where the recipe quantizes them, XA/XAB and A/B); 'none' = bypass")
     p.add_argument("--lowrank-fmt", default=None, help="format of the low-rank factors A and B ('none' = high precision)")
-    p.add_argument("--rank", type=int, default=None, help="rank k of the low-rank branch")
+    p.add_argument("--rank", type=int_at_least(0), default=None, help="rank k of the low-rank branch")
     p.add_argument("--mode", choices=("fake", "exact"), default=None, help="emulation mode (default fake)")
     p.add_argument("--calib", default="austen", help="calibration corpus (austen, brown, wikitext2, file:PATH)")
-    p.add_argument("--n-calib", type=int, default=32, help="calibration sequences (default 32)")
-    p.add_argument("--calib-len", type=int, default=512, help="tokens per calibration sequence (default 512)")
+    p.add_argument("--n-calib", type=int_at_least(1), default=32, help="calibration sequences (default 32)")
+    p.add_argument("--calib-len", type=int_at_least(1), default=512, help="tokens per calibration sequence (default 512)")
     p.add_argument("--eval", default="austen", help="evaluation corpus, or 'none' to skip perplexity")
-    p.add_argument("--seq-len", type=int, default=512, help="evaluation window length (default 512)")
-    p.add_argument("--n-tokens", type=int, default=2048, help="evaluated tokens cap (default 2048; 0 = whole split)")
+    p.add_argument("--seq-len", type=int_at_least(1), default=512, help="evaluation window length (default 512)")
+    p.add_argument("--n-tokens", type=int_at_least(0, "0: the whole split"), default=2048, help="evaluated tokens cap (default 2048; 0 = whole split)")
     p.add_argument("--no-fp", action="store_true", help="skip the full-precision perplexity")
     p.add_argument("--seed", type=int, default=0, help="calibration sampling seed")
     p.add_argument("--save", default=None, help="directory to save the quantized model to")
@@ -47,14 +55,17 @@ def register(subparsers) -> None:
     p.add_argument("--list-recipes", action="store_true",
                    help="list the recipe presets and the registered stages with their options, and exit")
     hw = p.add_argument_group("accelerator the quantized model is costed on (hwsim.cost_models)")
-    hw.add_argument("--rows", type=int, default=32, help="systolic array rows (default 32)")
-    hw.add_argument("--cols", type=int, default=32, help="systolic array columns (default 32)")
+    hw.add_argument("--rows", type=int_at_least(1), default=32, help="systolic array rows (default 32)")
+    hw.add_argument("--cols", type=int_at_least(1), default=32, help="systolic array columns (default 32)")
     hw.add_argument("--dataflow", default="ws", help="ws | os | is (default ws)")
     hw.add_argument("--node", type=float, default=7.0, help="technology node in nm (default 7)")
     hw.add_argument("--dram", default="HBM2", help="DRAM type (default HBM2)")
-    hw.add_argument("--prefill-seq", type=int, default=512, help="tokens of the costed prefill pass (default 512)")
-    hw.add_argument("--decode-context", type=int, default=512, help="KV length of the costed decode step (default 512)")
+    hw.add_argument("--prefill-seq", type=int_at_least(1), default=512, help="tokens of the costed prefill pass (default 512)")
+    hw.add_argument("--decode-context", type=int_at_least(1), default=512, help="KV length of the costed decode step (default 512)")
     hw.add_argument("--no-cost", action="store_true", help="skip the cost of the quantized model")
+    p.add_argument("--threads", type=int_at_least(1), default=None,
+                   help=f"torch and numba threads (default: the cores this process may use, at most "
+                        f"{DEFAULT_MAX_THREADS})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=handler)
 
@@ -63,13 +74,10 @@ def handler(args) -> int:
     if args.list_recipes:
         print(list_recipes_text())
         return 0
-    hardware = None
-    if not args.no_cost:
-        from hwsim.dse import HardwarePoint, accelerator
+    hardware = check_arguments(args)
+    from hwsim.quant.threads import configure_threads
 
-        hardware = HardwarePoint(rows=args.rows, cols=args.cols, dataflow=args.dataflow, node_nm=args.node,
-                                 dram=args.dram, prefill_seq=args.prefill_seq, decode_context=args.decode_context)
-        accelerator(hardware)  # validates the accelerator before any model work
+    configure_threads(args.threads or min(len(os.sched_getaffinity(0)), DEFAULT_MAX_THREADS))
     res = run_quantize(args.model, args.recipe, w=args.w, a=args.a, lowrank=args.lowrank_fmt, rank=args.rank,
                        mode=args.mode, calib=args.calib, n_calib=args.n_calib, calib_len=args.calib_len,
                        eval_corpus=None if str(args.eval).lower() == "none" else args.eval,
@@ -82,6 +90,46 @@ def handler(args) -> int:
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=1, default=str)
     return 0
+
+
+def check_arguments(args):
+    """Every argument checked before the model is loaded (issue 15): recipe and formats, model
+    name, corpora, save and JSON paths, accelerator. Returns the HardwarePoint (None with --no-cost)."""
+    import sys
+
+    from hwsim.eval import data as edata
+    from hwsim.eval import models as emodels
+    from hwsim.quant.serialize import check_save_path
+
+    rec = build_recipe(args.recipe, w=args.w, a=args.a, lowrank=args.lowrank_fmt, rank=args.rank, mode=args.mode,
+                       options=parse_options(args.opt), sink_weight=args.sink_weight)
+    emodels.check_model(args.model)
+    if rec.needs_calibration:
+        _checked("--calib", edata.check_corpus, args.calib)
+    if str(args.eval).lower() != "none":
+        _checked("--eval", edata.check_corpus, args.eval)
+    if args.save:
+        check_save_path(args.save)
+    if args.json:
+        parent = os.path.dirname(os.path.abspath(args.json))
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+            raise ValueError(f"--json {args.json!r}: directory {parent!r} does not exist or is not writable")
+    if args.no_cost:
+        return None
+    from hwsim.dse import HardwarePoint, accelerator
+
+    hardware = HardwarePoint(rows=args.rows, cols=args.cols, dataflow=args.dataflow, node_nm=args.node,
+                             dram=args.dram, prefill_seq=args.prefill_seq, decode_context=args.decode_context)
+    for w in accelerator(hardware).tech.warnings:  # validates the accelerator; an extrapolated node is said
+        print(f"hwsim: warning: --node {args.node:g}: {w}", file=sys.stderr)
+    return hardware
+
+
+def _checked(flag: str, check, value):
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise ValueError(f"{flag} {value!r}: {exc}") from None
 
 
 def list_recipes_text() -> str:
@@ -169,7 +217,7 @@ def run_quantize(model_name: str, recipe: str, *, w=None, a=None, lowrank=None, 
             times["eval_fp"] = time.perf_counter() - t
         out["fp"] = fp_result.as_dict()
     calib_set = None
-    if rec.stat_kinds():
+    if rec.needs_calibration:
         t = time.perf_counter()
         calib_set = edata.calibration_set(tok, calib, n=n_calib, seq_len=calib_len, seed=seed)
         times["calib_data"] = time.perf_counter() - t

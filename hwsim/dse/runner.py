@@ -222,7 +222,7 @@ def evaluate_accuracy(point: AccuracyPoint | dict, *, progress: bool = False,
             fp = _fp_baseline(point, fp_model, tok, progress)
             timings["fp_eval"] = time.perf_counter() - t
             calib = None
-            if recipe.stat_kinds():
+            if recipe.needs_calibration:
                 t = enter("calib_data")
                 calib = _calibration(point, tok)
                 timings["calib_data"] = time.perf_counter() - t
@@ -329,7 +329,7 @@ def plan(study, store: ResultStore, *, only: str | None = None, retry_failed: bo
     fp_missing = {p.protocol_key for p in todo if not _fp_cache_path(p).exists()}
     from hwsim.quant import get_recipe
 
-    needs_calib = [p for p in todo if get_recipe(p.recipe).stat_kinds()]
+    needs_calib = [p for p in todo if get_recipe(p.recipe).needs_calibration]
     return {
         "accuracy_points": acc_points, "hardware_points": hw_points, "todo": todo, "recost": recost,
         "stored": {p.key: status[p.key] for p in acc_points if p.key in status},

@@ -127,6 +127,12 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether a run needs calibration token ids: a stage reads statistics, the rounding
+        reconstructs blocks on calibration data (TesseraQ) or a transform trains (OSTQuant)."""
+        return bool(self.stat_kinds()) or any(get_stage(s).block_data or get_stage(s).calib for s in self.stages)
+
             "stages": list(self.stages),
             "layer": dataclasses.asdict(self.layer),
             "overrides": [[p, dict(u)] for p, u in self.overrides],
@@ -466,3 +472,9 @@ def check_layer_config(cfg: LayerConfig, recipe: Recipe, where: str) -> None:
                 if s is None or not _is_blocked(s):
                     raise ValueError(f"recipe {recipe.name!r} {where}: exact mode needs {tensor} ({f}) in a block or "
                                      f"scaled-integer format, got {getattr(s, 'name', None)!r}")
+    check_attention_config(recipe.attention, recipe)
+    if (recipe.reconstruction is not None and recipe.layer.rank == 0
+            and not any(int(u.get("rank", 0) or 0) > 0 for _p, u in recipe.overrides)):
+        raise ValueError(f"recipe {recipe.name!r}: rank=0 but the recipe has the reconstruction stage "
+                         f"{recipe.reconstruction!r}, which would do nothing; valid ranks: 1..min(in, out) (or a "
+                         f"recipe without {recipe.reconstruction!r})")

@@ -64,12 +64,16 @@ def test_l2qer_uses_shared_fp_statistics():
 def test_rank_zero_equals_rounding_only():
     m1, m2 = tiny_model("llama"), tiny_model("llama")
     r = get_recipe("l2qer")
-    r0 = dataclasses.replace(r, layer=dataclasses.replace(r.layer, rank=0))
+    # a layer whose override sets rank 0 gets the rounding only (issue 15: a recipe whose every
+    # layer has rank 0 is refused, below)
+    r0 = dataclasses.replace(r, overrides=(("*", {"rank": 0}),))
     quantize_model(m1, r0, IDS, progress=False)
     quantize_model(m2, dataclasses.replace(get_recipe("rtn"), layer=dataclasses.replace(r.layer, rank=0)),
                    progress=False)
     assert m1.model.layers[1].mlp.down_proj.rank == 0
     assert torch.equal(m1(IDS).logits, m2(IDS).logits)
+    with pytest.raises(ValueError, match="rank=0 but the recipe has the reconstruction stage 'l2qer'.*valid ranks"):
+        validate_recipe(dataclasses.replace(r, layer=dataclasses.replace(r.layer, rank=0)))
 
 
 def test_error_reconstruction_beats_rtn_on_output_error():
