@@ -103,6 +103,12 @@ class Recipe:
             kinds.extend(get_stage(s).stats)
         return tuple(dict.fromkeys(kinds))
 
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether a run needs calibration token ids: a stage reads statistics, the rounding
+        reconstructs blocks on calibration data (TesseraQ) or a transform trains (OSTQuant)."""
+        return bool(self.stat_kinds()) or any(get_stage(s).block_data or get_stage(s).calib for s in self.stages)
+
     def stage_options(self, stage: str) -> dict[str, Any]:
         """The options of ``stage``: its registered defaults with the recipe's values applied."""
         return get_stage(stage).resolve_options(self.options.get(stage, {}))
@@ -127,12 +133,6 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
-    @property
-    def needs_calibration(self) -> bool:
-        """Whether a run needs calibration token ids: a stage reads statistics, the rounding
-        reconstructs blocks on calibration data (TesseraQ) or a transform trains (OSTQuant)."""
-        return bool(self.stat_kinds()) or any(get_stage(s).block_data or get_stage(s).calib for s in self.stages)
-
             "stages": list(self.stages),
             "layer": dataclasses.asdict(self.layer),
             "overrides": [[p, dict(u)] for p, u in self.overrides],
@@ -426,6 +426,11 @@ def validate_recipe(recipe: Recipe) -> Recipe:
     if int(recipe.calib_batch_size) < 1:
         raise ValueError(f"recipe {recipe.name!r}: calib_batch_size must be >= 1, got {recipe.calib_batch_size}")
     check_layer_config(recipe.layer, recipe, "layer")
+    if (recipe.reconstruction is not None and recipe.layer.rank == 0
+            and not any(int(u.get("rank", 0) or 0) > 0 for _p, u in recipe.overrides)):
+        raise ValueError(f"recipe {recipe.name!r}: rank=0 but the recipe has the reconstruction stage "
+                         f"{recipe.reconstruction!r}, which would do nothing; valid ranks: 1..min(in, out) (or a "
+                         f"recipe without {recipe.reconstruction!r})")
     for pattern, upd in recipe.overrides:
         bad = set(upd) - {f.name for f in dataclasses.fields(LayerConfig)}
         if bad:
@@ -472,9 +477,3 @@ def check_layer_config(cfg: LayerConfig, recipe: Recipe, where: str) -> None:
                 if s is None or not _is_blocked(s):
                     raise ValueError(f"recipe {recipe.name!r} {where}: exact mode needs {tensor} ({f}) in a block or "
                                      f"scaled-integer format, got {getattr(s, 'name', None)!r}")
-    check_attention_config(recipe.attention, recipe)
-    if (recipe.reconstruction is not None and recipe.layer.rank == 0
-            and not any(int(u.get("rank", 0) or 0) > 0 for _p, u in recipe.overrides)):
-        raise ValueError(f"recipe {recipe.name!r}: rank=0 but the recipe has the reconstruction stage "
-                         f"{recipe.reconstruction!r}, which would do nothing; valid ranks: 1..min(in, out) (or a "
-                         f"recipe without {recipe.reconstruction!r})")
