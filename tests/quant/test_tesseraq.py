@@ -17,9 +17,10 @@ from hwsim.quant.algorithms.tesseraq import (GAMMA, PRESETS, SCHEDULES, ZETA, So
                                              TesseraQOptions, cast_scale, exact_quantile,
                                              from_options, llmc_bake)
 from hwsim.quant.algorithms.tesseraq_block import SequenceBank, tesseraq_block
+from smollm2_fixtures import zoo  # noqa: F401 (fixture; skips without the offline model zoo)
 
 INT_FORMATS = ["int4_g128_asym", "int3_g128_asym", "int4_ch_asym", "int4_ch", "int4_g128",
-               "int3_g64_asym_sbf16", "int4_g128_asym_sf32"]
+               "int3_g64_asym_sbf16", "int4_g128_asym_sf32", "int4_asym"]
 BLOCK_FORMATS = ["mxint4", "bfp4", "mxint3_full"]
 RTN_FORMATS = ["int4_g128_asym", "int3_g128_asym", "int4_ch_asym", "int4_ch", "mxint4", "bfp4"]
 OUT, IN = 48, 320  # IN is not a multiple of 128 (padded last group) nor of 32 for MX (10 blocks)
@@ -477,3 +478,80 @@ def test_zero_iterations_block_run_is_rtn():
         assert torch.equal(differ, differ & ties)
         assert info["block"]["mse_final"] == info["block"]["mse_rtn"]
     assert n_ties >= 1
+
+
+# ---- real model (offline zoo) -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_smollm2_block_tesseraq_beats_rtn(zoo):
+    """SmolLM2-135M block 1 (inputs: the full-precision trajectory of 8 x 256 austen tokens),
+    int3_g64_asym weights: the block MSE after TesseraQ (CPU budget: 10 stages x 10 steps) is
+    far below RTN's. GPTQ (R = XᵀX/n of each linear's input) is printed for reference: at this
+    budget TesseraQ is close to it but not below (block MSE 80.2 RTN, 22.9 GPTQ, 30.0 TesseraQ
+    at 10 steps per stage, 23.5 at 20)."""
+    from hwsim.quant.algorithms import gptq_quantize
+    from hwsim.quant.calibrate import capture_block_inputs
+    from hwsim.quant.model import get_adapter
+
+    models, tok, calib = zoo
+    model, _ = models.load("smollm2-135m", progress=False)
+    ad = get_adapter(model)
+    fmt, b_idx = "int3_g64_asym", 1
+    with torch.no_grad():
+        bi = capture_block_inputs(model, calib, batch_size=2)
+        blocks = ad.blocks()
+        hs = [ad.block_forward(blocks[0], h, bi.context(0, h)) for h in bi.hidden]
+        blk = blocks[b_idx]
+
+        def block_fn(x):
+            return ad.block_forward(blk, x, bi.context(b_idx, x))
+
+        ys = [block_fn(h) for h in hs]
+    linears = {n: lin for g in ad.linear_groups(blk) for n, lin in zip(g.names, g.linears)}
+    xtx, count = {}, {}
+
+    def hook(name):
+        def pre(module, args):
+            x = args[0].reshape(-1, args[0].shape[-1]).to(torch.float64)
+            xtx[name] = xtx.get(name, 0) + x.T @ x
+            count[name] = count.get(name, 0) + x.shape[0]
+        return pre
+
+    handles = [lin.register_forward_pre_hook(hook(n)) for n, lin in linears.items()]
+    try:
+        with torch.no_grad():
+            for h in hs:
+                block_fn(h)
+    finally:
+        for hd in handles:
+            hd.remove()
+
+    def mse(weights):
+        saved = {n: lin.weight.detach().clone() for n, lin in linears.items()}
+        try:
+            with torch.no_grad():
+                for n, w in weights.items():
+                    linears[n].weight.copy_(w)
+                tot = sum(float(((block_fn(h) - y) ** 2).sum(-1).mean()) * h.shape[0]
+                          for h, y in zip(hs, ys))
+            return tot / sum(h.shape[0] for h in hs)
+        finally:
+            with torch.no_grad():
+                for n, w in saved.items():
+                    linears[n].weight.copy_(w)
+
+    w_fp = {n: lin.weight.detach().clone() for n, lin in linears.items()}
+    mse_rtn = mse({n: rtn_quantize(w, fmt) for n, w in w_fp.items()})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mse_gptq = mse({n: gptq_quantize(w, (xtx[n] / count[n]).to(torch.float32), fmt)
+                        for n, w in w_fp.items()})
+    opts = TesseraQOptions(schedule="short", iters_per_stage=10, batch_size=2, lr=5e-3)
+    res = tesseraq_block(block_fn, linears, {n: fmt for n in linears}, hs, ys, opts, block=blk)
+    mse_tq = mse({n: q.dequantize() for n, (q, _) in res.items()})
+    print(f"SmolLM2-135M block {b_idx} {fmt}: block MSE rtn {mse_rtn:.3f} gptq {mse_gptq:.3f} "
+          f"tesseraq {mse_tq:.3f} ({res[next(iter(res))][1]['block']['time_s']:.0f} s)")
+    assert res[next(iter(res))][1]["block"]["mse_final"] == pytest.approx(mse_tq, rel=1e-5)
+    assert mse_tq < 0.5 * mse_rtn
