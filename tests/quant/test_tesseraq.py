@@ -233,6 +233,48 @@ def test_hard_fraction_after_each_stage(fmt):
     assert torch.equal(sq.state[soft_before] == 1, sq.nu.detach()[soft_before] > 0)
 
 
+def test_harden_breaks_score_ties_by_flat_index():
+    """|ν| takes two values: the threshold rule alone would harden too few (none at τ = 0.8);
+    the tie break hardens exactly n - ceil(τ n): everything above t, then the first tied
+    elements in flat order."""
+    sq = soft(weight(12), "int4_g128_asym")
+    g = torch.Generator().manual_seed(13)
+    levels = torch.tensor([-0.7, -0.3, 0.3, 0.7])
+    with torch.no_grad():
+        sq.nu.copy_(levels[torch.randint(0, 4, sq.nu.shape, generator=g)])
+    n = sq.nu.numel()
+    for tau in (0.8, 0.5, 0.3):
+        before = (sq.state >= 0).reshape(-1)
+        k = math.ceil(Fraction(str(tau)) * n)
+        score = torch.where(before, torch.tensor(math.inf), sq.nu.detach().abs().reshape(-1))
+        t = torch.kthvalue(score, k).values
+        sq.harden(tau)
+        hard = (sq.state >= 0).reshape(-1)
+        assert int(hard.sum()) == n - k
+        new = hard & ~before
+        assert bool(new[~before & (score > t)].all()) and not bool(new[score < t].any())
+        chosen = new[~before & (score == t)]
+        assert torch.equal(chosen, torch.arange(chosen.numel()) < int(chosen.sum()))
+    hard = sq.state >= 0
+    assert torch.equal(sq.state[hard] == 1, sq.nu.detach()[hard] > 0)
+
+
+def test_nu_zero_rounds_down():
+    sq = soft(weight(14), "int4_g128_asym")
+    with torch.no_grad():
+        sq.nu.zero_()
+        sq.nu[0, :3] = torch.tensor([-0.0, 1e-30, -1e-30])
+    sq.harden(0.5)  # ±1e-30 score above the tied zeros, then half of the zeros: all down
+    assert sq.state[0, :3].tolist() == [0, 1, 0] and sq.hard_fraction() == 0.5  # -0.0: first tie
+    assert int((sq.state == 1).sum()) == 1
+    sq.harden_all()
+    assert sq.state[0, :3].tolist() == [0, 1, 0] and int((sq.state == 1).sum()) == 1
+    z = sq.zero_point_per_element()
+    down = torch.clamp(sq.flo, -z, 15 - z).long()
+    down[0, 1] = min(int(sq.flo[0, 1]) + 1, 15 - int(z[0, 1]))
+    assert torch.equal(sq.int_values(), down)
+
+
 def test_hardened_elements_get_no_gradient():
     W = weight(5)
     sq = soft(W, "int4_g128_asym")
