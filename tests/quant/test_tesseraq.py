@@ -8,7 +8,6 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 import hwsim.formats as F
 from hwsim.quant.algorithms.common import QuantWarning
