@@ -67,6 +67,9 @@ def register(subparsers) -> None:
                    help=f"torch and numba threads (default: the cores this process may use, at most "
                         f"{DEFAULT_MAX_THREADS})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--qsur", action="store_true",
+                   help="print a per-layer QSUR table of the quantizer inputs before and after the recipe's transforms "
+                        "(on the first calibration sequences, at most 4096 tokens)")
     p.set_defaults(func=handler)
 
 
@@ -83,9 +86,13 @@ def handler(args) -> int:
                        eval_corpus=None if str(args.eval).lower() == "none" else args.eval,
                        seq_len=args.seq_len, n_tokens=args.n_tokens or None, with_fp=not args.no_fp,
                        seed=args.seed, save=args.save, progress=not args.quiet, hardware=hardware,
-                       options=parse_options(args.opt), sink_weight=args.sink_weight)
+                       options=parse_options(args.opt), sink_weight=args.sink_weight, qsur=args.qsur)
     res.pop("_fp_result", None)
     print(format_table([res]))
+    if res.get("qsur"):
+        from hwsim.quant.qsur import format_qsur_table
+
+        print("\n" + format_qsur_table(res["qsur"]["before"], res["qsur"]["after"]))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=1, default=str)
@@ -104,7 +111,7 @@ def check_arguments(args):
     rec = build_recipe(args.recipe, w=args.w, a=args.a, lowrank=args.lowrank_fmt, rank=args.rank, mode=args.mode,
                        options=parse_options(args.opt), sink_weight=args.sink_weight)
     emodels.check_model(args.model)
-    if rec.needs_calibration:
+    if rec.needs_calibration or args.qsur:
         _checked("--calib", edata.check_corpus, args.calib)
     if str(args.eval).lower() != "none":
         _checked("--eval", edata.check_corpus, args.eval)
@@ -187,8 +194,8 @@ def run_quantize(model_name: str, recipe: str, *, w=None, a=None, lowrank=None, 
                  calib: str = "austen", n_calib: int = 32, calib_len: int = 512, eval_corpus: str | None = "austen",
                  seq_len: int = 512, n_tokens: int | None = 2048, with_fp: bool = True, seed: int = 0,
                  save: str | None = None, progress: bool = True, fp_result: Any = None,
-                 hardware: Any = None, options: dict | None = None, sink_weight: float | None = None
-                 ) -> dict[str, Any]:
+                 hardware: Any = None, options: dict | None = None, sink_weight: float | None = None,
+                 qsur: bool = False) -> dict[str, Any]:
     """Load, (evaluate fp,) calibrate + quantize, evaluate, and cost the quantized model on
     ``hardware`` (a ``hwsim.dse.HardwarePoint``; None: no cost); returns a plain dict."""
     import torch
@@ -217,12 +224,20 @@ def run_quantize(model_name: str, recipe: str, *, w=None, a=None, lowrank=None, 
             times["eval_fp"] = time.perf_counter() - t
         out["fp"] = fp_result.as_dict()
     calib_set = None
-    if rec.needs_calibration:
+    if rec.needs_calibration or qsur:
         t = time.perf_counter()
         calib_set = edata.calibration_set(tok, calib, n=n_calib, seq_len=calib_len, seed=seed)
         times["calib_data"] = time.perf_counter() - t
+    hook = None
+    if qsur:  # QSUR of every quantizer input, before and after the transform stages
+        from hwsim.quant.calibrate import as_token_ids
+        from hwsim.quant.qsur import qsur_table
+
+        ids = as_token_ids(calib_set)
+        out["qsur"] = {"before": qsur_table(model, ids), "after": None}
+        hook = lambda m, ad: out["qsur"].__setitem__("after", qsur_table(m, ids, adapter=ad))  # noqa: E731
     t = time.perf_counter()
-    report = quantize_model(model, rec, calib_set, progress=progress)
+    report = quantize_model(model, rec, calib_set, progress=progress, on_transformed=hook)
     times["quantize"] = time.perf_counter() - t
     for k, v in report.timings.items():
         if k != "total":

@@ -115,6 +115,8 @@ class ModelSpec:
     kv_fmt: Any = "fp16"
     vocab: int = 0
     not_costed: tuple[str, ...] = ()
+    #: KV-cache storage bits per element (scales included); None: ``describe(kv_fmt).bpe()``
+    kv_bits: float | None = None
 
     def __post_init__(self):
         if self.phase not in PHASES:
@@ -123,8 +125,15 @@ class ModelSpec:
             v = getattr(self, f)
             if not (isinstance(v, int) and v > 0):
                 raise ValueError(f"model {self.name!r}: {f}={v!r} must be a positive integer")
+        if self.kv_bits is not None and not (isinstance(self.kv_bits, (int, float)) and 0 < self.kv_bits <= 64):
+            raise ValueError(f"model {self.name!r}: kv_bits={self.kv_bits!r} must be a number in (0, 64]")
         if len(self.layer_linears) != self.layers:
             raise ValueError(f"model {self.name!r}: layer_linears has {len(self.layer_linears)} layers, expected {self.layers}")
+
+    @property
+    def kv_bpe(self) -> float:
+        """Bits per element of the KV cache."""
+        return float(self.kv_bits) if self.kv_bits is not None else describe(self.kv_fmt).bpe()
 
     @property
     def M(self) -> int:
@@ -272,7 +281,9 @@ def from_quantized(desc: Any, config: Any = None, *, phase: str = "prefill", seq
     default: k/v share q's input, up shares gate's), ``pre_transform`` ('none', 'hadamard' of
     ``pre_transform_size``, or 'hadamard(m)'), ``lowrank`` (None or ``rank``, ``a_fmt``, ``b_fmt``,
     ``xa_fmt``, ``xab_fmt``), optional ``acc``. Records outside the decoder layers (e.g. a
-    quantized lm_head) are listed in ``ModelSpec.not_costed``. ``acc`` sets the accumulator of
+    quantized lm_head) are listed in ``ModelSpec.not_costed``. Attention records (``kind ==
+    "attention"``, ``hwsim.quant.attention.AttentionRecord``) give the KV cache's ``kv_bits`` per
+    element (mean over layers) and its K format as ``kv_fmt``. ``acc`` sets the accumulator of
     every linear whose record has none and whose activations are not a float element format
     (FP datapaths keep their FP accumulator). The config comes from ``config`` or ``desc.config``.
     """
@@ -288,7 +299,12 @@ def from_quantized(desc: Any, config: Any = None, *, phase: str = "prefill", seq
     layers: dict[int, list[LinearSpec]] = {i: [] for i in range(d["layers"])}
     first_of_input: dict[tuple[int, str], str] = {}
     not_costed = []
+    kv_bits, kv_fmts = [], []
     for key, rec in items:
+        if _field(rec, "kind") == "attention":
+            kv_bits.append(float(_field(rec, "kv_bits")))
+            kv_fmts.append(_field(rec, "k_fmt") or _field(rec, "v_fmt"))
+            continue
         name = _field(rec, "name", default=key)
         if name is None:
             raise ValueError("from_quantized: a record has no name")
@@ -319,7 +335,8 @@ def from_quantized(desc: Any, config: Any = None, *, phase: str = "prefill", seq
     return ModelSpec(d["name"], d["layers"], d["hidden"], d["intermediate"], d["heads"], d["kv_heads"], d["d_head"],
                      _interned(tuple(v) for _, v in sorted(layers.items())), phase=phase, batch=batch, seq=seq,
                      context=context or seq, include_attention=include_attention, vocab=d["vocab"],
-                     not_costed=tuple(not_costed))
+                     not_costed=tuple(not_costed), kv_fmt=_hp(next((f for f in kv_fmts if f), None)),
+                     kv_bits=sum(kv_bits) / len(kv_bits) if kv_bits else None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -609,7 +626,7 @@ class _Coster:
         ops_useful = 2 * macs_useful
         ops_total = ops_useful + 2 * _vint(total("lowrank_macs")) + _vint(total("transform_adds"))
         weight_bytes = _vint(total("weight_bytes"))  # attention rows hold no weights
-        kv_bytes = 2 * model.layers * model.kv_heads * model.d_head * model.context * describe(model.kv_fmt).bpe() / 8
+        kv_bytes = 2 * model.layers * model.kv_heads * model.d_head * model.context * model.kv_bpe / 8
         totals = {
             "phase": model.phase, "tokens": model.tokens, "M": M, "cycles": cycles,
             "compute_cycles": _vint(total("compute_cycles")), "stall_cycles": _vint(total("stall_cycles")),
@@ -660,7 +677,7 @@ def _attention_rows(model: ModelSpec, array: SystolicArray, li: int, run, charge
         g, g_energy = run(array, m, k, n, model.attn_fmt, model.attn_fmt, None, False)
         kv_read = 0
         if model.phase == "decode":
-            kv_read = int(math.ceil(Lkv * model.d_head * model.kv_heads * describe(model.kv_fmt).bpe() / 8))
+            kv_read = int(math.ceil(Lkv * model.d_head * model.kv_heads * model.kv_bpe / 8))
         charge(g_energy, model.heads)
         charge({"dram": kv_read * 8 * array.tech.dram_pj_per_bit})
         out.append({"layer": li, "linear": nm, "M": m, "K": k, "N": n, "w_fmt": g.w_format, "x_fmt": g.a_format,

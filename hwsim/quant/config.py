@@ -21,6 +21,7 @@ from typing import Any, Mapping
 from .stages import KINDS, get_stage, stage_names
 
 __all__ = [
+    "AttentionConfig",
     "LayerConfig",
     "Recipe",
     "PRESETS",
@@ -59,6 +60,27 @@ class LayerConfig:
 
 
 @dataclass(frozen=True)
+class AttentionConfig:
+    """Attention-side quantizers (docs/spec/algorithms.md §3.3; ``hwsim.quant.attention``), one
+    set for every attention module: ``q`` and ``k`` after RoPE, ``v`` (K and V are the KV cache),
+    ``p`` the attention probabilities (blocks along the keys); format names as in
+    ``hwsim.formats``, None = not quantized. ``axis``: ``"head"`` (a format's slices run along the
+    d_h channels of one token in one head: ``int4_tok_asym`` is per token and head,
+    ``int4_g128_asym`` with d_h ≤ 128 one group per head) or ``"token"`` (along all heads of one
+    token). The o_proj input quantizer is o_proj's ``LayerConfig.x`` (an override)."""
+
+    q: str | None = None
+    k: str | None = None
+    v: str | None = None
+    p: str | None = None
+    axis: str = "head"
+
+    @property
+    def active(self) -> bool:
+        return any(getattr(self, f) is not None for f in ("q", "k", "v", "p"))
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A validated-on-use quantization recipe; build presets with ``get_recipe(name, ...)``.
 
@@ -79,6 +101,8 @@ class Recipe:
     sink_weight: float = 1.0
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     seed: int = 0
+    #: attention-side quantizers (Q/K after RoPE, V, P), installed on the quantized model
+    attention: AttentionConfig = AttentionConfig()
 
     # -- stage queries -------------------------------------------------------------------------
     def _of_kind(self, kind: str) -> tuple[str, ...]:
@@ -143,6 +167,7 @@ class Recipe:
             "sink_weight": self.sink_weight,
             "options": {k: dict(v) for k, v in self.options.items()},
             "seed": self.seed,
+            "attention": dataclasses.asdict(self.attention),
         }
 
     @classmethod
@@ -160,6 +185,7 @@ class Recipe:
             sink_weight=float(d.get("sink_weight", 1.0)),
             options={k: dict(v) for k, v in d.get("options", {}).items()},
             seed=int(d.get("seed", 0)),
+            attention=AttentionConfig(**d.get("attention", {})),
         )
 
 
@@ -172,6 +198,7 @@ def _match(pattern: str, qualified: str, short: str) -> bool:
 # ------------------------------------------------------------------------------------------------
 
 _LQER_LAYER = LayerConfig(w="bfp4", x="bfp8", a="bfp8", b="bfp8", xa="bfp8", xab="bfp8", rank=32, lowrank_axes="code")
+_OST_KV4 = AttentionConfig(k="int4_g128_asym", v="int4_g128_asym")
 _QERA_LAYER = LayerConfig(w="mxint4", x=None, a=None, b=None, xa=None, xab=None, rank=32)
 
 PRESETS: dict[str, Recipe] = {
@@ -193,6 +220,21 @@ PRESETS: dict[str, Recipe] = {
                                dataclasses.replace(_QERA_LAYER, w="mxint3", rank=64)),
     "qera-exact-3bit": Recipe("qera-exact-3bit", ("rtn", "qera-exact"),
                               dataclasses.replace(_QERA_LAYER, w="mxint3", rank=64)),
+    # OSTQuant (docs/spec/algorithms.md §4.5, §5): W4A4KV4 = INT4 sym per-channel weights (GPTQ),
+    # INT4 asym per-token activations, o_proj input in groups of 128, K and V INT4 asym g128 (one
+    # group per head for d_h <= 128); the training budget is the stage's "budget" option ("cpu")
+    "ostquant-w4a4kv4": Recipe("ostquant-w4a4kv4", ("ostquant", "gptq"),
+                               LayerConfig(w="int4_ch", x="int4_tok_asym"),
+                               overrides=(("o_proj", {"x": "int4_g128_asym"}),), stats_source="sequential",
+                               options={"gptq": {"act_order": "auto"}},
+                               attention=_OST_KV4),
+    "ostquant-w4a16": Recipe("ostquant-w4a16", ("ostquant", "gptq"), LayerConfig(w="int4_ch", x=None),
+                             stats_source="sequential", options={"gptq": {"act_order": "auto"}}),
+    # MX variant: W4A4 in mxint4 (blocks of 32 along the reduction axis, exact-mode capable) with
+    # an mxint8 KV cache
+    "ostquant-mx-w4a4kv8": Recipe("ostquant-mx-w4a4kv8", ("ostquant", "gptq"), LayerConfig(w="mxint4", x="mxint4"),
+                                  stats_source="sequential", options={"gptq": {"act_order": "auto"}},
+                                  attention=AttentionConfig(k="mxint8", v="mxint8")),
 }
 
 
@@ -224,6 +266,8 @@ def get_recipe(name_or_recipe: "str | os.PathLike | Recipe | Mapping[str, Any]",
     if changes:
         if "layer" in changes and isinstance(changes["layer"], Mapping):
             changes["layer"] = dataclasses.replace(recipe.layer, **changes["layer"])
+        if "attention" in changes and isinstance(changes["attention"], Mapping):
+            changes["attention"] = dataclasses.replace(recipe.attention, **changes["attention"])
         recipe = dataclasses.replace(recipe, **changes)
     return recipe
 
@@ -261,7 +305,7 @@ def pipeline_recipe(pipeline: str, base: Recipe | None = None) -> Recipe:
 
 #: top-level keys of a TOML recipe file
 RECIPE_FILE_KEYS = ("name", "preset", "pipeline", "stages", "layer", "overrides", "skip", "mode", "stats_source",
-                    "calib_batch_size", "sink_weight", "options", "seed")
+                    "calib_batch_size", "sink_weight", "options", "seed", "attention")
 
 
 def load_recipe(path: "str | os.PathLike") -> Recipe:
@@ -339,6 +383,13 @@ def recipe_from_mapping(data: Mapping[str, Any], default_name: str = "recipe") -
             changes[key] = data[key]
     if "skip" in data:
         changes["skip"] = tuple(data["skip"])
+    if "attention" in data:
+        att = dict(data["attention"]) if isinstance(data["attention"], Mapping) else None
+        valid = [f.name for f in dataclasses.fields(AttentionConfig)]
+        if att is None or set(att) - set(valid):
+            bad = "a table" if att is None else repr(sorted(set(att) - set(valid))[0])
+            raise ValueError(f"[attention] has unknown field {bad}; valid: {', '.join(valid)}")
+        changes["attention"] = dataclasses.replace(recipe.attention, **{k: _none_word(v) for k, v in att.items()})
     return dataclasses.replace(recipe, **changes)
 
 
@@ -426,6 +477,7 @@ def validate_recipe(recipe: Recipe) -> Recipe:
     if int(recipe.calib_batch_size) < 1:
         raise ValueError(f"recipe {recipe.name!r}: calib_batch_size must be >= 1, got {recipe.calib_batch_size}")
     check_layer_config(recipe.layer, recipe, "layer")
+    check_attention_config(recipe.attention, recipe)
     if (recipe.reconstruction is not None and recipe.layer.rank == 0
             and not any(int(u.get("rank", 0) or 0) > 0 for _p, u in recipe.overrides)):
         raise ValueError(f"recipe {recipe.name!r}: rank=0 but the recipe has the reconstruction stage "
@@ -438,6 +490,20 @@ def validate_recipe(recipe: Recipe) -> Recipe:
                              f"valid: {[f.name for f in dataclasses.fields(LayerConfig)]}")
         check_layer_config(dataclasses.replace(recipe.layer, **dict(upd)), recipe, f"override {pattern!r}")
     return recipe
+
+
+def check_attention_config(att: Any, recipe: Recipe) -> None:
+    """Attention quantizers: an AttentionConfig, formats resolvable, axis valid (errors name the field)."""
+    from .attention import AXES
+    from .qlinear import resolve_format
+
+    if not isinstance(att, AttentionConfig):
+        raise ValueError(f"recipe {recipe.name!r}: attention must be an AttentionConfig (fields "
+                         f"{', '.join(f.name for f in dataclasses.fields(AttentionConfig))}), got {type(att).__name__}")
+    for f in ("q", "k", "v", "p"):
+        resolve_format(getattr(att, f), f"recipe {recipe.name!r} attention: {f}")
+    if att.axis not in AXES:
+        raise ValueError(f"recipe {recipe.name!r} attention: axis {att.axis!r} is not valid; valid: {', '.join(AXES)}")
 
 
 def check_layer_config(cfg: LayerConfig, recipe: Recipe, where: str) -> None:

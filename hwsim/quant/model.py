@@ -220,6 +220,10 @@ class ModelAdapter:
     def attn_layout(self, block: nn.Module) -> AttnLayout:
         raise NotImplementedError
 
+    def attention_module(self, block: nn.Module) -> nn.Module:
+        """The block's attention module (where ``hwsim.quant.attention`` installs Q/K/V/P quantizers)."""
+        return block.self_attn
+
     def mlp_layout(self, block: nn.Module) -> MlpLayout:
         raise NotImplementedError
 

@@ -224,7 +224,7 @@ def _plan(adapter: ModelAdapter, recipe: Recipe):
 def quantize_model(model: nn.Module, recipe: str | Recipe | dict, calib: Any = None, *,
                    adapter: ModelAdapter | None = None, progress: bool = True,
                    max_resident_bytes: int | None = None, calib_pass: str = "auto",
-                   fp_stats: FpStatsCache | None = None) -> QuantReport:
+                   fp_stats: FpStatsCache | None = None, on_transformed=None) -> QuantReport:
     """Quantize ``model`` in place with ``recipe`` (a preset name, a Recipe or its dict).
 
     Args:
@@ -237,6 +237,8 @@ def quantize_model(model: nn.Module, recipe: str | Recipe | dict, calib: Any = N
         fp_stats: a cache of full-precision statistics for ``stats_source="fp"`` recipes: what it
             holds is used instead of a calibration pass, what is computed is added to it. The
             caller keys it by model, calibration tokens, transforms, batch size and sink weight.
+        on_transformed: ``fn(model, adapter)`` called once the transform stages ran, before any
+            rounding (e.g. a QSUR table of the transformed model).
     Returns:
         ``QuantReport``; it is also stored as ``model.hwsim_quant`` (used by ``save_quantized``).
     """
@@ -277,6 +279,8 @@ def quantize_model(model: nn.Module, recipe: str | Recipe | dict, calib: Any = N
         report.events.extend(dict(e) for e in tctx.events)
         plan = _plan(adapter, recipe)
         report.add_time("transform", time.perf_counter() - t0)
+    if on_transformed is not None:
+        on_transformed(model, adapter)
     caches: dict[str, ActQuantCache] = {}
 
     def quantize_group(group: LinearGroup, items, stats: LayerStats | None, rounded: dict | None = None):
@@ -296,6 +300,10 @@ def quantize_model(model: nn.Module, recipe: str | Recipe | dict, calib: Any = N
             quantize_group(group, items, None)
     else:
         _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, progress, calib_pass, fp_stats)
+    if recipe.attention.active:  # docs/spec/algorithms.md §3.3: Q/K/V/P quantizers through the adapter
+        from .attention import install_attention_quant
+
+        install_attention_quant(model, recipe.attention, adapter)
     _finish(model, report, recipe)
     report.timings["total"] = time.perf_counter() - t_start
     return report
@@ -531,6 +539,8 @@ def _piecewise_block(adapter, block, i, hs, binp, todo, groups, kinds, bs, tag, 
     def collect(group, xs):
         if group.input_key not in items_of:
             return
+        if group.linears[0]._forward_pre_hooks:  # an online transform a transform stage left (down's H_m)
+            xs = [_through_pre_hooks(group.linears[0], x) for x in xs]
         ls = make_layer_stats(group, kinds, batch_size=bs, state_tag=tag, sink_weight=sw)
         with torch.autocast(device_type=xs[0].device.type, enabled=False):
             for x in xs:
@@ -574,6 +584,15 @@ def _piecewise_block(adapter, block, i, hs, binp, todo, groups, kinds, bs, tag, 
     return out
 
 
+def _through_pre_hooks(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """x as ``module`` sees it after its forward pre-hooks (statistics of the transformed input)."""
+    for hook in list(module._forward_pre_hooks.values()):
+        res = hook(module, (x,))
+        if res is not None:
+            x = res[0] if isinstance(res, tuple) else res
+    return x
+
+
 def _provenance(calib, ids, recipe) -> dict[str, Any]:
     prov: dict[str, Any] = {}
     if ids is not None:
@@ -596,8 +615,11 @@ def quantized_linears(model: nn.Module) -> list[tuple[str, QLinear]]:
 
 
 def model_records(model: nn.Module):
-    """``QLinearRecord`` of every QLinear in the model (input for the cost model)."""
-    return [m.record() for _, m in quantized_linears(model)]
+    """``QLinearRecord`` of every QLinear in the model, then an ``AttentionRecord`` of every
+    attention module with quantizers (KV-cache bits; ``kind="attention"``): the cost model's input."""
+    from .attention import attention_records
+
+    return [m.record() for _, m in quantized_linears(model)] + attention_records(model)
 
 
 def _finish(model: nn.Module, report: QuantReport, recipe: Recipe) -> None:

@@ -26,7 +26,8 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["QSUR", "qsur", "chi2_quantile_wh", "ball_in_cube_log_ratio", "VARIANTS", "DEFAULT_ALPHA"]
+__all__ = ["QSUR", "qsur", "chi2_quantile_wh", "ball_in_cube_log_ratio", "VARIANTS", "DEFAULT_ALPHA", "qsur_table",
+           "format_qsur_table"]
 
 VARIANTS = ("box", "paper")
 DEFAULT_ALPHA = 0.99
@@ -112,3 +113,84 @@ def qsur(X: torch.Tensor | None = None, alpha: float = DEFAULT_ALPHA, variant: s
     log_vs = d * math.log(side)
     log_q = log_vx - log_vs
     return QSUR(math.exp(log_q / d), log_q)
+
+
+# ------------------------------------------------------------------------------------------------
+# Per-layer table of a model (``hwsim quantize ... --qsur``)
+# ------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def qsur_table(model, ids: torch.Tensor, *, adapter=None, alpha: float = DEFAULT_ALPHA, variant: str = "box",
+               max_tokens: int = 4096, events: list | None = None) -> list[dict]:
+    """``QSUR^{1/d}`` of the input every linear group's activation quantizer sees, per decoder block:
+    rows ``{"block", "group", "d", "qsur", "n"}`` (``qsur`` None where fewer than d tokens were seen).
+
+    One forward of the first calibration sequences (at most ``max_tokens`` tokens, one batch) with
+    a forward pre-hook on each group's first linear, registered last so that it sees the input
+    after any online transform a transform stage left (down_proj's Hadamard); a QLinear's own
+    ``pre_transform`` is applied too. The statistics are computed in the hook (float64) and the
+    activations dropped, so memory stays at one forward.
+    """
+    from .model import get_adapter
+    from .qlinear import QLinear
+
+    ad = adapter or get_adapter(model)
+    ids = torch.as_tensor(ids)
+    n_seq = max(1, min(ids.shape[0], max_tokens // max(1, ids.shape[1])))
+    batch = ids[:n_seq]
+    rows: list[dict] = []
+    handles = []
+    for bi, block in enumerate(ad.blocks()):
+        for grp in ad.linear_groups(block):
+            lin = grp.linears[0]
+            row = {"block": bi, "group": grp.name, "d": int(lin.in_features), "qsur": None, "n": 0}
+            rows.append(row)
+
+            def hook(mod, args, row=row, name=grp.names[0]):
+                x = args[0].detach()
+                if isinstance(mod, QLinear) and mod.pre_transform is not None:
+                    x = x.to(mod.pre_transform.dtype) @ mod.pre_transform
+                X = x.reshape(-1, x.shape[-1])
+                row["n"] = int(X.shape[0])
+                if X.shape[0] >= X.shape[1]:
+                    row["qsur"] = qsur(X, alpha, variant, events=events, layer=name).root
+
+            handles.append(lin.register_forward_pre_hook(hook))
+    try:
+        model(batch, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return rows
+
+
+def format_qsur_table(before: list[dict], after: list[dict] | None = None, *, variant: str = "box",
+                      alpha: float = DEFAULT_ALPHA) -> str:
+    """Markdown table: one row per block, ``before → after`` per linear group, and the mean."""
+    groups = list(dict.fromkeys(r["group"] for r in before))
+    idx = {(r["block"], r["group"]): r for r in (after or [])}
+    head = f"QSUR^(1/d) of each quantizer input ({variant} variant, alpha={alpha:g}; higher is better)"
+    lines = [head, "", "| block | " + " | ".join(f"{g} (d={next(r['d'] for r in before if r['group'] == g)})"
+                                               for g in groups) + " |", "|---" * (len(groups) + 1) + "|"]
+
+    def cell(b, a):
+        f = (lambda v: "-" if v is None else f"{v:.4f}")
+        return f(b) if after is None else f"{f(b)} → {f(a)}"
+
+    for blk in sorted({r["block"] for r in before}):
+        cells = []
+        for g in groups:
+            b = next((r["qsur"] for r in before if r["block"] == blk and r["group"] == g), None)
+            a = idx.get((blk, g), {}).get("qsur")
+            cells.append(cell(b, a))
+        lines.append(f"| {blk} | " + " | ".join(cells) + " |")
+    means = []
+    for g in groups:
+        vb = [r["qsur"] for r in before if r["group"] == g and r["qsur"] is not None]
+        va = [r["qsur"] for r in (after or []) if r["group"] == g and r["qsur"] is not None]
+        mb = sum(vb) / len(vb) if vb else None
+        ma = sum(va) / len(va) if va else None
+        means.append(cell(mb, ma))
+    lines.append("| mean | " + " | ".join(means) + " |")
+    return "\n".join(lines)

@@ -7,9 +7,12 @@ Layout of a saved directory::
                            "checksums": {file name: sha256 hex digest of each tensor file}}
     quant.safetensors     <layer>.weight.codes / .scales / .zero_points / .tensor_scale,
                           <layer>.bias, <layer>.A.* / <layer>.B.* (QTensor parts or float),
-                          <layer>.pre_transform
-    base.safetensors      only when a transform stage changed non-quantized weights (norms,
-                          embeddings): the model's other parameters
+                          pre_transform.<i>: each distinct online transform once (the layers
+                          that share it name it in their "pre_transform_tensor")
+    base.safetensors      only when a transform stage ran (it may change non-quantized weights:
+                          norms, embeddings, lm_head): the model's other parameters
+
+The recipe's attention quantizers (``recipe.attention``) are installed again on load.
 
 ``load_quantized(model, path)`` rebuilds the QLinears inside a freshly loaded full-precision
 model of the same architecture; outputs are bit-identical to the model that was saved. It first
@@ -118,6 +121,7 @@ def save_quantized(model: nn.Module, path: str | os.PathLike, *, extra: dict[str
         raise ValueError("model: no QLinear found; run hwsim.quant.quantize_model first")
     tensors: dict[str, torch.Tensor] = {}
     layers: dict[str, Any] = {}
+    transforms: dict[Any, str] = {}  # one copy of each distinct pre_transform (down_proj's H_m is shared)
     for name, m in qls:
         meta: dict[str, Any] = {"in": m.in_features, "out": m.out_features, "x_fmt": fmt_name(m.x_fmt),
                                 "mode": m.mode, "input_key": m.input_key, "pre_transform": m.pre_transform_kind,
@@ -146,12 +150,17 @@ def save_quantized(model: nn.Module, path: str | os.PathLike, *, extra: dict[str
                     lr[key] = None
             meta["lowrank"] = lr
         if m.pre_transform is not None:
-            tensors[f"{name}.pre_transform"] = m.pre_transform.detach().cpu().contiguous()
+            t = m.pre_transform.detach().cpu().contiguous()
+            key = (str(t.dtype), tuple(t.shape), hashlib.sha256(t.numpy().tobytes()).hexdigest())
+            if key not in transforms:
+                transforms[key] = f"pre_transform.{len(transforms)}"
+                tensors[transforms[key]] = t.clone()
+            meta["pre_transform_tensor"] = transforms[key]
         layers[name] = meta
     report = getattr(model, "hwsim_quant", None)
     rep = report.to_dict() if hasattr(report, "to_dict") else (report or {})
     recipe = rep.get("recipe", {})
-    modified = bool(recipe.get("stages")) and any(s in ("fold_norms",) for s in recipe.get("stages", ()))
+    modified = any(_is_transform(s) for s in recipe.get("stages", ()))
     cfg = getattr(model, "config", None)
     doc = {
         "version": FORMAT_VERSION,
@@ -196,6 +205,15 @@ def save_quantized(model: nn.Module, path: str | os.PathLike, *, extra: dict[str
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _is_transform(stage: str) -> bool:
+    from .stages import get_stage
+
+    try:
+        return get_stage(stage).kind == "transform"
+    except ValueError:  # a stage registered in another process: keep the weights to be safe
+        return True
 
 
 def _read_doc(file: Path) -> dict[str, Any]:
@@ -298,6 +316,14 @@ def load_quantized(model: nn.Module, path: str | os.PathLike, *, verify: bool = 
         except (KeyError, TypeError) as exc:
             raise ValueError(f"{path / _JSON}: the entry of layer {name!r} is malformed ({type(exc).__name__}: {exc})"
                              ) from exc
+    att = (doc.get("recipe") or {}).get("attention")
+    if att:
+        from .attention import install_attention_quant
+        from .config import AttentionConfig
+
+        cfg = AttentionConfig(**att)
+        if cfg.active:
+            install_attention_quant(model, cfg)
     model.hwsim_quant_meta = doc
     return model
 
@@ -324,7 +350,8 @@ def _load_layer(model: nn.Module, old: nn.Module, name: str, meta: dict[str, Any
         lowrank = {"xa_fmt": lr["xa_fmt"], "xab_fmt": lr["xab_fmt"]}
         for key in ("A", "B"):
             lowrank[key] = _get_q(tensors, f"{name}.{key}", lr[key]) if lr[key] else tensors[f"{name}.{key}"]
-    pre = tensors.get(f"{name}.pre_transform")
+    pre = tensors[meta["pre_transform_tensor"]] if meta.get("pre_transform_tensor") else tensors.get(
+        f"{name}.pre_transform")
     key = meta.get("input_key")
     cache = caches.setdefault(key, ActQuantCache()) if key else None
     ql = QLinear(weight, bias, x_fmt=meta["x_fmt"], lowrank=lowrank, mode="fake", pre_transform=pre,

@@ -34,7 +34,7 @@ def test_every_preset_is_costed(name):
     lins = [lin for layer in spec.layer_linears for lin in layer]
     assert len(lins) == 14 and spec.not_costed == ()
     assert all((lin.lowrank.rank if lin.lowrank else 0) == rank for lin in lins)
-    assert all(lin.x_fmt == (lay.x or "fp16") for lin in lins)
+    assert all(lin.x_fmt == (recipe.layer_config(f"model.layers.0.{lin.name}").x or "fp16") for lin in lins)
     res = cost_model(spec, SystolicArray(8, 8))
     assert res.totals["energy_pj"] > 0
     assert (res.energy_components["lowrank"] > 0) == bool(rank)

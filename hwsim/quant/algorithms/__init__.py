@@ -9,6 +9,7 @@ A new algorithm is one more module here, imported below so that its stage regist
 """
 
 from . import fold_norms as _fold_norms  # noqa: F401  (registers the stage)
+from . import ostquant as _ostquant  # noqa: F401  (registers the stage)
 from .common import DampingWarning, QuantWarning, output_error
 from .gptq import GPTQInfo, gptq_quantize, gptq_quantize_many
 from .lowrank import Reconstruction, ReconstructInfo
