@@ -223,6 +223,9 @@ PRESETS: dict[str, Recipe] = {
     # OSTQuant (docs/spec/algorithms.md §4.5, §5): W4A4KV4 = INT4 sym per-channel weights (GPTQ),
     # INT4 asym per-token activations, o_proj input in groups of 128, K and V INT4 asym g128 (one
     # group per head for d_h <= 128); the training budget is the stage's "budget" option ("cpu")
+    # TesseraQ (docs/spec/algorithms.md §4.6): block reconstruction with the stage's "cpu" budget by
+    # default (option budget="paper" for the paper's)
+    "tesseraq": Recipe("tesseraq", ("tesseraq",), LayerConfig(w="int4_g128_asym")),
     "ostquant-w4a4kv4": Recipe("ostquant-w4a4kv4", ("ostquant", "gptq"),
                                LayerConfig(w="int4_ch", x="int4_tok_asym"),
                                overrides=(("o_proj", {"x": "int4_g128_asym"}),), stats_source="sequential",

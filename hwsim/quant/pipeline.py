@@ -483,7 +483,7 @@ def _block_streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, re
                 linears=linears, weight_formats={q: c.w for q, c in cfgs.items()},
                 act_quant={q: (None if c.x is None else (lambda x, f=c.x: fake_quant(x.detach(), f, axis=-1)))
                            for q, c in cfgs.items()},
-                inputs=torch.cat(hs_q), targets=torch.cat(targets), progress=False)
+                inputs=hs_q, targets=targets, progress=False, block=block)
             with torch.enable_grad():
                 rounded = stage.block_fn(data, **opts)
             report.add_time("round", time.perf_counter() - t)

@@ -157,7 +157,8 @@ class BlockData:
     quantizer (None: not quantized); ``inputs`` [N, T, d] are the block's inputs on the quantized
     trajectory (outputs of the already quantized blocks) and ``targets`` [N, T, d] the
     full-precision block's outputs on the full-precision trajectory; ``events`` collects recorded
-    fall-backs; ``index`` is the block's position and ``progress`` whether to show progress.
+    fall-backs; ``index`` is the block's position, ``block`` the block module (its own parameters
+    must not train) and ``progress`` whether to show progress.
     """
 
     index: int
@@ -169,6 +170,7 @@ class BlockData:
     targets: Any
     events: list[dict[str, Any]] = field(default_factory=list)
     progress: bool = False
+    block: Any = None
 
 
 @dataclass

@@ -2,7 +2,7 @@
 registering its pipeline stage (``hwsim.quant.stages``).
 
 Transforms: ``fold_norms``. Rounding (weight -> dequantized weight, codes via ``hwsim.formats``):
-:func:`rtn_quantize`, :func:`gptq_quantize`. Reconstruction (W, W̃, statistics -> low-rank A, B):
+:func:`rtn_quantize`, :func:`gptq_quantize`, TesseraQ (:func:`tesseraq_block`, block by block). Reconstruction (W, W̃, statistics -> low-rank A, B):
 :func:`lqer`, :func:`l2qer`, :func:`qera_approx`, :func:`qera_exact`; the dispatcher is
 ``hwsim.quant.reconstruct.reconstruct``. Spec: docs/spec/algorithms.md §4.1–4.4.
 A new algorithm is one more module here, imported below so that its stage registers.
@@ -16,8 +16,11 @@ from .lowrank import Reconstruction, ReconstructInfo
 from .lqer import l2qer, lqer
 from .qera import qera_approx, qera_exact
 from .rtn import rtn_quantize
+from .tesseraq import SCHEDULES, SoftQuantizer, TesseraQOptions, exact_quantile, llmc_bake
+from .tesseraq_block import tesseraq_block
 
 __all__ = [
     "DampingWarning", "GPTQInfo", "QuantWarning", "ReconstructInfo", "Reconstruction",
     "gptq_quantize", "gptq_quantize_many", "l2qer", "lqer", "output_error", "qera_approx", "qera_exact", "rtn_quantize",
+    "SCHEDULES", "SoftQuantizer", "TesseraQOptions", "exact_quantile", "llmc_bake", "tesseraq_block",
 ]

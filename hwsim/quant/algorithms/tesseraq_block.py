@@ -20,6 +20,7 @@ back into the block is the caller's choice.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as Fnn
 from torch import nn
 
+from ..stages import BlockData, Option, register_stage
 from .common import record
 from .tesseraq import STAGE, SoftQuantizer, TesseraQOptions, from_options
 
@@ -300,3 +302,84 @@ def tesseraq_block(block_fn: Callable[[torch.Tensor], torch.Tensor],
         }
         out[n] = (sq.qtensor(), info)
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# The pipeline stage (hwsim.quant.stages)
+# ------------------------------------------------------------------------------------------------
+
+#: training budgets of the stage's ``budget`` option (docs/spec/algorithms.md §4.6, "Budgets"):
+#: "cpu" (10-stage schedule x 50 steps, batch 2; SmolLM2-135M in minutes on 2 cores) and "paper"
+#: (20 stages x 250 steps, batch 4, fp16 autocast on CUDA); the AWQ initialisation of the paper is
+#: the ``awq`` transform before this stage (``awq+tesseraq``)
+BUDGETS = ("cpu", "paper")
+
+
+def _number(lo: float, *, integer: bool = False, open_lo: bool = False):
+    def check(v):
+        if v is None:
+            return True
+        if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)):
+            return False
+        return v > lo if open_lo else v >= lo
+    return check
+
+
+def _schedule_ok(v) -> bool:
+    if v is None:
+        return True
+    from .tesseraq import resolve_schedule
+
+    resolve_schedule(v)  # raises ValueError with the valid choices
+    return True
+
+
+TESSERAQ_OPTIONS = (
+    Option("budget", "cpu", "training budget: the defaults of the options below", choices=BUDGETS),
+    Option("schedule", None, "PAR schedule: 'default' (20 stages), 'short' (10) or a strictly decreasing list of "
+           "soft fractions (None: the budget's)", check=_schedule_ok,
+           valid="None, 'default', 'short' or a strictly decreasing list of fractions in (0, 1)"),
+    Option("iters_per_stage", None, "Adam steps after each hardening (None: the budget's)",
+           check=_number(0, integer=True), valid="None or an int >= 0"),
+    Option("batch_size", None, "sequences per step (None: the budget's)", check=_number(1, integer=True),
+           valid="None or an int >= 1"),
+    Option("lr", None, "learning rate of the rounding logits (None: 1e-3)", check=_number(0, open_lo=True),
+           valid="None or a number > 0"),
+    Option("scale_lr", None, "learning rate of the DST parameters (None: 1e-3)", check=_number(0, open_lo=True),
+           valid="None or a number > 0"),
+    Option("scale_weight_decay", None, "weight decay of the DST parameters (None: 1e-4)", check=_number(0),
+           valid="None or a number >= 0"),
+    Option("dst", True, "train the dequantization-scale multipliers 2σ(v) (integer formats only)",
+           choices=(True, False)),
+    Option("seed", 0, "seed of the training batch draw", check=_number(0, integer=True), valid="an int >= 0"),
+)
+
+
+def stage_options(budget: str, **given: Any) -> TesseraQOptions:
+    """The TesseraQOptions of the stage's options: the budget's values, then every option not None."""
+    from .tesseraq import PRESETS
+
+    base = dataclasses.replace(PRESETS[budget], init="rtn")
+    return dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
+
+
+def tesseraq_stage_block(data: BlockData, *, budget: str, **given: Any) -> dict[str, tuple[Any, dict]]:
+    """TesseraQ of one decoder block (the pipeline's ``block_fn``): PAR + DST on the block's
+    quantized-trajectory inputs against its full-precision targets."""
+    return tesseraq_block(data.block_fn, data.linears, data.weight_formats, data.inputs, data.targets,
+                          stage_options(budget, **given), act_quant=data.act_quant, block=data.block,
+                          events=data.events, progress=data.progress)
+
+
+@register_stage("tesseraq", kind="rounding", block_data=True, block_fn=tesseraq_stage_block,
+                options=TESSERAQ_OPTIONS)
+def tesseraq_stage(W: torch.Tensor, fmt, stats, *, layer: str, cache=None, **opts):
+    """progressive adaptive rounding + dequantization-scale tuning, block by block (TesseraQ, §4.6)"""
+    # only linears outside the decoder blocks (an unskipped lm_head) come here: no block to
+    # reconstruct, so they keep the zero-iteration result, which is RTN (recorded)
+    import hwsim.formats as F
+
+    q = F.quantize(W.detach().to(torch.float32).contiguous().numpy(), fmt, axis=-1)
+    info: dict[str, Any] = {"events": []}
+    record(info["events"], STAGE, layer, "outside_blocks_rtn", True)
+    return q, info
