@@ -154,9 +154,10 @@ class BlockData:
     ``block_fn(x)`` runs the block on hidden states x [b, T, d] with whatever its linears compute at
     the time of the call; ``linears`` maps qualified names to the block's ``nn.Linear`` modules to
     quantize, ``weight_formats`` / ``act_quant`` their weight format and their input's fake
-    quantizer (None: not quantized); ``inputs`` [N, T, d] are the block's inputs on the quantized
-    trajectory (outputs of the already quantized blocks) and ``targets`` [N, T, d] the
-    full-precision block's outputs on the full-precision trajectory; ``events`` collects recorded
+    quantizer (None: not quantized); ``inputs`` (mini-batches [b, T, d], N sequences in all) are
+    the block's inputs on the quantized trajectory (outputs of the already quantized blocks) and
+    ``targets`` (the same shapes) the full-precision block's outputs on the full-precision
+    trajectory; ``events`` collects recorded
     fall-backs; ``index`` is the block's position, ``block`` the block module (its own parameters
     must not train) and ``progress`` whether to show progress.
     """
