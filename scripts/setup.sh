@@ -9,6 +9,12 @@ if ! command -v chromium >/dev/null 2>&1; then
     (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
         || echo "warning: could not install chromium; the report's browser test will be skipped" >&2
 fi
+# The open-source synthesizer yosys (Debian) for the cost model's gate-level check
+# (hwsim cost synth, tests/cost_models/test_synth_netlists.py); the cost model itself needs none.
+if ! command -v yosys >/dev/null 2>&1; then
+    (apt-get update -qq && apt-get install -y -qq yosys >/dev/null) \
+        || echo "warning: could not install yosys; the gate-level synthesis tests will be skipped" >&2
+fi
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
