@@ -1,4 +1,4 @@
-"""``hwsim cost ...``: the analytic cost model (gemm, model, lqer-table, calibration, units, fit-fpga)."""
+"""``hwsim cost ...``: the analytic cost model (gemm, model, lqer-table, calibration, units, fit-fpga, synth)."""
 
 from __future__ import annotations
 
@@ -234,6 +234,12 @@ def _fit(args) -> int:
     return 0
 
 
+def _synth(args) -> int:
+    from hwsim.cost_models.synth.cli import run
+
+    return run(args)
+
+
 def register(subparsers) -> None:
     cost = subparsers.add_parser(
         "cost", help="analytic area/energy/latency cost model",
@@ -311,3 +317,24 @@ def register(subparsers) -> None:
     f.add_argument("--acc-bits", type=_acc_bits, default=32, help=_ACC_BITS_HELP)
     f.add_argument("--write", action="store_true", help="write data/fpga_lut.toml")
     f.set_defaults(func=_fit)
+
+    y = sub.add_parser("synth", help="synthesize a unit with yosys and compare its gate count with the model",
+                       description="Gate-level check of the cost model (docs/cost_models.md): structural Verilog "
+                                   "of a unit, synthesized by yosys, its netlist simulated against the arithmetic, "
+                                   "its transistor count beside the model's area.",
+                       **with_examples("hwsim cost synth mult a=8 b=8 arch=booth4",
+                                       "hwsim cost synth block_dot fa=mxint4 fw=mxint4 acc=32 --verilog mxint4.v",
+                                       "hwsim cost synth fp op=mul fmt=fp8_e4m3",
+                                       "hwsim cost synth --table  # the shipped validation table (no yosys)",
+                                       "hwsim cost synth --refit --jobs 2  # regenerate the two data files"))
+    y.add_argument("family", nargs="?", help="unit family: mult, adder, adder_tree, shifter, comparator, max_tree, "
+                                             "lzc, fp, int_mac, block_dot")
+    y.add_argument("params", nargs="*", help="the family's parameters as key=value (e.g. a=8 b=8 arch=booth4)")
+    y.add_argument("--verilog", default=None, help="also write the unit's Verilog to this file")
+    y.add_argument("--table", action="store_true", help="print the validation table of the shipped data")
+    y.add_argument("--all", action="store_true", help="with --table: also the per-architecture multiplier rows")
+    y.add_argument("--list", action="store_true", help="list the units a full --refit synthesizes")
+    y.add_argument("--refit", action="store_true",
+                   help="synthesize and check every unit, rewrite data/synth_counts.toml and data/gate_laws.toml")
+    y.add_argument("--jobs", type=int_at_least(1), default=None, help="worker processes for --refit (default: cores)")
+    y.set_defaults(func=_synth)

@@ -24,10 +24,12 @@ __all__ = ["PART_COMPONENT", "AREA_COMPONENTS", "ENERGY_COMPONENTS", "pe_shares"
 
 #: component of each named part of a processing element (units.py)
 PART_COMPONENT = {
-    "mult": "multipliers",
+    "mult": "multipliers", "sign": "multipliers",
     "tree": "adders_accumulators", "acc_add": "adders_accumulators", "acc_reg": "adders_accumulators",
-    "scale_add": "shared_exponent", "scale_mult": "shared_exponent", "align": "shared_exponent",
-    "lane_align": "shared_exponent", "exp_add": "shared_exponent", "max_exp": "shared_exponent",
+    "scale_add": "shared_exponent", "scale_mult": "shared_exponent", "scale_exp": "shared_exponent",
+    "scale_apply": "shared_exponent", "block_exp": "shared_exponent", "align": "shared_exponent",
+    "lane_align": "shared_exponent", "exp_add": "shared_exponent", "exp_diff": "shared_exponent",
+    "max_exp": "shared_exponent",
 }
 #: area components of a design; ``lowrank`` is the low-rank branch's own array, ``vector_unit`` the
 #: fp16 lanes of the low-rank merge and the online transforms

@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .laws import (AE, clog2, fp_add_terms, fp_mul_terms, p_adder, p_bits, p_lzc, p_mult,
+from .laws import (AE, clog2, fp_add_terms, fp_mul_terms, kappa_weight, p_adder, p_bits, p_lzc, p_mult, p_umult,
                    p_shifter)
 from .tech import KB, Technology, dram_types, load_data
 
@@ -58,9 +58,17 @@ class Component:
             area += n * a
             energy += n * e
         if self.kappa_key:
-            area *= c[f"{self.kappa_key}.kappa_area"]
-            energy *= c[f"{self.kappa_key}.kappa_energy"]
+            ka, ke = self.kappa(c)
+            area *= ka
+            energy *= ke
         return area, energy
+
+    def kappa(self, c: dict) -> tuple[float, float]:
+        """(area, energy) calibration factors applied to the sum of the parts (1, 1 without kappa)."""
+        if not self.kappa_key:
+            return 1.0, 1.0
+        r = kappa_weight(self.e, self.m)
+        return c[f"{self.kappa_key}.kappa_area"] ** r, c[f"{self.kappa_key}.kappa_energy"] ** r
 
     @cached_property
     def _ae(self) -> AE:
@@ -102,11 +110,12 @@ def _check_pos(name: str, value, minimum: int = 1) -> None:
 
 @dataclass(frozen=True)
 class IntAdder(Component):
-    """w-bit integer adder. Law ``linear``: 4.32*w um^2, 3.32*w fJ (horowitz45)."""
+    """w-bit integer adder. Law ``linear``: adder.area_per_bit * (w - adder.offset_bits) um^2, same
+    shape for energy (horowitz45: offset from gate-level synthesis, scales over the Horowitz adds)."""
 
     w: int
     law: ClassVar[str] = "linear"
-    reference: ClassVar[str] = "Horowitz ISSCC 2014 int8/16/32 add (log least squares)"
+    reference: ClassVar[str] = "Horowitz ISSCC 2014 int8/16/32 add (log least squares), gate-level offset"
     action: ClassVar[str] = "add"
 
     def __post_init__(self):
@@ -118,12 +127,16 @@ class IntAdder(Component):
 
 @dataclass(frozen=True)
 class IntMultiplier(Component):
-    """a x b signed multiplier. Law ``pp_cpa``: alpha*a*b + beta*(a+b)."""
+    """a x b multiplier. Signed (default), law ``bw_booth``: alpha * the cheaper of a Baugh-Wooley
+    array (ab + beta (a+b) + gamma) and a radix-4 Booth multiplier (laws.mult_shape); unsigned
+    (FP significands), law ``array``: alpha * the array shape (laws.array_shape). Gate-level shapes."""
 
     a: int
     b: int
-    law: ClassVar[str] = "pp_cpa"
-    reference: ClassVar[str] = "Horowitz ISSCC 2014 int8/int32 mult (exact at both)"
+    signed: bool = True
+    law: ClassVar[str] = "bw_booth"
+    reference: ClassVar[str] = ("gate-level shape (yosys); scale: Horowitz ISSCC 2014 int8/int32 mult "
+                                "(log least squares)")
     action: ClassVar[str] = "mult"
 
     def __post_init__(self):
@@ -131,7 +144,10 @@ class IntMultiplier(Component):
         _check_pos("b", self.b)
 
     def _raw(self, c):
-        return p_mult(c, self.a, self.b)
+        return p_mult(c, self.a, self.b) if self.signed else p_umult(c, self.a, self.b)
+
+    def _args(self) -> str:
+        return f"({self.a},{self.b}{'' if self.signed else ',unsigned'})"
 
 
 @dataclass(frozen=True)
@@ -152,13 +168,13 @@ class Register(Component):
 
 @dataclass(frozen=True)
 class Comparator(Component):
-    """w-bit magnitude comparator; action ``compare``. Law ``linear``: comparator.area_per_bit * w
-    um^2, comparator.energy_per_bit * w pJ (Aladdin's 32-bit comparator relative to its adder,
-    times the Horowitz adder bit)."""
+    """w-bit magnitude comparator; action ``compare``. Law ``linear``: comparator.area_per_bit *
+    (w - comparator.offset_bits) um^2 (gate-level transistors at the adder's um^2 per transistor),
+    the same shape for energy (Aladdin's comparator/adder energy density)."""
 
     w: int
     law: ClassVar[str] = "linear"
-    reference: ClassVar[str] = "Aladdin 32-bit comparator / adder ratio x Horowitz adder bit"
+    reference: ClassVar[str] = "gate-level comparator / adder transistors x Horowitz adder bit"
     action: ClassVar[str] = "compare"
 
     def __post_init__(self):
@@ -171,12 +187,12 @@ class Comparator(Component):
 @dataclass(frozen=True)
 class Mux2(Component):
     """``bits`` two-input multiplexers; action ``select``. Law ``linear``: mux2.area_per_bit * bits
-    um^2, mux2.energy_per_bit * bits pJ (Aladdin's shifter as 160 mux bits relative to its adder,
-    times the Horowitz adder bit)."""
+    um^2 (gate-level transistors per shifter mux bit at the adder's um^2 per transistor),
+    mux2.energy_per_bit * bits pJ (Aladdin's shifter/adder energy density)."""
 
     bits: int
     law: ClassVar[str] = "linear"
-    reference: ClassVar[str] = "Aladdin shifter as 160 mux bits / adder ratio x Horowitz adder bit"
+    reference: ClassVar[str] = "gate-level shifter mux bit / adder transistors x Horowitz adder bit"
     action: ClassVar[str] = "select"
 
     def __post_init__(self):
@@ -188,29 +204,37 @@ class Mux2(Component):
 
 @dataclass(frozen=True)
 class BarrelShifter(Component):
-    """W-bit shifter over S positions: Mux2 x W*ceil(log2(S+1))."""
+    """W-bit shifter over S positions: Mux2 x W*ceil(log2(S+1)); with a narrower ``in_bits``-bit
+    input (a product placed in a wide window), Mux2 x min(W, P*ceil(log2(S+1)) + S)
+    (laws.shifter_mux_bits)."""
 
     width: int
     positions: int
+    in_bits: int | None = None
     law: ClassVar[str] = "w_log2s"
     action: ClassVar[str] = "shift"
 
     def __post_init__(self):
         _check_pos("width", self.width)
         _check_pos("positions", self.positions, 0)
+        if self.in_bits is not None:
+            _check_pos("in_bits", self.in_bits)
 
     def _raw(self, c):
-        return p_shifter(c, self.width, self.positions)
+        return p_shifter(c, self.width, self.positions, self.in_bits)
+
+    def _args(self) -> str:
+        return f"({self.width},{self.positions}{'' if self.in_bits is None else f',in{self.in_bits}'})"
 
 
 @dataclass(frozen=True)
 class LeadingZeroCounter(Component):
-    """Leading-zero counter of a ``width``-bit word; action ``count``. Law ``nlog2n``: a tree of
-    width * ceil(log2 width) Mux2 bits (um^2, pJ through the mux2 coefficients)."""
+    """Leading-zero counter of a ``width``-bit word; action ``count``. Law ``linear`` in mux2 bits:
+    lzc.mux_per_bit * (width - lzc.offset_bits) Mux2 bits (a tree of valid/count nodes; gate level)."""
 
     width: int
-    law: ClassVar[str] = "nlog2n"
-    reference: ClassVar[str] = "mux2 bits (no own reference point)"
+    law: ClassVar[str] = "linear_mux"
+    reference: ClassVar[str] = "mux2 bits, gate-level count (no own reference point)"
     action: ClassVar[str] = "count"
 
     def __post_init__(self):
@@ -222,7 +246,8 @@ class LeadingZeroCounter(Component):
 
 @dataclass(frozen=True)
 class AdderTree(Component):
-    """B-input tree of w-bit operands, +1 bit per level."""
+    """B-input tree of w-bit operands, +1 bit per level: a level-l adder adds two (w+l-1)-bit
+    operands (IntAdder(w+l-1); its carry out is the (w+l)-th bit of the sum)."""
 
     inputs: int
     w: int
@@ -235,7 +260,7 @@ class AdderTree(Component):
     def parts(self):
         out = []
         for lvl in range(1, clog2(self.inputs) + 1):
-            out.append((f"level{lvl}", IntAdder(self.w + lvl, tech=self.tech), math.ceil(self.inputs / 2 ** lvl)))
+            out.append((f"level{lvl}", IntAdder(self.w + lvl - 1, tech=self.tech), math.ceil(self.inputs / 2 ** lvl)))
         return tuple(out)
 
     @property
@@ -262,7 +287,9 @@ class MaxTree(Component):
 
 @dataclass(frozen=True)
 class FPMultiplier(Component):
-    """FP multiplier with e exponent and m stored mantissa bits (p = m+1)."""
+    """FP multiplier with e exponent and m stored mantissa bits (p = m+1); the sum of its parts
+    (laws.fp_mul_terms) times kappa[fp_mul]^r, r = laws.kappa_weight(e, m): 0 for minifloats of at
+    most 8 bits, 1 for FP16 and wider (kappa fitted to the Horowitz fp16 / fp32 mult)."""
 
     e: int
     m: int
@@ -274,15 +301,15 @@ class FPMultiplier(Component):
         _check_pos("m", self.m, 0)
 
     def parts(self):
-        return _parts_of(fp_mul_terms(self.e, self.m), self.tech)
+        return _parts_of(fp_mul_terms(self.e, self.m, self.t.coefficients), self.tech)
 
 
 @dataclass(frozen=True)
 class FPAdder(Component):
     """FP adder with e exponent and m stored mantissa bits (p = m+1); action ``add``. Law: the sum
     of its parts (laws.fp_add_terms: exponent difference, swap, align shifter, significand adder,
-    leading-zero counter, normalise shifter, round and exponent adjust) times kappa[fp_add], which
-    ``tech`` fits to the Horowitz fp16 / fp32 add (um^2, pJ)."""
+    leading-zero counter, normalise shifter, round, saturate) times kappa[fp_add]^r (as
+    FPMultiplier), which ``tech`` fits to the Horowitz fp16 / fp32 add (um^2, pJ)."""
 
     e: int
     m: int
@@ -295,14 +322,16 @@ class FPAdder(Component):
         _check_pos("m", self.m, 0)
 
     def parts(self):
-        return _parts_of(fp_add_terms(self.e, self.m), self.tech)
+        return _parts_of(fp_add_terms(self.e, self.m, self.t.coefficients), self.tech)
 
 
 def _parts_of(terms, tech) -> tuple:
     """Components of (part, law, args, count) terms (laws.fp_*_terms)."""
-    make = {"adder": IntAdder, "mult": IntMultiplier, "mux2": Mux2, "shifter": BarrelShifter,
-            "lzc": LeadingZeroCounter}
-    return tuple((name, make[law](*args, tech=tech), n) for name, law, args, n in terms)
+    make = {"adder": IntAdder, "mult": IntMultiplier, "umult": lambda a, b, tech: IntMultiplier(a, b, False, tech=tech),
+            "mux2": Mux2, "shifter": BarrelShifter,
+            "lzc": LeadingZeroCounter, "comparator": Comparator}
+    return tuple((name, make[law](*args, tech=tech), n) for name, law, args, n in terms
+                 if n and min(args) > 0)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,8 @@ class FormatInfo:
     granularity: str | None = None
     tensor_scale_bits: int = 0
     spec: Any = field(default=None, compare=False, hash=False, repr=False)
+    #: integer elements stored as sign and magnitude (BFP), not two's complement
+    signmag: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -190,7 +192,9 @@ def _describe(fmt: Any) -> FormatInfo:
             return FormatInfo(name, "block_fp", int(spec.element_bits), m + 1, e, emin, emax, B, scale_bits,
                               pow2, sfloat, 0, "block", ts, spec)
         b = int(spec.element_bits)
-        return FormatInfo(name, "block_int", b, b, 0, 0, 0, B, scale_bits, pow2, sfloat, 0, "block", ts, spec)
+        signmag = getattr(elem, "encoding", "twos") == "signmag"
+        return FormatInfo(name, "block_int", b, b, 0, 0, 0, B, scale_bits, pow2, sfloat, 0, "block", ts, spec,
+                          signmag)
     if hasattr(spec, "granularity"):  # ScaledIntSpec
         b = int(spec.bits)
         gran = spec.granularity

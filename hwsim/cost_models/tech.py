@@ -1,9 +1,11 @@
 """Technology data: libraries, node scaling, DRAM table, overrides (docs/spec/cost_model.md §2).
 
 Numbers live in ``hwsim/cost_models/data/*.toml``; this module reads them and derives the
-primitive coefficients (per-bit adder cost, multiplier ``pp_cpa`` law, register / comparator / mux
-ratios, SRAM law) by named fits.  Everything is returned at the *library's* node; components
-multiply by :meth:`Technology.area_scale` / :meth:`Technology.energy_scale`.
+primitive coefficients (per-bit adder cost, multiplier law, register / comparator / mux bits, SRAM
+law) by named fits: shapes from gate-level synthesis (``data/gate_laws.toml``, written by
+``hwsim cost synth --refit``), scales from the published reference points.  Everything is returned
+at the *library's* node; components multiply by :meth:`Technology.area_scale` /
+:meth:`Technology.energy_scale`.
 
 Units: area um^2, energy pJ, node nm.
 """
@@ -20,7 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .laws import p_fpadd_raw, p_fpmul_raw
+from .laws import kappa_weight, mult_shape, p_fpadd_raw, p_fpmul_raw
 
 DATA_DIR = Path(__file__).with_name("data")
 LIBRARIES = ("horowitz45", "aladdin40")
@@ -122,36 +124,71 @@ def _geo_mean(values) -> float:
     return float(np.exp(np.mean(np.log(np.asarray(values, dtype=float)))))
 
 
+def gate_laws() -> dict:
+    """The law shapes fitted to gate-level synthesis (``data/gate_laws.toml``, written by
+    ``hwsim cost synth --refit``)."""
+    return load_data("gate_laws")
+
+
+_MULT_SHAPE = ("bw_beta", "bw_gamma", "array_floor", "booth_alpha", "booth_beta_x", "booth_beta_y", "booth_gamma")
+
+
+def _structural(g: dict) -> dict[str, float]:
+    """Gate-level shape coefficients every library shares (dimensionless)."""
+    out = {"lzc.mux_per_bit": float(g["lzc"]["mux_per_bit"]), "lzc.offset_bits": float(g["lzc"]["offset_bits"])}
+    for op in ("fp_mul", "fp_add"):
+        for k in ("mant_adders", "exp_adders"):
+            out[f"{op}.{k}"] = float(g[op][k])
+    return out
+
+
 def _horowitz_coefficients(lib: dict, ala: dict) -> dict[str, float]:
+    """Coefficients of a library with Horowitz-style reference points.
+
+    Shapes come from gate-level synthesis (``gate_laws``), scales from the published points:
+    the adder (linear, gate-level offset) and the multiplier (Baugh-Wooley / Booth shape) by log
+    least squares over their published areas and energies; mux2 and comparator bits are their
+    gate-level transistors at the published adders' and multipliers' mean um^2 per transistor
+    (geometric), each keeping its library energy per um^2 relative to the adder (Aladdin ratios);
+    the register keeps its Aladdin ratio."""
     ref = lib["reference"]
+    g = gate_laws()
     c: dict[str, float] = {}
-    # IntAdder: linear law, log least squares over the 8/16/32-bit adds
+    # IntAdder: linear law with the gate-level offset, log least squares over the 8/16/32-bit adds
+    off = float(g["adder"]["offset_bits"])
     adds = [ref[k] for k in ("int8_add", "int16_add", "int32_add")]
-    c["adder.area_per_bit"] = _geo_mean([r["area_um2"] / r["width"] for r in adds])
-    c["adder.energy_per_bit"] = _geo_mean([r["energy_pj"] / r["width"] for r in adds])
-    # IntMultiplier: pp_cpa law alpha*a*b + beta*(a+b), exact at 8x8 and 32x32
-    m8, m32 = ref["int8_mult"], ref["int32_mult"]
-    for attr, key in (("area", "area_um2"), ("energy", "energy_pj")):
-        mat = np.array([[64.0, 16.0], [1024.0, 64.0]])
-        alpha, beta = np.linalg.solve(mat, [m8[key], m32[key]])
-        c[f"multiplier.{attr}_alpha"] = float(alpha)
-        c[f"multiplier.{attr}_beta"] = float(beta)
-    # derived primitives: per-bit ratio to the Aladdin adder bit
+    c["adder.offset_bits"] = off
+    c["adder.area_per_bit"] = _geo_mean([r["area_um2"] / (r["width"] - off) for r in adds])
+    c["adder.energy_per_bit"] = _geo_mean([r["energy_pj"] / (r["width"] - off) for r in adds])
+    # IntMultiplier: gate-level shape (cheaper of Baugh-Wooley and Booth), scales over int8/int32
+    for k in _MULT_SHAPE:
+        c[f"multiplier.{k}"] = float(g["multiplier"][k])
+    mults = [ref["int8_mult"], ref["int32_mult"]]
+    shapes = [mult_shape(c, r["width"], r["width"]) for r in mults]
+    c["multiplier.area_alpha"] = _geo_mean([r["area_um2"] / s for r, s in zip(mults, shapes)])
+    c["multiplier.energy_alpha"] = _geo_mean([r["energy_pj"] / s for r, s in zip(mults, shapes)])
+    # gate-level primitives at the mean um^2 per transistor of the published adders and multipliers
+    # (geometric); energy density ratios from Aladdin
     comp = ala["component"]
+    um2_per_transistor = math.sqrt(c["adder.area_per_bit"] / float(g["adder"]["per_bit_transistors"])
+                                   * c["multiplier.area_alpha"] / float(g["multiplier"]["bitprod_transistors"]))
+    add_density = (comp["adder"]["energy_pj"] / comp["adder"]["area_um2"])
+    hz_density = c["adder.energy_per_bit"] / c["adder.area_per_bit"]
+    sh = comp["shifter"]
+    for name, t_bit, (e, a) in (("mux2", g["mux2"]["per_bit_transistors"], (sh["energy_pj"], sh["area_um2"])),
+                                ("comparator", g["comparator"]["per_bit_transistors"],
+                                 (comp["comparator"]["energy_pj"], comp["comparator"]["area_um2"]))):
+        area = um2_per_transistor * float(t_bit)
+        c[f"{name}.area_per_bit"] = area
+        c[f"{name}.energy_per_bit"] = area * (e / a) / add_density * hz_density
+    c["comparator.offset_bits"] = float(g["comparator"]["offset_bits"])
+    c.update(_structural(g))
+    # register: per-bit ratio to the Aladdin adder bit, applied to the Horowitz adder bit
     add_a = comp["adder"]["area_um2"] / comp["adder"]["width"]
     add_e = comp["adder"]["energy_pj"] / comp["adder"]["width"]
-    sh = comp["shifter"]
-    mux_bits = sh["width"] * sh["stages"]
-    ratios = {
-        "register": (comp["register"]["area_um2"] / comp["register"]["width"],
-                     comp["register"]["energy_pj"] / comp["register"]["width"]),
-        "comparator": (comp["comparator"]["area_um2"] / comp["comparator"]["width"],
-                       comp["comparator"]["energy_pj"] / comp["comparator"]["width"]),
-        "mux2": (sh["area_um2"] / mux_bits, sh["energy_pj"] / mux_bits),
-    }
-    for name, (a, e) in ratios.items():
-        c[f"{name}.area_per_bit"] = a / add_a * c["adder.area_per_bit"]
-        c[f"{name}.energy_per_bit"] = e / add_e * c["adder.energy_per_bit"]
+    reg = comp["register"]
+    c["register.area_per_bit"] = reg["area_um2"] / reg["width"] / add_a * c["adder.area_per_bit"]
+    c["register.energy_per_bit"] = reg["energy_pj"] / reg["width"] / add_e * c["adder.energy_per_bit"]
     # SRAM: E = k * (word/64) * (C/8KB)^0.5, k by log least squares over the 64-bit reads
     srams = [ref[k] for k in ("sram_8kb_read64", "sram_32kb_read64", "sram_1mb_read64")]
     c["sram.energy_exponent"] = 0.5
@@ -163,21 +200,26 @@ def _horowitz_coefficients(lib: dict, ala: dict) -> dict[str, float]:
 
 
 def _aladdin_coefficients(ala: dict) -> dict[str, float]:
+    """Aladdin's own laws: linear adder, comparator and mux bits, pure product multiplier."""
     comp = ala["component"]
     c: dict[str, float] = {}
+    c["adder.offset_bits"] = 0.0
     c["adder.area_per_bit"] = comp["adder"]["area_um2"] / comp["adder"]["width"]
     c["adder.energy_per_bit"] = comp["adder"]["energy_pj"] / comp["adder"]["width"]
     w2 = comp["multiplier"]["width"] ** 2
+    c.update({"multiplier.bw_beta": 0.0, "multiplier.bw_gamma": 0.0, "multiplier.array_floor": 0.0,
+              "multiplier.booth_alpha": 1.0,
+              "multiplier.booth_beta_x": 0.0, "multiplier.booth_beta_y": 0.0, "multiplier.booth_gamma": 0.0})
     c["multiplier.area_alpha"] = comp["multiplier"]["area_um2"] / w2
-    c["multiplier.area_beta"] = 0.0
     c["multiplier.energy_alpha"] = comp["multiplier"]["energy_pj"] / w2
-    c["multiplier.energy_beta"] = 0.0
     for name in ("register", "comparator"):
         c[f"{name}.area_per_bit"] = comp[name]["area_um2"] / comp[name]["width"]
         c[f"{name}.energy_per_bit"] = comp[name]["energy_pj"] / comp[name]["width"]
+    c["comparator.offset_bits"] = 0.0
     sh = comp["shifter"]
     c["mux2.area_per_bit"] = sh["area_um2"] / (sh["width"] * sh["stages"])
     c["mux2.energy_per_bit"] = sh["energy_pj"] / (sh["width"] * sh["stages"])
+    c.update(_structural(gate_laws()))
     # SRAM: no Aladdin SRAM; reuse the Horowitz law scaled from 45 nm to 40 nm (flagged).
     hz = _horowitz_coefficients(load_data("horowitz45"), ala)
     a40, e40, _ = node_factors(40.0)
@@ -402,6 +444,9 @@ _dram_types = dram_types   # the name hwsim.dse.study imports
 def fit_fp_kappas(library: str, c: dict[str, float]) -> dict[str, float]:
     """The four kappa of FPMultiplier / FPAdder: log least squares over the FP16 and FP32 points.
 
+    A unit of n = 1 + e + m bits is charged kappa^r with r = ``laws.kappa_weight(e, m)``: 1 for
+    FP16 and wider (the published points), 0 for minifloat elements of at most 8 bits (the
+    gate-level structure, checked by synthesis), linear in log2 n between.
     Libraries without FP reference points (aladdin40: multi-cycle FP energies) use kappa = 1.
     """
     lib = _library_data(library)
@@ -409,15 +454,18 @@ def fit_fp_kappas(library: str, c: dict[str, float]) -> dict[str, float]:
         ref = lib["reference"]
         out = {}
         for op, raw in (("mult", p_fpmul_raw), ("add", p_fpadd_raw)):
-            ra, re_ = [], []
+            ra, re_, wt = [], [], []
             for w in ("fp16", "fp32"):
                 r = ref[f"{w}_{op}"]
                 a, e = raw(c, r["ebits"], r["mbits"])
-                ra.append(r["area_um2"] / a)
-                re_.append(r["energy_pj"] / e)
+                ra.append(math.log(r["area_um2"] / a))
+                re_.append(math.log(r["energy_pj"] / e))
+                wt.append(kappa_weight(r["ebits"], r["mbits"]))
             key = "fp_mul" if op == "mult" else "fp_add"
-            out[f"{key}.kappa_area"] = float(np.exp(np.mean(np.log(ra))))
-            out[f"{key}.kappa_energy"] = float(np.exp(np.mean(np.log(re_))))
+            # least squares of r * log(kappa) against log(published / raw)
+            den = sum(x * x for x in wt)
+            out[f"{key}.kappa_area"] = math.exp(sum(x * y for x, y in zip(wt, ra)) / den)
+            out[f"{key}.kappa_energy"] = math.exp(sum(x * y for x, y in zip(wt, re_)) / den)
         return out
     return {"fp_mul.kappa_area": 1.0, "fp_mul.kappa_energy": 1.0,
             "fp_add.kappa_area": 1.0, "fp_add.kappa_energy": 1.0}

@@ -18,6 +18,7 @@ from .components import (
     IntMultiplier, IntToFP, MaxTree, Mux2, Register,
 )
 from .fmt import FP16, FP32, Accumulator, FormatInfo, accumulator, describe
+from .laws import clog2
 from .tech import Technology
 
 
@@ -67,28 +68,55 @@ def int_mac(a: int, b: int, acc: int = 32, tech: Technology | None = None) -> Un
     return Unit(f"IntMAC({a}x{b},int{acc})", 1, (("mac", _c("IntMAC", parts, "mac", t)),))
 
 
-def _scale_combine(sa: FormatInfo, sw: FormatInfo, tech) -> tuple[str, Any, int]:
-    """Combining two block scales: IntAdder(s+1) for power-of-two scales, else an FPMultiplier
-    of the (widest) minifloat scale format."""
+def _scale_combine(sa: FormatInfo, sw: FormatInfo, wt: int, extra_exp: int, tech) -> tuple[list, int]:
+    """Parts combining the two block scales, and the width of the scaled block sum.
+
+    Power-of-two scales: IntAdder(s+1) adds the exponents. Minifloat scales (NVFP4's UE4M3): the
+    exact product of the two scales, an unsigned p_s x p_s significand multiplier and an
+    IntAdder(e_s+1) for the exponents, and an IntMultiplier(wt, 2 p_s) applying the product to the
+    wt-bit block sum. ``extra_exp`` > 0 adds an IntAdder(extra_exp) (BlockDotFP: the block's
+    largest product exponent joins the block exponent)."""
     floats = [f.scale_float for f in (sa, sw) if not f.scale_pow2 and f.scale_float]
     if floats:
         e = max(f[0] for f in floats)
-        m = max(f[1] for f in floats)
-        return ("scale_mult", FPMultiplier(e, m, tech=tech), 1)
-    s = max(sa.scale_bits, sw.scale_bits)
-    return ("scale_add", IntAdder(s + 1, tech=tech), 1)
+        ps = max(f[1] for f in floats) + 1
+        parts = [("scale_mult", IntMultiplier(ps, ps, False, tech=tech), 1),
+                 ("scale_exp", IntAdder(e + 1, tech=tech), 1),
+                 ("scale_apply", IntMultiplier(wt, 2 * ps, tech=tech), 1)]
+        wt, width = wt + 2 * ps, e + 1
+    else:
+        width = max(sa.scale_bits, sw.scale_bits) + 1
+        parts = [("scale_add", IntAdder(width, tech=tech), 1)]
+    if extra_exp:
+        parts.append(("block_exp", IntAdder(max(width, extra_exp) + 1, tech=tech), 1))
+    return parts, wt
+
+
+def _acc_tail(wt: int, acc: int, tech) -> list:
+    """Align the wt-bit block sum into the acc-bit accumulator (a shifter with acc output bits over
+    acc - wt positions; none when the sum is wider), add, register."""
+    return [("align", BarrelShifter(acc, max(acc - wt, 0), wt, tech=tech), 1 if acc > wt else 0),
+            ("acc_add", IntAdder(acc, tech=tech), 1), ("acc_reg", Register(acc, tech=tech), 1)]
 
 
 def block_dot_int(fa: FormatInfo, fw: FormatInfo, acc: int = 32, tech: Technology | None = None) -> Unit:
-    """BlockDotInt: B multipliers, adder tree, exponent add, align shifter, accumulator."""
+    """BlockDotInt: B multipliers, adder tree, scale combine, align shifter, accumulator.
+
+    Sign-magnitude elements (BFP) multiply their magnitudes (unsigned (a-1) x (b-1)) and negate
+    the product when the signs differ (a negation of the (a+b-1)-bit product: XORs and a half-adder
+    chain, priced as an adder one bit narrower)."""
     B = fa.block_size
     a, b = fa.sig_bits, fw.sig_bits
     t = tech
-    tree = AdderTree(B, a + b, tech=t)
-    wt = tree.out_bits
-    parts = [("mult", IntMultiplier(a, b, tech=t), B), ("tree", tree, 1), _scale_combine(fa, fw, t),
-             ("align", BarrelShifter(wt, max(acc - wt, 0), tech=t), 1), ("acc_add", IntAdder(acc, tech=t), 1),
-             ("acc_reg", Register(acc, tech=t), 1)]
+    if fa.signmag or fw.signmag:
+        pw = a + b - 1
+        lane = [("mult", IntMultiplier(a - 1, b - 1, False, tech=t), B), ("sign", IntAdder(pw - 1, tech=t), B)]
+    else:
+        pw = a + b
+        lane = [("mult", IntMultiplier(a, b, tech=t), B)]
+    tree = AdderTree(B, pw, tech=t)
+    scale, wt = _scale_combine(fa, fw, tree.out_bits, 0, t)
+    parts = lane + [("tree", tree, 1)] + scale + _acc_tail(wt, acc, t)
     return Unit(f"BlockDotInt({a}x{b},B{B},window{acc})", B, (("block_dot", _c("BlockDotInt", parts, "block_dot", t)),))
 
 
@@ -101,19 +129,25 @@ def mxfp_window(fa: FormatInfo, fw: FormatInfo, window: int | None = 32) -> tupl
 
 def block_dot_fp(fa: FormatInfo, fw: FormatInfo, acc: int = 32, window: int | None = 32,
                  tech: Technology | None = None) -> Unit:
-    """BlockDotFP (MXFP, NVFP4, or MXFP x MXINT): per-lane exponent handling and alignment."""
+    """BlockDotFP (MXFP, NVFP4, or MXFP x MXINT): per lane an unsigned significand multiplier, the
+    sign applied to the product (a negation of pa+pb+1 bits, priced as an adder one bit narrower),
+    the product exponent (IntAdder(e+1)) and its difference to the block's largest (the shift
+    amount: IntAdder(ceil(log2(delta+1))), at most e+2 bits),
+    a (W_win+1)-bit shifter (sign included) of the (pa+pb+1)-bit product over delta positions;
+    MaxTree(B, e+1); AdderTree(B, W_win+1);
+    the block exponent (scales + largest product exponent); then the BlockDotInt tail."""
     B = fa.block_size
     t = tech
     e = max(fa.exp_bits, fw.exp_bits)
     w_win, delta = mxfp_window(fa, fw, window)
-    tree = AdderTree(B, w_win, tech=t)
-    wt = tree.out_bits
-    parts = [("mult", IntMultiplier(fa.sig_bits, fw.sig_bits, tech=t), B),
-             ("exp_add", IntAdder(e + 2, tech=t), 2 * B),
-             ("lane_align", BarrelShifter(w_win, max(delta, 1), tech=t), B),
-             ("max_exp", MaxTree(B, e + 2, tech=t), 1), ("tree", tree, 1), _scale_combine(fa, fw, t),
-             ("align", BarrelShifter(wt, max(acc - wt, 0), tech=t), 1), ("acc_add", IntAdder(acc, tech=t), 1),
-             ("acc_reg", Register(acc, tech=t), 1)]
+    pw = fa.sig_bits + fw.sig_bits + 1
+    tree = AdderTree(B, w_win + 1, tech=t)
+    scale, wt = _scale_combine(fa, fw, tree.out_bits, e + 1, t)
+    parts = [("mult", IntMultiplier(fa.sig_bits, fw.sig_bits, False, tech=t), B),
+             ("sign", IntAdder(pw - 1, tech=t), B),
+             ("exp_add", IntAdder(e + 1, tech=t), B), ("exp_diff", IntAdder(min(e + 2, clog2(delta + 1)), tech=t), B),
+             ("lane_align", BarrelShifter(w_win + 1, max(delta, 1), pw, tech=t), B),
+             ("max_exp", MaxTree(B, e + 1, tech=t), 1), ("tree", tree, 1)] + scale + _acc_tail(wt, acc, t)
     return Unit(f"BlockDotFP(p{fa.sig_bits}e{fa.exp_bits}xp{fw.sig_bits}e{fw.exp_bits},B{B},win{w_win})", B,
                 (("block_dot", _c("BlockDotFP", parts, "block_dot", t)),))
 

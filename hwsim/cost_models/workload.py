@@ -692,7 +692,8 @@ def _attention_rows(model: ModelSpec, array: SystolicArray, li: int, run, charge
 
 LIMITATIONS = (
     "absolute numbers: libraries differ by 2-5x; compare within one library, node and array only",
-    "FP units rest on four kappa; FP-adder area matches to 25 %; FP8/FP6/FP4 are extrapolations",
+    "FP16 and wider FP units rest on four kappa (Horowitz; FP-adder area within 25 %, 1.8-3.8x a gate-level "
+    "design); integer units and FP8/FP6/FP4 follow gate-level synthesis (within x1.3, hwsim cost synth --table)",
     "not modelled: leakage, clock tree, NoC, wires, SRAM bank conflicts, DRAM timing, PE pipeline depth, "
     "softmax/norms/activations/RoPE",
     "FPGA mode: five constants over seven numbers; FP16-heavy baselines keep large residuals",

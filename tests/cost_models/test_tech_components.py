@@ -41,25 +41,33 @@ def test_sram_calibration():
 
 
 def test_coefficients_three_digits():
+    """Coefficients of horowitz45 (issue 16: shapes from gate-level synthesis, data/gate_laws.toml;
+    scales from the Horowitz points). Moved from the Aladdin-ratio / pp_cpa values: adder bit
+    4.32 -> 4.50 um^2 (3.32 -> 3.46 fJ) with a 0.536-bit offset; multiplier law alpha*ab +
+    beta*(a+b) (3.082 / 5.297 um^2) -> alpha * min(Baugh-Wooley, Booth) shape, alpha 5.22 um^2 per
+    bit-product; comparator bit 1.10 -> 2.73 um^2 (0.467 -> 1.15 fJ); mux2 bit 0.78 -> 1.35 um^2
+    (1.32 -> 2.29 fJ); register unchanged in ratio (2.97 -> 3.10 um^2 with the new adder bit)."""
     c = Technology().coefficients
-    expect = {"adder.area_per_bit": 4.32, "adder.energy_per_bit": 3.32e-3, "multiplier.area_alpha": 3.082,
-              "multiplier.area_beta": 5.297, "multiplier.energy_alpha": 2.995e-3, "multiplier.energy_beta": 0.521e-3,
-              "register.area_per_bit": 2.97, "register.energy_per_bit": 4.55e-3, "comparator.area_per_bit": 1.10,
-              "comparator.energy_per_bit": 0.467e-3, "mux2.area_per_bit": 0.78, "mux2.energy_per_bit": 1.32e-3,
-              "sram.area_per_bit": 0.74}
+    expect = {"adder.area_per_bit": 4.498, "adder.energy_per_bit": 3.457e-3, "adder.offset_bits": 0.536,
+              "multiplier.area_alpha": 5.219, "multiplier.energy_alpha": 4.140e-3, "multiplier.bw_beta": -0.8904,
+              "register.area_per_bit": 3.096, "register.energy_per_bit": 4.741e-3, "comparator.area_per_bit": 2.729,
+              "comparator.energy_per_bit": 1.154e-3, "mux2.area_per_bit": 1.351, "mux2.energy_per_bit": 2.293e-3,
+              "lzc.mux_per_bit": 1.318, "sram.area_per_bit": 0.74}
     for k, v in expect.items():
         assert c[k] == pytest.approx(v, rel=6e-3), k
-    # indicative kappas
-    assert c["fp_mul.kappa_area"] == pytest.approx(3.0, rel=0.05)
-    assert c["fp_mul.kappa_energy"] == pytest.approx(2.1, rel=0.05)
-    assert c["fp_add.kappa_area"] == pytest.approx(5.1, rel=0.05)
-    assert c["fp_add.kappa_energy"] == pytest.approx(1.0, rel=0.05)
+    # kappas (FP16 and wider; minifloat FP units carry none): were 3.0 / 2.1 / 5.1 / 1.0 on the old parts
+    assert c["fp_mul.kappa_area"] == pytest.approx(1.79, rel=0.05)
+    assert c["fp_mul.kappa_energy"] == pytest.approx(1.30, rel=0.05)
+    assert c["fp_add.kappa_area"] == pytest.approx(3.66, rel=0.05)
+    assert c["fp_add.kappa_energy"] == pytest.approx(0.98, rel=0.05)
 
 
 def test_maestro_cross_check():
+    """int8 MAC = IntMultiplier(8,8) + IntAdder(8): 0.227 pJ / 317 um^2 before issue 16, now
+    0.2248 pJ / 284.4 um^2 (MAESTRO: 0.23 pJ, 283 um^2)."""
     e = IntMultiplier(8, 8).energy_pj + IntAdder(8).energy_pj
     a = IntMultiplier(8, 8).area_um2 + IntAdder(8).area_um2
-    assert e == pytest.approx(0.227, abs=1e-3) and a == pytest.approx(317, abs=1)
+    assert e == pytest.approx(0.2248, abs=1e-3) and a == pytest.approx(284.4, abs=1)
     assert abs(e / 0.23 - 1) <= 0.15 and abs(a / 283 - 1) <= 0.15
 
 
@@ -68,7 +76,8 @@ def test_calibration_table_columns_and_values():
     assert list(df.columns[:5]) == ["component", "model_energy_pj", "published_energy_pj", "model_area_um2",
                                     "published_area_um2"]
     row = df.set_index("component").loc["int32 mult"]
-    assert row.model_energy_pj == pytest.approx(3.1) and row.published_area_um2 == 3495
+    # the multiplier is no longer exact at 8 and 32 bits (gate-level shape, log least squares): +0.5 %
+    assert row.model_energy_pj == pytest.approx(3.116, rel=1e-3) and row.published_area_um2 == 3495
     # at another node the errors are unchanged
     d7 = calibration_table("7nm")
     assert (d7.energy_error - df.energy_error).abs().max() < 1e-12
@@ -76,11 +85,15 @@ def test_calibration_table_columns_and_values():
 
 def test_compound_laws():
     assert BarrelShifter(8, 7).area_um2 == pytest.approx(Mux2(24).area_um2)
+    # a narrow input in a wide window: P * ceil(log2(S+1)) + S mux bits (5 * 3 + 4 = 19 < 9 * 3)
+    assert BarrelShifter(9, 4, 5).area_um2 == pytest.approx(Mux2(19).area_um2)
     t = AdderTree(16, 8)
-    expect = 8 * IntAdder(9).area_um2 + 4 * IntAdder(10).area_um2 + 2 * IntAdder(11).area_um2 + IntAdder(12).area_um2
+    # level l adds two (w+l-1)-bit operands (issue 16; was IntAdder(w+l): 9/10/11/12 bits here)
+    expect = 8 * IntAdder(8).area_um2 + 4 * IntAdder(9).area_um2 + 2 * IntAdder(10).area_um2 + IntAdder(11).area_um2
     assert t.area_um2 == pytest.approx(expect) and t.out_bits == 12
     assert Register(8).energy_pj == pytest.approx(8 * Register(1).energy_pj)
-    assert Comparator(32).area_um2 == pytest.approx(32 * 1.1036, rel=1e-3)
+    # gate level: 2.729 um^2 per bit less a 0.708-bit offset (was 1.1036 um^2 per bit)
+    assert Comparator(32).area_um2 == pytest.approx(2.7294 * (32 - 0.70827), rel=1e-3)
 
 
 def test_node_table_and_interpolation():
@@ -114,7 +127,7 @@ def test_aladdin_transitive_factor():
 def test_overrides():
     t = Technology()
     t2 = t.with_overrides({"adder.area_per_bit": 5.0})
-    assert IntAdder(8, tech=t2).area_um2 == pytest.approx(40.0)
+    assert IntAdder(8, tech=t2).area_um2 == pytest.approx(5.0 * (8 - t.coef("adder.offset_bits")))
     assert IntAdder(8, tech=t2).energy_pj == pytest.approx(IntAdder(8).energy_pj)
     assert IntMultiplier(8, 8, tech=t2).area_um2 == pytest.approx(IntMultiplier(8, 8).area_um2)
     assert t2.assumptions["overrides"] == {"adder.area_per_bit": 5.0}
@@ -165,8 +178,7 @@ def test_compound_parts_sum_to_its_law(name, make, library):
     c = tech.coefficients
     area = sum(n * part.area_um2 for _, part, n in comp.parts())
     energy = sum(n * part.energy_pj for _, part, n in comp.parts())
-    ka = c[f"{comp.kappa_key}.kappa_area"] if comp.kappa_key else 1.0
-    ke = c[f"{comp.kappa_key}.kappa_energy"] if comp.kappa_key else 1.0
+    ka, ke = comp.kappa(c)
     assert comp.parts()
     assert math.isclose(comp.area_um2, area * ka, rel_tol=1e-12)
     assert math.isclose(comp.energy_pj, energy * ke, rel_tol=1e-12)
