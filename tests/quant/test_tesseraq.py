@@ -78,7 +78,7 @@ def test_constants_schedules_and_presets():
     assert (p.taus, p.iters_per_stage, p.batch_size, p.lr, p.scale_lr, p.scale_weight_decay,
             p.init, p.amp) == (SCHEDULES["default"], 250, 4, 1e-3, 1e-3, 1e-4, "awq", True)
     assert (c.taus, c.iters_per_stage, c.batch_size, c.lr, c.scale_lr, c.scale_weight_decay,
-            c.init, c.amp) == (SCHEDULES["short"], 10, 2, 1e-3, 1e-3, 1e-4, "rtn", False)
+            c.init, c.amp) == (SCHEDULES["short"], 5, 2, 1e-3, 1e-3, 1e-4, "rtn", False)
 
 
 def test_from_options_overrides_a_preset_and_round_trips():

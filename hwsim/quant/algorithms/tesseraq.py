@@ -195,9 +195,9 @@ PRESETS: dict[str, TesseraQOptions] = {
     "paper": TesseraQOptions(schedule="default", iters_per_stage=250, batch_size=4, lr=1e-3,
                              scale_lr=1e-3, scale_weight_decay=1e-4, init="awq", amp=True),
     # CPU budget, sized so that SmolLM2-135M on 32 x 256 calibration tokens finishes in minutes on
-    # 2 cores (benchmarks/bench_tesseraq.py): 10 stages x 10 iterations, batch 2, RTN init, float32
-    # (the spec's example CPU column has 50 iterations on 64 x 512 tokens: about 25x the work)
-    "cpu": TesseraQOptions(schedule="short", iters_per_stage=10, batch_size=2, lr=1e-3,
+    # 2 cores (benchmarks/bench_tesseraq.py): 10 stages x 5 iterations, batch 2, RTN init, float32
+    # (the spec's example CPU column has 50 iterations on 64 x 512 tokens: about 50x the work)
+    "cpu": TesseraQOptions(schedule="short", iters_per_stage=5, batch_size=2, lr=1e-3,
                            scale_lr=1e-3, scale_weight_decay=1e-4, init="rtn", amp=False),
 }
 
@@ -353,7 +353,7 @@ class SoftQuantizer(nn.Module):
         import hwsim.formats as F
         from hwsim.formats import BlockSpec, IntElem, ScaledIntSpec
 
-        from .rtn import encode
+        from .rtn import encode, to_torch_qtensor
 
         W = as_tensor(weight, "weight")
         if W.dim() != 2:
@@ -376,7 +376,12 @@ class SoftQuantizer(nn.Module):
         else:
             raise ValueError(f"TesseraQ: format {spec.name} of layer {layer!r} is not supported: "
                              f"PAR needs an integer grid; supported: {'; '.join(SUPPORTED)}")
-        q0 = encode(W, spec, axis=-1)
+        if W.device.type == "cpu":  # the numba codec: bit-identical to the torch codec, far faster on CPU
+            from ..qlinear import quantize_np
+
+            q0 = to_torch_qtensor(quantize_np(W, spec, axis=-1))
+        else:
+            q0 = encode(W, spec, axis=-1)
         self.q0 = q0
         if self.kind == "int":
             self.G = spec.group_size if spec.granularity == "group" else None
