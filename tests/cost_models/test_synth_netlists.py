@@ -134,3 +134,24 @@ def test_missing_yosys_names_the_package(monkeypatch):
 def test_every_shipped_unit_netlist_equals_arithmetic(spec):
     """The full set of a --refit (minutes): each unit synthesized and checked again."""
     synthesize_unit(spec)
+
+
+@needs_yosys
+def test_refit_writes_both_data_files(tmp_path):
+    """flow.refit on a minimal set (every family a law is fitted on): both files, with provenance,
+    and the fitted shapes read back."""
+    from hwsim.cost_models.synth import data
+    from hwsim.cost_models.synth.flow import refit
+
+    specs = ([unit("adder", w=w) for w in (3, 6, 9)] + [unit("comparator", w=w) for w in (3, 6)]
+             + [unit("lzc", w=w) for w in (4, 7)] + [unit("shifter", width=6, positions=5)]
+             + [unit("mult", a=a, b=b, arch="baugh_wooley") for a, b in ((2, 2), (3, 4), (5, 5))]
+             + [unit("mult", a=a, b=b, arch="booth4") for a, b in ((4, 4), (4, 6), (6, 4), (6, 6))]
+             + [unit("fp", op=op, fmt=f) for op in ("mul", "add") for f in ("fp4_e2m1", "fp6_e3m2")])
+    counts, laws = tmp_path / "counts.toml", tmp_path / "laws.toml"
+    rep = refit(jobs=1, specs=specs, counts_path=counts, laws_path=laws)
+    assert rep.units == len(specs)
+    c, g = data.read_counts(counts), data.read_laws(laws)
+    assert len(c["unit"]) == len(specs) and c["provenance"]["yosys"] == yosys.version()
+    assert g["provenance"]["fitted_from"] == "synth_counts.toml"
+    assert 20 < g["adder"]["per_bit_transistors"] < 50 and g["multiplier"]["booth_units"] == 4
