@@ -226,6 +226,8 @@ PRESETS: dict[str, Recipe] = {
     # TesseraQ (docs/spec/algorithms.md §4.6): block reconstruction with the stage's "cpu" budget by
     # default (option budget="paper" for the paper's)
     "tesseraq": Recipe("tesseraq", ("tesseraq",), LayerConfig(w="int4_g128_asym")),
+    # the paper's W2 setting (§5): AWQ scaling + clip search (the awq stage), then TesseraQ
+    "tesseraq-w2g128": Recipe("tesseraq-w2g128", ("awq", "tesseraq"), LayerConfig(w="int2_g128_asym")),
     "ostquant-w4a4kv4": Recipe("ostquant-w4a4kv4", ("ostquant", "gptq"),
                                LayerConfig(w="int4_ch", x="int4_tok_asym"),
                                overrides=(("o_proj", {"x": "int4_g128_asym"}),), stats_source="sequential",

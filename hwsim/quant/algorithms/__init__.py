@@ -8,6 +8,7 @@ Transforms: ``fold_norms``. Rounding (weight -> dequantized weight, codes via ``
 A new algorithm is one more module here, imported below so that its stage registers.
 """
 
+from . import awq as _awq  # noqa: F401  (registers the stage)
 from . import fold_norms as _fold_norms  # noqa: F401  (registers the stage)
 from . import ostquant as _ostquant  # noqa: F401  (registers the stage)
 from .common import DampingWarning, QuantWarning, output_error
