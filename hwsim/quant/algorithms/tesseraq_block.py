@@ -184,9 +184,9 @@ def tesseraq_block(block_fn: Callable[[torch.Tensor], torch.Tensor],
     opts = from_options(opts) if not isinstance(opts, TesseraQOptions) else opts
     if opts.init == "awq":
         raise NotImplementedError(
-            "TesseraQ init='awq' is not implemented: the AWQ scaling and clip search "
-            "(docs/spec/algorithms.md §4.6, 'Initialisation') must run as a transform before "
-            "TesseraQ; use init='rtn' (min-max of the given weights)")
+            "TesseraQ init='awq': the AWQ scaling and clip search (docs/spec/algorithms.md §4.6, "
+            "'Initialisation') is the 'awq' transform stage before TesseraQ (pipeline 'awq+tesseraq', "
+            "preset 'tesseraq-w2g128'); here use init='rtn' (min-max of the given weights)")
     events = [] if events is None else events
     act_quant = dict(act_quant or {})
     names = list(linears)
