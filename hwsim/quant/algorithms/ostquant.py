@@ -48,10 +48,10 @@ are fake-quantized or ``official_compat`` is set.
 
 **Budgets** (``budget`` fills ``steps``, ``batch_size``, ``n_samples``, ``seq_len`` unless given):
 
-| budget | steps | batch × seq_len | n_samples | notes |
-|---|---|---|---|---|
-| ``"paper"`` | 100 | 16 × 2048 | all given | the official setting (calibration: WikiText-2 train, all 2048-token chunks, seed 42); bf16 autocast on GPU in the official code (here float32) |
-| ``"cpu"`` | 8 | 1 × 256 | 8 | SmolLM2-135M: the whole ``ostquant-w4a4kv4`` quantization in < 8 min on 2 cores (docs/quant_algorithms.md) |
+| budget | steps | batch × seq_len | n_samples |
+|---|---|---|---|
+| ``"paper"`` | 100 | 16 × 2048 | all given (official: WikiText-2 train, every 2048-token chunk, seed 42) |
+| ``"cpu"`` | 16 | 1 × 256 | 16 (SmolLM2-135M on 2 cores; figures in docs/quant_algorithms.md) |
 
 Fewer calibration sequences or tokens than asked for are used as given (recorded as a
 ``budget_clipped`` event).
@@ -82,7 +82,7 @@ __all__ = ["BUDGETS", "OSTQuantResult", "ostquant", "ste_fake_quant", "Student",
 #: the training budgets (see the module docstring); None = every calibration sequence
 BUDGETS: dict[str, dict[str, int | None]] = {
     "paper": {"steps": 100, "batch_size": 16, "n_samples": None, "seq_len": 2048},
-    "cpu": {"steps": 8, "batch_size": 1, "n_samples": 8, "seq_len": 256},
+    "cpu": {"steps": 16, "batch_size": 1, "n_samples": 16, "seq_len": 256},
 }
 #: transform names of docs/spec/algorithms.md §1.5 (``hadamard_down`` is its own option)
 ALL_TRANSFORMS = ("R_res", "S_attn", "S_ffn", "R_ov", "S_ov", "S_qk", "S_up_down")
@@ -283,6 +283,7 @@ class Student:
         self.kv_quant = att is not None and (att.k is not None or att.q is not None)
         self.v_quant = att is not None and att.v is not None
         self.handles: list = []
+        self._M = None
         self._base = adapter.base()
         if mode == "weights":
             dt = self.blocks[0].q.weight.dtype  # norm gains come back in float64
@@ -436,14 +437,22 @@ class Student:
 
     def _down_hook(self, i: int, fmt):
         had = self.params.hadamard_down
+        if had and self._M is None:  # M = H_mᵀ as a dense matrix: on CPU one GEMM beats the butterflies
+            from ..hadamard import hadamard_matrix
+
+            self._M = hadamard_matrix(self.blocks[0].down.in_features, torch.float64).T.contiguous()
+        cast: dict = {}
 
         def hook(_m, args):
             z = args[0]
             if had:
-                z = apply_hadamard(z)
+                key = (z.dtype, z.device)
+                if key not in cast:
+                    cast[key] = (self._M.to(*key[::-1]), self._M.T.contiguous().to(*key[::-1]))
+                z = z @ cast[key][0]  # z·H_mᵀ = apply_hadamard(z)
             z = self.quant(z, fmt)
             if had:
-                z = apply_hadamard(z, transpose=True)
+                z = z @ cast[key][1]
             s = self.params.layers[i].s_m
             if s is not None:
                 z = z * s
@@ -627,7 +636,9 @@ def ostquant(model: nn.Module, calib: torch.Tensor, recipe, *, adapter: ModelAda
         center_opt_residual(model, ad)  # the weight-side student rotates a mean-free residual (§1.5)
         ad = get_adapter(model)
     budget = _resolve_budget(opts)
-    ids = _train_ids(torch.as_tensor(calib), budget, events)
+    from ..calibrate import as_token_ids
+
+    ids = _train_ids(as_token_ids(calib), budget, events).to(ad.lm_head().weight.device)
     steps, batch = int(budget["steps"]), min(int(budget["batch_size"]), ids.shape[0])
     params = init_ost_params(model, opts["init"], seed=opts["seed"], transforms=transforms - {"hadamard_down"},
                              hadamard_down=opts["hadamard_down"], dtype=torch.float32,
@@ -698,7 +709,7 @@ def ostquant(model: nn.Module, calib: torch.Tensor, recipe, *, adapter: ModelAda
                            message=f"non-finite loss or gradient at step {step}: training stopped, the last finite "
                                    f"parameters restored")
                     break
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 last_good = cur
                 if opt_r is not None:
                     opt_r.step()
