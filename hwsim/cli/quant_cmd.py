@@ -27,6 +27,7 @@ def register(subparsers) -> None:
         **with_examples("hwsim quantize --model smollm2-135m --recipe l2qer --w mxint4 --a mxint8 --rank 32",
                         "hwsim quantize --recipe gptq+qera-exact --w int3_g128_asym --rank 32 --eval brown",
                         "hwsim quantize --recipe my_recipe.toml --save out/q  # a TOML recipe file (docs/quant.md)",
+                        "hwsim quantize --recipe rtn --w mxint4 --a mxint8 --mode exact --accumulator fixed:24:8:rne",
                         "hwsim quantize --list-recipes"))
     p.add_argument("--model", default="smollm2-135m", help="zoo name, local directory or HF id (default smollm2-135m)")
     p.add_argument("--recipe", default="l2qer",
@@ -38,6 +39,9 @@ def register(subparsers) -> None:
     p.add_argument("--lowrank-fmt", default=None, help="format of the low-rank factors A and B ('none' = high precision)")
     p.add_argument("--rank", type=int_at_least(0), default=None, help="rank k of the low-rank branch")
     p.add_argument("--mode", choices=("fake", "exact"), default=None, help="emulation mode (default fake)")
+    p.add_argument("--accumulator", default=None, metavar="SPEC",
+                   help="exact mode's accumulator: fp32 (default), exact, or fixed:W:F[:saturate|:wrap][:truncate|:rne] "
+                        "(e.g. fixed:24:8:saturate:rne); its events (saturations, wraps, bits lost) are reported per layer")
     p.add_argument("--calib", default="austen", help="calibration corpus (austen, brown, wikitext2, file:PATH)")
     p.add_argument("--n-calib", type=int_at_least(1), default=32, help="calibration sequences (default 32)")
     p.add_argument("--calib-len", type=int_at_least(1), default=512, help="tokens per calibration sequence (default 512)")
@@ -82,7 +86,7 @@ def handler(args) -> int:
 
     configure_threads(args.threads or min(len(os.sched_getaffinity(0)), DEFAULT_MAX_THREADS))
     res = run_quantize(args.model, args.recipe, w=args.w, a=args.a, lowrank=args.lowrank_fmt, rank=args.rank,
-                       mode=args.mode, calib=args.calib, n_calib=args.n_calib, calib_len=args.calib_len,
+                       mode=args.mode, accumulator=args.accumulator, calib=args.calib, n_calib=args.n_calib, calib_len=args.calib_len,
                        eval_corpus=None if str(args.eval).lower() == "none" else args.eval,
                        seq_len=args.seq_len, n_tokens=args.n_tokens or None, with_fp=not args.no_fp,
                        seed=args.seed, save=args.save, progress=not args.quiet, hardware=hardware,
@@ -108,8 +112,10 @@ def check_arguments(args):
     from hwsim.eval import models as emodels
     from hwsim.quant.serialize import check_save_path
 
+    if args.accumulator is not None:
+        _check_accumulator_flag(args.accumulator)
     rec = build_recipe(args.recipe, w=args.w, a=args.a, lowrank=args.lowrank_fmt, rank=args.rank, mode=args.mode,
-                       options=parse_options(args.opt), sink_weight=args.sink_weight)
+                       options=parse_options(args.opt), sink_weight=args.sink_weight, accumulator=args.accumulator)
     emodels.check_model(args.model)
     if rec.needs_calibration or args.qsur:
         _checked("--calib", edata.check_corpus, args.calib)
@@ -130,6 +136,13 @@ def check_arguments(args):
     for w in accelerator(hardware).tech.warnings:  # validates the accelerator; an extrapolated node is said
         print(f"hwsim: warning: --node {args.node:g}: {w}", file=sys.stderr)
     return hardware
+
+
+def _check_accumulator_flag(value: str) -> None:
+    """--accumulator parses (hwsim.matmul grammar); the error names the flag, the value, the valid forms."""
+    from hwsim.quant.qlinear import check_accumulator
+
+    check_accumulator(value, "--accumulator")
 
 
 def _checked(flag: str, check, value):
@@ -174,12 +187,12 @@ def parse_options(items) -> dict[str, dict[str, Any]]:
 
 
 def build_recipe(recipe: str, *, w=None, a=None, lowrank=None, rank=None, mode=None, options=None,
-                 sink_weight=None):
+                 sink_weight=None, accumulator=None):
     import dataclasses
 
     from hwsim.quant import get_recipe, validate_recipe, with_formats
 
-    r = with_formats(get_recipe(recipe), w=w, a=a, lowrank=lowrank, rank=rank, mode=mode)
+    r = with_formats(get_recipe(recipe), w=w, a=a, lowrank=lowrank, rank=rank, mode=mode, accumulator=accumulator)
     if options:
         merged = {k: dict(v) for k, v in r.options.items()}
         for stage, kv in options.items():
@@ -191,13 +204,15 @@ def build_recipe(recipe: str, *, w=None, a=None, lowrank=None, rank=None, mode=N
 
 
 def run_quantize(model_name: str, recipe: str, *, w=None, a=None, lowrank=None, rank=None, mode=None,
-                 calib: str = "austen", n_calib: int = 32, calib_len: int = 512, eval_corpus: str | None = "austen",
+                 accumulator: str | None = None, calib: str = "austen", n_calib: int = 32, calib_len: int = 512, eval_corpus: str | None = "austen",
                  seq_len: int = 512, n_tokens: int | None = 2048, with_fp: bool = True, seed: int = 0,
                  save: str | None = None, progress: bool = True, fp_result: Any = None,
                  hardware: Any = None, options: dict | None = None, sink_weight: float | None = None,
                  qsur: bool = False) -> dict[str, Any]:
     """Load, (evaluate fp,) calibrate + quantize, evaluate, and cost the quantized model on
-    ``hardware`` (a ``hwsim.dse.HardwarePoint``; None: no cost); returns a plain dict."""
+    ``hardware`` (a ``hwsim.dse.HardwarePoint``; None: no cost); returns a plain dict. In exact mode
+    with a fixed-point accumulator, ``acc_events`` holds the accumulator events of the evaluation per
+    layer and ``acc_events_total`` their sum."""
     import torch
 
     from hwsim.eval import data as edata
@@ -207,7 +222,7 @@ def run_quantize(model_name: str, recipe: str, *, w=None, a=None, lowrank=None, 
 
     torch.manual_seed(seed)
     rec = build_recipe(recipe, w=w, a=a, lowrank=lowrank, rank=rank, mode=mode, options=options,
-                       sink_weight=sink_weight)
+                       sink_weight=sink_weight, accumulator=accumulator)
     times: dict[str, float] = {}
     t = time.perf_counter()
     model, tok = emodels.load(model_name, progress=progress)
@@ -215,7 +230,7 @@ def run_quantize(model_name: str, recipe: str, *, w=None, a=None, lowrank=None, 
     out: dict[str, Any] = {"model": model_name, "recipe": rec.name, "stages": list(rec.stages),
                            "w": rec.layer.w, "x": rec.layer.x, "rank": rec.layer.rank if rec.reconstruction else 0,
                            "lowrank": [rec.layer.a, rec.layer.b] if rec.reconstruction else None,
-                           "mode": rec.mode}
+                           "mode": rec.mode, "accumulator": rec.accumulator}
     ev = dict(seq_len=seq_len, n_tokens=n_tokens, progress=progress, model_name=model_name)
     if eval_corpus and with_fp:
         if fp_result is None:
@@ -250,10 +265,16 @@ def run_quantize(model_name: str, recipe: str, *, w=None, a=None, lowrank=None, 
     if report.resolved:
         out["resolved"] = report.resolved
     if eval_corpus:
+        from hwsim.quant import acc_events, acc_events_total, reset_acc_events
+
+        reset_acc_events(model)   # the events of the evaluation only (not of calibration passes)
         t = time.perf_counter()
         res = evaluate(model, tok, eval_corpus, "eval", **ev)
         times["eval_q"] = time.perf_counter() - t
         out["quant"] = res.as_dict()
+        if rec.mode == "exact":
+            out["acc_events"] = acc_events(model)
+            out["acc_events_total"] = acc_events_total(model)
     if hardware is not None:
         from hwsim.dse import cost_metrics
         from hwsim.quant import model_records
@@ -316,6 +337,19 @@ def format_table(results: list[dict[str, Any]]) -> str:
             lines.append(f"options [{r['recipe']}]: {json.dumps(r.get('options') or {})}"
                          + (f"; resolved: {json.dumps(r['resolved'])}" if r.get("resolved") else ""))
     for r in results:
+        tot = r.get("acc_events_total")
+        if r.get("mode") == "exact":
+            lines.append(f"exact mode [{r['recipe']}]: accumulator {r.get('accumulator', 'fp32')}"
+                         + (f"; events over the evaluation: {_events_text(tot)} in "
+                            f"{sum(1 for e in r['acc_events'].values() if e['saturations'] + e['wraps'])} of "
+                            f"{len(r['acc_events'])} layers with overflows" if tot else ""))
+    for r in results:
         lines.append(f"time per stage [{r['recipe']}] (s): " + ", ".join(
             f"{k}={v:.1f}" for k, v in r["times"].items()))
     return "\n".join(lines)
+
+
+def _events_text(e: dict[str, Any]) -> str:
+    return (f"{e['adds']} adds, {e['saturations']} saturations, {e['wraps']} wraps, {e['rounded']} rounded "
+            f"(max {e['max_bits_lost']} bits lost), {e['flushed']} flushed"
+            + ("" if e.get("complete", True) else " (incomplete count)"))

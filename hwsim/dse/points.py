@@ -61,7 +61,9 @@ class AccuracyPoint(_Point):
     seq_len, n_tokens: evaluation windows (tokens). n_calib x calib_len: calibration sequences x
     tokens. recipe: a preset name or stages joined by '+'. w / x / lowrank_fmt: formats (None =
     preset default, "none" = high precision). rank: low-rank k (None = preset default; 0 = none).
-    mode: "fake" or "exact" emulation.
+    mode: "fake" or "exact" emulation. accumulator: exact mode's accumulator in ``hwsim.matmul``'s
+    grammar, canonical name ("fp32", "fixed:24:8:rne", "exact"); the default "fp32" is left out of
+    ``key``, so points written before this field existed keep their keys.
     """
 
     KIND = "accuracy"
@@ -80,6 +82,14 @@ class AccuracyPoint(_Point):
     lowrank_fmt: str | None = None
     rank: int | None = None
     mode: str = "fake"
+    accumulator: str = "fp32"
+
+    @cached_property
+    def key(self) -> str:
+        d = self.to_dict()
+        if d["accumulator"] == "fp32":
+            del d["accumulator"]
+        return config_key(self.KIND, d)
 
     @property
     def protocol_key(self) -> str:
@@ -106,6 +116,8 @@ class AccuracyPoint(_Point):
             parts.append(f"AB={self.lowrank_fmt}")
         if self.mode != "fake":
             parts.append(self.mode)
+        if self.accumulator != "fp32":
+            parts.append(f"acc={self.accumulator}")
         return " ".join(parts)
 
 

@@ -180,7 +180,7 @@ def point_recipe(point: AccuracyPoint):
     from hwsim.quant import get_recipe, validate_recipe, with_formats
 
     return validate_recipe(with_formats(get_recipe(point.recipe), w=point.w, a=point.x, lowrank=point.lowrank_fmt,
-                                        rank=point.rank, mode=point.mode))
+                                        rank=point.rank, mode=point.mode, accumulator=point.accumulator))
 
 
 def evaluate_accuracy(point: AccuracyPoint | dict, *, progress: bool = False,
@@ -211,7 +211,7 @@ def evaluate_accuracy(point: AccuracyPoint | dict, *, progress: bool = False,
         warnings.simplefilter("always")
         try:
             from hwsim.eval.perplexity import evaluate, layer_output_errors
-            from hwsim.quant import model_records, quantize_model
+            from hwsim.quant import acc_events_total, model_records, quantize_model, reset_acc_events
 
             recipe = point_recipe(point)
             enter("load")
@@ -239,10 +239,14 @@ def evaluate_accuracy(point: AccuracyPoint | dict, *, progress: bool = False,
             timings["quantize"] = time.perf_counter() - t
             timings.update({f"quantize.{k}": v for k, v in report.timings.items() if k != "total"})
             t = enter("eval")
+            reset_acc_events(model)   # accumulator events of the evaluation only
             res = evaluate(model, tok, point.eval_corpus, "eval", seq_len=point.seq_len, n_tokens=point.n_tokens,
                            progress=progress, model_name=point.model)
             WORK["evaluations"] += 1
             timings["eval"] = time.perf_counter() - t
+            # records (with each layer's accumulator events) before the held-out passes below
+            out["records"] = [asdict(r) for r in model_records(model)]
+            acc_total = acc_events_total(model)
             t = enter("layer_error")
             held_out = _held_out_tokens(tok, point)
             errs = layer_output_errors(fp_model, model, held_out, progress=False)
@@ -257,10 +261,12 @@ def evaluate_accuracy(point: AccuracyPoint | dict, *, progress: bool = False,
                 "layer_err_worst": max(errs, key=errs.get) if errs else "",
                 "stages": "+".join(recipe.stages), "w_fmt": lay.w or "none", "x_fmt": lay.x or "none",
                 "rank": rank, "lowrank_fmt": (lay.a or "none") if rank else "none", "mode": recipe.mode,
+                "accumulator": recipe.accumulator, "acc_events": acc_total,
+                **({f"acc_{k}": acc_total[k] for k in ("saturations", "wraps", "rounded", "max_bits_lost", "flushed")}
+                   if acc_total else {}),
                 "n_quantized": report.n_quantized, "scored_tokens": res.scored_tokens,
                 "protocol": res.protocol.as_dict(), "fallbacks": report.events[:MAX_WARNINGS],
             }
-            out["records"] = [asdict(r) for r in model_records(model)]
             out["model_config"] = model.config.to_dict()
             out.update(status="ok", error="", traceback="")
             del model

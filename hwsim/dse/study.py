@@ -8,14 +8,16 @@ A study file has four tables (every list-valued field also accepts a scalar; lis
 
     [study]      name (required, [A-Za-z0-9_.-]+), description, db, report_dir
     [protocol]   model, eval_corpus, calib_corpus, seq_len, n_tokens, n_calib, calib_len, seed
-    [accuracy]   recipes, modes, ranks, and EITHER a grid (w, x, lowrank_fmt) OR
+    [accuracy]   recipes, modes, accumulators, ranks, and EITHER a grid (w, x, lowrank_fmt) OR
                  [[accuracy.settings]] (name, w, x, lowrank_fmt, rank: zipped bundles);
                  [[accuracy.point]] explicit points (AccuracyPoint fields + an optional name);
                  [[accuracy.exclude]] drops grid points matching all given fields
     [hardware]   rows, cols, dataflow, node_nm, library, sram_kib, dram, dram_gbps, clock_mhz, acc,
                  prefill_seq, decode_context, batch; [[hardware.point]], [[hardware.exclude]]
 
-Accuracy points are ``protocol x recipes x (settings | w x x x lowrank_fmt) x ranks x modes``, then
+Accuracy points are ``protocol x recipes x (settings | w x x x lowrank_fmt) x ranks x modes x
+accumulators`` (exact mode's accumulator, ``hwsim.matmul`` grammar, stored under its canonical name;
+a fake-mode point keeps "fp32"), then
 the explicit points; exclusions prune the expanded grid only (an explicit point is kept as
 written). A recipe without a reconstruction stage ignores rank and lowrank_fmt: both are set to
 None for its points, and the duplicates this creates collapse. Explicit accuracy points take
@@ -207,6 +209,18 @@ def _check_acc(v: Any) -> str | None:
     return s
 
 
+def _check_datapath_acc(v: Any) -> str:
+    """Exact mode's accumulator (``hwsim.matmul`` grammar), stored under its canonical name."""
+    if not isinstance(v, str):
+        raise ValueError(f"expected an accumulator string, got {type(v).__name__} {v!r}")
+    from hwsim.quant.qlinear import check_accumulator
+
+    try:
+        return check_accumulator(v, "accumulator").name
+    except ValueError as exc:
+        raise ValueError(_one_line(str(exc)).removeprefix("accumulator: ")) from None
+
+
 def _check_name(v: str) -> str:
     if not _NAME_RE.fullmatch(v):
         raise ValueError(f"{v!r} is not a valid study name; use letters, digits, '_', '.', '-'")
@@ -248,6 +262,7 @@ Library = Annotated[str, AfterValidator(_check_library)]
 Dram = Annotated[str, AfterValidator(_check_dram)]
 Node = Annotated[PosFloat, AfterValidator(_check_node)]
 Acc = Annotated[Any, AfterValidator(_check_acc)]
+DatapathAcc = Annotated[Any, AfterValidator(_check_datapath_acc)]
 ExclValue = Annotated[Any, AfterValidator(_check_excl_value)]
 
 _ACC_DEFAULTS = {f.name: f.default for f in fields(AccuracyPoint)}
@@ -304,6 +319,7 @@ class _AccuracyPointSpec(_Model):
     lowrank_fmt: Fmt | None = None
     rank: Rank | None = None
     mode: Mode = _ACC_DEFAULTS["mode"]
+    accumulator: DatapathAcc = _ACC_DEFAULTS["accumulator"]
 
 
 class _AccuracyExclude(_Model):
@@ -321,11 +337,13 @@ class _AccuracyExclude(_Model):
     lowrank_fmt: ExclValue = None
     rank: ExclValue = None
     mode: ExclValue = None
+    accumulator: ExclValue = None
 
 
 class _Accuracy(_Model):
     recipes: _as_list(RecipeName) = []
     modes: _as_list(Mode) = [_ACC_DEFAULTS["mode"]]
+    accumulators: _as_list(DatapathAcc) = [_ACC_DEFAULTS["accumulator"]]
     ranks: _as_list(Rank | None) = [None]
     w: _as_list(Fmt | None) | None = None
     x: _as_list(Fmt | None) | None = None
@@ -615,8 +633,12 @@ def _expand_accuracy(spec: _StudyFile) -> tuple[list[_Candidate], list[_Candidat
             for name, fmts, ranks in bundles:
                 for rank in ranks:
                     for mode in acc.modes:
-                        pt = _accuracy_point({**p, "recipe": recipe, **fmts, "rank": rank, "mode": mode})
-                        grid.append(_Candidate(pt, "accuracy", name, False))
+                        for accum in acc.accumulators:
+                            if mode != "exact":
+                                accum = "fp32"   # fake mode sums in fp32: the duplicates collapse
+                            pt = _accuracy_point({**p, "recipe": recipe, **fmts, "rank": rank, "mode": mode,
+                                                  "accumulator": accum})
+                            grid.append(_Candidate(pt, "accuracy", name, False))
     first = {f: getattr(proto, f)[0] for f in PROTOCOL_FIELDS}
     explicit = []
     for i, ps in enumerate(acc.point):
@@ -661,6 +683,8 @@ def _dedup(cands: Iterable[_Candidate]) -> list[_Candidate]:
 def _describe(p: AccuracyPoint) -> str:
     parts = [f"{k}={getattr(p, k)!r}" for k in ("w", "x", "lowrank_fmt", "rank") if getattr(p, k) is not None]
     parts.append(f"mode={p.mode!r}")
+    if p.accumulator != "fp32":
+        parts.append(f"accumulator={p.accumulator!r}")
     return f"recipe {p.recipe!r} with {', '.join(parts)}"
 
 
@@ -670,13 +694,13 @@ def _check_points(acc: Sequence[_Candidate], hw: Sequence[_Candidate]) -> list[s
     seen: set[tuple] = set()
     for c in acc:
         p = c.point
-        combo = (c.where if c.explicit else "", p.recipe, p.w, p.x, p.lowrank_fmt, p.rank, p.mode)
+        combo = (c.where if c.explicit else "", p.recipe, p.w, p.x, p.lowrank_fmt, p.rank, p.mode, p.accumulator)
         if combo in seen:
             continue
         seen.add(combo)
         try:
             cfg.validate_recipe(cfg.with_formats(cfg.get_recipe(p.recipe), w=p.w, a=p.x, lowrank=p.lowrank_fmt,
-                                                 rank=p.rank, mode=p.mode))
+                                                 rank=p.rank, mode=p.mode, accumulator=p.accumulator))
         except ValueError as exc:
             problems.append(f"{c.where}: {_describe(p)}: {_one_line(str(exc))}")
     from hwsim.cost_models import Technology

@@ -7,9 +7,11 @@ reference (numpy), the torch backend (CPU/CUDA) or the Triton GPU path.
 
 from .api import MatmulErrorReport, emulate, error_report, fake_matmul, matmul
 from .datapath import DatapathSpec, ExactAcc, FixedAcc, Fp32Acc, OperandFacts, operand_facts, parse_accumulator
+from .events import AccEvents
+from .operands import OperandCache
 
 __all__ = [
     "matmul", "fake_matmul", "emulate", "error_report", "MatmulErrorReport",
     "DatapathSpec", "Fp32Acc", "FixedAcc", "ExactAcc", "OperandFacts", "operand_facts",
-    "parse_accumulator",
+    "parse_accumulator", "AccEvents", "OperandCache",
 ]

@@ -61,7 +61,7 @@ def _reshape_out(y, p: Prepared):
 
 
 def matmul(a, b, *, accumulator="fp32", out_format=None, mode: str = "exact", backend: str = "auto",
-           bias=None):
+           bias=None, operand_cache=None, events=None):
     """y = a @ b as a block-scaled datapath computes it (docs/spec/matmul.md).
 
     a: QTensor [..., M, K] blocked along its last axis; b: QTensor [K, N] blocked along axis 0
@@ -73,6 +73,10 @@ def matmul(a, b, *, accumulator="fp32", out_format=None, mode: str = "exact", ba
     backend of ``AUTO_CUDA`` / ``AUTO_CPU`` that covers the pair and accumulator (Triton, then the
     batched-GEMM path, then torch on CUDA; the GEMM path, then numba for numpy and torch for torch
     tensors on CPU). All backends give the same bits. bias: fp32 [N].
+    operand_cache: an ``OperandCache`` for ``b`` (a layer's weight used with many ``a``): B's
+    conversions are kept in it across calls (pass the same ``b`` object each time).
+    events: an ``AccEvents`` to which a fixed-point accumulator's events (saturations, wraps, bits
+    lost) are added; its ``complete`` turns False when the backend that ran does not count.
     Returns an array of the operands' library (numpy or torch) of shape [..., M, N] (or a QTensor).
     """
     if mode not in MODES:
@@ -95,14 +99,14 @@ def matmul(a, b, *, accumulator="fp32", out_format=None, mode: str = "exact", ba
         if not isinstance(acc, Fp32Acc):
             raise ValueError(f"mode='fake' supports accumulator='fp32' only, got {acc.name!r}")
         return fake_matmul(a, b, out_format=out, bias=bias)
-    p = prepare(a, b)
+    p = prepare(a, b, operand_cache)
     lib = "torch" if is_torch(p.a.codes) else "numpy"
     if lib != ("torch" if is_torch(p.b.codes) else "numpy"):
         raise ValueError("operands a and b must both hold numpy arrays or both torch tensors")
     if backend == "numba" and lib == "torch":
         raise ValueError("backend='numba' needs numpy operands; got torch tensors (use backend='torch')")
     _check_acc_support(p, acc, backend)
-    y = _dispatch(p, acc, out, bias, backend, lib)
+    y = _dispatch(p, acc, out, bias, backend, lib, events if isinstance(acc, FixedAcc) else None)
     if lib == "numpy" and is_torch(y):
         y = _np(y)
     y = _reshape_out(y, p)
@@ -155,8 +159,9 @@ def preference(p: Prepared, backend: str) -> tuple[str, ...]:
     return AUTO_CUDA if p.is_torch and p.a.codes.is_cuda else AUTO_CPU
 
 
-def _dispatch(p: Prepared, acc, out, bias, backend: str, lib: str):
-    """[M, N] result of the first covering backend of ``preference(p, backend)``."""
+def _dispatch(p: Prepared, acc, out, bias, backend: str, lib: str, events=None):
+    """[M, N] result of the first covering backend of ``preference(p, backend)``. ``events`` (fixed
+    accumulator only) is counted by the GEMM path; another backend marks it incomplete."""
     if backend in ("torch", "triton") and lib == "numpy":
         p = _to_torch(p)
     for name in preference(p, backend):
@@ -166,16 +171,28 @@ def _dispatch(p: Prepared, acc, out, bias, backend: str, lib: str):
                 log.info("triton: %s x %s is outside the int8 path; using the exact torch backend",
                          p.facts_a.spec.name, p.facts_b.spec.name)
             continue
-        y = mod.run(p, acc, out, bias)
+        y = mod.run(p, acc, out, bias, events=events) if (events is not None and name == "gemm") \
+            else mod.run(p, acc, out, bias)
         if y is not None:
+            if events is not None and name != "gemm":
+                _uncounted(events, p)
             return y
     # only ExactAcc, and fixed-point sums wider than 62 bits, of torch operands get here
     warnings.warn(f"the torch backend delegates accumulator={acc.name!r} for {p.facts_a.spec.name} x "
                   f"{p.facts_b.spec.name} to the numba reference", stacklevel=3)
     import torch
 
+    if events is not None:
+        _uncounted(events, p)
     y = backend_module("numba").run(_to_numpy(p), acc, out, None if bias is None else _np(bias))
     return torch.as_tensor(y, device=p.a.codes.device)
+
+
+def _uncounted(events, p: Prepared) -> None:
+    """A call whose accumulator events were not counted (a backend without counters ran)."""
+    events.calls += 1
+    events.outputs += p.M * p.N
+    events.complete = False
 
 
 def _to_torch(p: Prepared) -> Prepared:

@@ -22,18 +22,33 @@ segments in increasing j; both release the GIL, so there is no parallel region p
 busy machine each would wait for a time slice). On CUDA the epilogue is elementwise torch ops per
 segment. Covered: the fp32 accumulator, segment sums of at most 53 bits, element codes of at most
 8 bits without NaN/Inf codes, symmetric ints. ``run_fp32`` returns None for anything else.
+
+The fixed-point accumulator (``FixedAcc``, CPU only) uses the same GEMMs on the raw integer views
+(no scale folding): the epilogue ``acc_fixed`` adds rnd(S_j 2**(E_j+F)) (case P) or
+rnd(S_j m_sigma 2**(e_sigma-24+F)) (case G) to an int64 register per output with the reference's
+rounding and overflow rules (``reference._fixed_add``), and counts the accumulator events
+(``events.AccEvents``: saturations, wraps, rounded and flushed products, bits lost).
+
+An ``operands.OperandCache`` bound to B (``Prepared.bcache``) keeps B's float views, exponent
+statistics and nonzero-segment map across calls: a layer's weight is converted once.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
 from numba import njit
 
+from hwsim.formats.bits import POW2_F32, bitlen
+
 from .common import epilogue, exact_float_matmul, tile_epi_g
-from .datapath import Fp32Acc
+from .datapath import FixedAcc, Fp32Acc
+from .events import N_EV, AccEvents
 from .operands import (HALF_NAN, Prepared, codes_np, element_lut, exp_stats, fill_cols, fill_rows,
                        pow2_f64, seg_nonzero)
+from .reference import _scale_wide, _split
 
 NAME = "gemm"
 CHUNK_BYTES_CPU = 1 << 22          # one [Jc, Mc, Nc] GEMM output chunk per CPU thread
@@ -44,16 +59,23 @@ _EPI_NC = 256                      # N columns per epilogue pass (CPU; acc slice
 
 
 def covers(p: Prepared, acc=None) -> bool:
-    """The fp32 accumulator (``acc`` None counts as fp32), segment sums of at most 53 bits, element
-    codes with a lookup table. Static: the codes may still hold NaN/Inf, found while converting
-    (then ``run`` returns None)."""
-    return ((acc is None or isinstance(acc, Fp32Acc)) and p.sum_bits <= 53
-            and element_lut(p.facts_a) is not None and element_lut(p.facts_b) is not None)
+    """The fp32 accumulator (``acc`` None counts as fp32) or, on CPU, a fixed-point one; segment sums
+    of at most 53 bits, element codes with a lookup table. Static: the codes may still hold NaN/Inf,
+    found while converting (then ``run`` returns None)."""
+    if isinstance(acc, FixedAcc):
+        if p.is_torch and p.a.codes.device.type != "cpu":
+            return False
+        if p.case == "G" and p.sum_bits + 24 > 62:
+            return False
+    elif not (acc is None or isinstance(acc, Fp32Acc)):
+        return False
+    return p.sum_bits <= 53 and element_lut(p.facts_a) is not None and element_lut(p.facts_b) is not None
 
 
-def run(p: Prepared, acc=None, out=None, bias=None):
-    """fp32 [M, N] torch tensor with tensor scale and bias applied, or None (NaN/Inf codes)."""
-    y = run_fp32(p)
+def run(p: Prepared, acc=None, out=None, bias=None, events: AccEvents | None = None):
+    """fp32 [M, N] torch tensor with tensor scale and bias applied, or None (NaN/Inf codes).
+    ``events``: an AccEvents the fixed accumulator's events are added to."""
+    y = run_fixed(p, acc, events) if isinstance(acc, FixedAcc) else run_fp32(p)
     return None if y is None else epilogue(y, p, bias)
 
 
@@ -148,14 +170,34 @@ def _nonzero_segments(p: Prepared, role: str, lut, portable: bool):
 def _b_transposed(p: Prepared) -> bool:
     """Hold B as [J*L, N] (N contiguous, GEMM "NN") rather than [N, J*L] ("NT"). The NN GEMM is some
     10-15% faster for these short inner dimensions, but the transposing conversion of B costs more;
-    measured on 2 cores, NN pays off from a few hundred rows of A on."""
-    return p.M >= B_TRANSPOSED_MIN_M
+    measured on 2 cores, NN pays off from a few hundred rows of A on. With an operand cache the
+    conversion is paid once, so the NN layout is used for every M."""
+    return p.M >= B_TRANSPOSED_MIN_M or p.bcache is not None
 
 
-def _fill(p: Prepared, role: str, lut, mult: np.ndarray, dtype, portable: bool):
+def _fill(p: Prepared, role: str, lut, mult, dtype, portable: bool, kind: str = ""):
     """Float view k * mult (per segment): A as [M, J*L]; B as [J*L, N] or [N, J*L] (``_b_transposed``).
     None when a code is an element NaN/Inf. numba on CPU, torch indexing on CUDA (or anywhere with
-    ``portable``)."""
+    ``portable``). ``mult`` may be a function returning the multipliers (called only when needed).
+    B's view is kept in ``p.bcache`` under ``kind`` ("ones" or "fold": what ``mult`` is)."""
+    key = None
+    if role == "b" and kind and p.bcache is not None:
+        key = ("fill", kind, p.L, p.J, np.dtype(dtype).str, _b_transposed(p), bool(portable))
+        hit = p.bcache.get(key)
+        if hit is not None:
+            return None if hit is _BAD else hit
+    if callable(mult):
+        mult = mult()
+    y = _fill_new(p, role, lut, mult, dtype, portable)
+    if key is not None:
+        p.bcache[key] = _BAD if y is None else y
+    return y
+
+
+_BAD = object()   # cached marker: B holds element NaN/Inf codes
+
+
+def _fill_new(p: Prepared, role: str, lut, mult: np.ndarray, dtype, portable: bool):
     rows = p.M if role == "a" else p.N
     Kseg = p.J * p.L
     c = None if portable else codes_np(p, role)
@@ -185,19 +227,19 @@ def _operands(p: Prepared, portable: bool = False):
     if la is None or lb is None or p.sum_bits > 53:
         return None
     if p.case == "G":
-        dt = np.float32 if p.sum_bits <= 24 else np.float64
-        A = _fill(p, "a", la, np.ones((p.M, p.J)), dt, portable)
-        B = None if A is None else _fill(p, "b", lb, np.ones((p.N, p.J)), dt, portable)
-        if B is None:
+        ops = _int_operands(p, la, lb, portable)
+        if ops is None:
             return None
-        return A, B, dt, ("G", p.dA, np.ascontiguousarray(p.dB.T))
+        A, B, dt = ops
+        return A, B, dt, ("G", p.dA, _cached_b(p, "dBt", lambda: np.ascontiguousarray(p.dB.T)))
     bitsA, bitsB = _bits(la), _bits(lb)
-    eA, eB = exp_stats(p.EA, None), exp_stats(p.EB, None)
+    eA, eB = exp_stats(p.EA, None), _cached_b(p, "estats", lambda: exp_stats(p.EB, None))
     fp32 = _fold_fp32_ok(p, eA, eB, bitsA, bitsB)
     if not fp32 and p.sum_bits <= 24:
         # zero blocks carry extreme scales (code 0): judge only the segments holding a nonzero element
         eA = exp_stats(p.EA, _nonzero_segments(p, "a", la, portable))
-        eB = exp_stats(p.EB, _nonzero_segments(p, "b", lb, portable))
+        eB = _cached_b(p, ("estats_nz", portable),
+                       lambda: exp_stats(p.EB, _nonzero_segments(p, "b", lb, portable)))
         fp32 = _fold_fp32_ok(p, eA, eB, bitsA, bitsB)
     if not fp32 and not _fold_fp64_ok(eA, eB, bitsA, bitsB, p.sum_bits):  # pragma: no cover
         return None
@@ -205,11 +247,33 @@ def _operands(p: Prepared, portable: bool = False):
     nanA, nanB = p.EA >= HALF_NAN, p.EB >= HALF_NAN
     clampE = lambda E, nan: np.where(nan, 0.0, pow2_f64(np.clip(np.where(nan, 0, E), -1022, 1023)))  # noqa: E731
     A = _fill(p, "a", la, clampE(p.EA, nanA), dt, portable)
-    B = None if A is None else _fill(p, "b", lb, clampE(p.EB, nanB), dt, portable)
+    B = None if A is None else _fill(p, "b", lb, lambda: clampE(p.EB, nanB), dt, portable, "fold")
     if B is None:
         return None
     has_nan = bool(nanA.any() or nanB.any())
-    return A, B, dt, ("P", nanA, np.ascontiguousarray(nanB.T), has_nan)
+    return A, B, dt, ("P", nanA, _cached_b(p, "nanBt", lambda: np.ascontiguousarray(nanB.T)), has_nan)
+
+
+def _cached_b(p: Prepared, name, make):
+    """``make()``, kept in B's operand cache (when there is one) for this segmentation."""
+    if p.bcache is None:
+        return make()
+    key = (name, p.L, p.J)
+    if key not in p.bcache:
+        p.bcache[key] = make()
+    return p.bcache[key]
+
+
+def _int_operands(p: Prepared, la, lb, portable: bool = False):
+    """(A [M, J*L], B float views of the raw element integers, dtype) or None (NaN/Inf codes): the
+    operands of case G and of the fixed accumulator (no scale folded in). fp32 when every segment
+    sum is below 2**24, else fp64."""
+    dt = np.float32 if p.sum_bits <= 24 else np.float64
+    A = _fill(p, "a", la, np.ones((p.M, p.J)), dt, portable)
+    B = None if A is None else _fill(p, "b", lb, lambda: np.ones((p.N, p.J)), dt, portable, "ones")
+    if B is None:
+        return None
+    return A, B, dt
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,12 +342,13 @@ def run_fp32(p: Prepared, portable: bool = False):
     return acc
 
 
-def _run_cpu_threads(Av, Bv, acc, sc, M, N, J, isz):
+def _run_cpu_threads(Av, Bv, acc, sc, M, N, J, isz, epi=None, new_state=None):
     """CPU: tiles of up to CHUNK_ROWS rows (split along N too when there are few rows), each with all
     its segments in increasing j (CHUNK_BYTES_CPU of GEMM output per call), handed out to
     ``torch.get_num_threads()`` Python threads that each run single-threaded GEMMs and the numba
     epilogue (both release the GIL). No parallel region per GEMM call: on a busy machine every such
-    region would wait for a time slice."""
+    region would wait for a time slice. ``epi(P, m0, m1, n0, n1, j0, j1, state)`` replaces the fp32
+    epilogue when given (``state``: one ``new_state()`` per thread; the states are returned)."""
     import threading
 
     nthr = max(1, torch.get_num_threads())
@@ -296,9 +361,13 @@ def _run_cpu_threads(Av, Bv, acc, sc, M, N, J, isz):
     nxt = iter(range(len(items)))
     lock = threading.Lock()
     errors = []
+    states = []
 
     def work():
         try:
+            state = new_state() if new_state is not None else None
+            with lock:
+                states.append(state)
             # OpenMP's thread count is a per-thread setting: a new thread starts at the default
             torch.set_num_threads(1)
             buf = torch.empty(Jc * Mc * Nc, dtype=Av.dtype)
@@ -308,12 +377,14 @@ def _run_cpu_threads(Av, Bv, acc, sc, M, N, J, isz):
                 if i is None:
                     return
                 m0, m1, n0, n1 = items[i]
-                accm = acc[m0:m1, n0:n1].numpy()
+                accm = acc[m0:m1, n0:n1].numpy() if epi is None else None
                 for j0 in range(0, J, Jc):
                     j1 = min(J, j0 + Jc)
                     P = buf[:(j1 - j0) * (m1 - m0) * (n1 - n0)].view(j1 - j0, m1 - m0, n1 - n0)
                     torch.bmm(Av[j0:j1, m0:m1], Bv[j0:j1, :, n0:n1], out=P)
-                    if sc[0] == "P":
+                    if epi is not None:
+                        epi(P.numpy(), m0, m1, n0, n1, j0, j1, state)
+                    elif sc[0] == "P":
                         acc_folded(P.numpy(), accm, sc[1][m0:m1, j0:j1], sc[2][j0:j1, n0:n1], sc[3], _EPI_NC)
                     else:
                         acc_scaled(P.numpy(), accm, sc[1][m0:m1, j0:j1], sc[2][j0:j1, n0:n1], _EPI_NC)
@@ -333,3 +404,163 @@ def _run_cpu_threads(Av, Bv, acc, sc, M, N, J, isz):
         torch.set_num_threads(old)
     if errors:
         raise errors[0]
+    return states
+
+
+# ---------------------------------------------------------------------------------------------
+# fixed-point accumulator (CPU)
+# ---------------------------------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _fixed_step(A, N, X, W, F, wrap, rne, ev):
+    """``reference._fixed_add`` (A <- ovf(A + rnd(N * 2**(X+F)))) that also counts the events in
+    ``ev`` (``events.EV_FIELDS`` order). N != 0, |N| < 2**62."""
+    sh = X + F
+    lim = np.int64(1) << W
+    half = lim >> 1
+    ev[0] += 1
+    mag = -N if N < 0 else N
+    big = False                      # the product alone leaves the register range (wrap)
+    if sh >= 0:
+        if wrap:
+            t = (N << sh) if sh < 64 else np.int64(0)
+            big = sh >= W - 1 or (mag > ((half - 1) >> sh) if N > 0 else mag > (half >> sh))
+        elif sh > W or mag > (lim >> sh):
+            t = -lim if N < 0 else lim
+        else:
+            t = N << sh
+    else:
+        rs = -sh
+        if rs >= 63:
+            t = np.int64(-1) if (N < 0 and not rne) else np.int64(0)
+            lost = mag
+        else:
+            q = N >> rs
+            if rne:
+                rem = N - (q << rs)
+                hf = np.int64(1) << (rs - 1)
+                if rem > hf or (rem == hf and (q & 1) == 1):
+                    q += 1
+            t = q
+            lost = mag & ((np.int64(1) << rs) - 1)
+        if lost != 0:
+            ev[3] += 1
+            b = bitlen(lost)
+            if b > ev[5]:
+                ev[5] = b
+        if t == 0:
+            ev[4] += 1
+        big = t < -half or t >= half
+    s = A + t
+    if wrap:
+        r = ((s + half) & (lim - 1)) - half
+        if big or r != s:
+            ev[2] += 1
+        return r
+    if s > half - 1:
+        ev[1] += 1
+        return half - 1
+    if s < -half:
+        ev[1] += 1
+        return -half
+    return s
+
+
+@njit(cache=True, nogil=True)
+def acc_fixed(S, acc, bad, caseP, EA, EBt, dA, dBt, W, F, wrap, rne, ev, NC):
+    """Fixed accumulator over the segments of one tile, j in increasing order: per output,
+    A <- ovf(A + rnd(S_j 2**(E_j + F))) in case P (E_j = EA[m, j] + EBt[j, n]; a NaN scale makes
+    the output NaN) or, in case G, with sigma = RNE32(dA dB) = m 2**(e-24): S_j m added at 2**(e-24)
+    (NaN sigma, or Inf sigma with S_j != 0, makes it NaN), exactly as ``reference.mm_kernel``.
+    S [Jc, Mc, N] integer-valued floats; acc [Mc, N] int64 and bad [Mc, N] bool updated in place."""
+    Jc, Mc, N = S.shape
+    for task in range(_n_tasks(Mc, N, NC)):
+        m, n0, n1 = _task_span(task, N, NC)
+        a = acc[m, n0:n1]
+        bd = bad[m, n0:n1]
+        for j in range(Jc):
+            sj = S[j, m, n0:n1]
+            if caseP:
+                ea = EA[m, j]
+                eb = EBt[j, n0:n1]
+                for i in range(n1 - n0):
+                    E = ea + eb[i]
+                    if E >= HALF_NAN:
+                        bd[i] = True
+                    elif sj[i] != 0:
+                        a[i] = _fixed_step(a[i], np.int64(sj[i]), E, W, F, wrap, rne, ev)
+            else:
+                da = dA[m, j]
+                db = dBt[j, n0:n1]
+                for i in range(n1 - n0):
+                    sig = np.float32(da * db[i])
+                    if np.isnan(sig):
+                        bd[i] = True
+                    elif sj[i] != 0:
+                        if np.isinf(sig):
+                            bd[i] = True
+                        elif sig != 0:
+                            mant, ex = math.frexp(np.float64(sig))
+                            ms = np.int64(mant * 16777216.0)
+                            a[i] = _fixed_step(a[i], np.int64(sj[i]) * ms, ex - 24, W, F, wrap, rne, ev)
+
+
+@njit(cache=True)
+def fixed_out(acc, bad, F, pow2):
+    """RNE32(A * 2**-F) per output (NaN where ``bad``) and the number of NaN outputs."""
+    M, N = acc.shape
+    out = np.empty((M, N), np.float32)
+    nan = 0
+    for m in range(M):
+        for n in range(N):
+            if bad[m, n]:
+                out[m, n] = np.float32(np.nan)
+                nan += 1
+            else:
+                h, lo = _split(acc[m, n])
+                out[m, n] = _scale_wide(h, lo, -F, pow2)
+    return out, nan
+
+
+def run_fixed(p: Prepared, acc: FixedAcc, events: AccEvents | None = None):
+    """fp32 [M, N] FixedAcc values (before tensor scale and bias) as a CPU torch tensor, or None when
+    the codes hold element NaN/Inf (then the reference runs). Adds the events to ``events``."""
+    la, lb = element_lut(p.facts_a), element_lut(p.facts_b)
+    if la is None or lb is None or p.sum_bits > 53:
+        return None
+    ops = _int_operands(p, la, lb)
+    if ops is None:
+        return None
+    A, B, dt = ops
+    M, N, J, L = p.M, p.N, p.J, p.L
+    Bv = B.view(J, L, N) if _b_transposed(p) else B.view(N, J, L).permute(1, 2, 0)   # [J, L, N]
+    Av = A.view(M, J, L).permute(1, 0, 2)
+    caseP = p.case == "P"
+    z_i, z_f = np.zeros((1, 1), np.int32), np.zeros((1, 1), np.float32)
+    if caseP:
+        EA, EBt, dA, dBt = p.EA, _cached_b(p, "EBt", lambda: np.ascontiguousarray(p.EB.T)), z_f, z_f
+    else:
+        EA, EBt, dA, dBt = z_i, z_i, p.dA, _cached_b(p, "dBt", lambda: np.ascontiguousarray(p.dB.T))
+    accA = np.zeros((M, N), np.int64)
+    bad = np.zeros((M, N), np.bool_)
+    W, F, wrap, rne = acc.width, acc.frac_bits, acc.overflow == "wrap", acc.rounding == "rne"
+
+    def epi(P, m0, m1, n0, n1, j0, j1, ev):
+        acc_fixed(P, accA[m0:m1, n0:n1], bad[m0:m1, n0:n1], caseP,
+                  EA[m0:m1, j0:j1] if caseP else EA, EBt[j0:j1, n0:n1] if caseP else EBt,
+                  dA if caseP else dA[m0:m1, j0:j1], dBt if caseP else dBt[j0:j1, n0:n1],
+                  W, F, wrap, rne, ev, _EPI_NC)
+
+    with exact_float_matmul():
+        states = _run_cpu_threads(Av, Bv, None, None, M, N, J, np.dtype(dt).itemsize, epi,
+                                  lambda: np.zeros(N_EV, np.int64))
+    y, nan = fixed_out(accA, bad, F, POW2_F32)
+    if events is not None:
+        for ev in states:
+            events.add_counts(ev)
+        events.calls += 1
+        events.outputs += M * N
+        events.nan_outputs += int(nan)
+        events.accumulator = events.accumulator or acc.name
+    return torch.from_numpy(y)

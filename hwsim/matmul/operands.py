@@ -21,7 +21,7 @@ from hwsim.formats.bits import is_torch, pow2_f64
 
 from .datapath import OperandFacts, operand_facts, segment_length
 
-__all__ = ["NAN_E", "HALF_NAN", "Prepared", "prepare", "is_torch", "pow2_f64", "exp_to_d", "element_lut",
+__all__ = ["NAN_E", "HALF_NAN", "Prepared", "prepare", "OperandCache", "is_torch", "pow2_f64", "exp_to_d", "element_lut",
            "exp_stats", "fill_rows", "fill_cols", "seg_nonzero", "codes_np"]
 
 NAN_E = 1 << 20          # exponent sentinel of a NaN scale (any E >= HALF_NAN means NaN)
@@ -51,6 +51,8 @@ class Prepared:
     M: int
     N: int
     _views: dict = field(default_factory=dict, repr=False)
+    #: conversions of B kept across calls (an :class:`OperandCache` bound to ``b``), or None
+    bcache: Any = field(default=None, repr=False)
 
     # ---- element codes as [rows, Kp] (A: rows m; B: rows n, a transposed view) -----------------
     def codes_rows(self, role: str):
@@ -164,8 +166,11 @@ def exp_to_d(E: np.ndarray) -> np.ndarray:
     return np.where(E >= HALF_NAN, np.float32(np.nan), d).astype(np.float32)
 
 
-def prepare(a, b) -> Prepared:
-    """Validate the operand pair and build its integer view (docs/spec/matmul.md §1-§2)."""
+def prepare(a, b, cache: "OperandCache | None" = None) -> Prepared:
+    """Validate the operand pair and build its integer view (docs/spec/matmul.md §1-§2).
+
+    ``cache``: an :class:`OperandCache` for ``b``; B's segment scales (and, in the GEMM path, its
+    float views) are taken from it when ``b`` is the operand it holds conversions of."""
     import hwsim.formats as F
 
     for name, q in (("a", a), ("b", b)):
@@ -197,7 +202,13 @@ def prepare(a, b) -> Prepared:
     case = "P" if fa.kind == "P" and fb.kind == "P" else "G"
     seg = np.arange(J)
     out = {}
+    if cache is not None:
+        cache.bind(b)
     for name, q, f, rows in (("A", a, fa, M), ("B", b, fb, N)):
+        ckey = ("seg_scales", L, J, case)
+        if name == "B" and cache is not None and ckey in cache:
+            out["EB"], out["dB"] = cache[ckey]
+            continue
         e, d = _scale_arrays(q, f, rows, name.lower())
         idx = np.zeros(J, np.int64) if f.block is None else (seg * L) // f.block
         nb = (e if e is not None else d).shape[1]
@@ -209,8 +220,41 @@ def prepare(a, b) -> Prepared:
             dd = exp_to_d(e) if e is not None else d
             out["E" + name] = None
             out["d" + name] = np.ascontiguousarray(dd[:, idx])
+        if name == "B" and cache is not None:
+            cache[ckey] = (out["EB"], out["dB"])
     return Prepared(a, b, case, L, J, K, out["EA"], out["EB"], out["dA"], out["dB"],
-                    a.tensor_scale, b.tensor_scale, fa, fb, tuple(ash[:-1]), M, N)
+                    a.tensor_scale, b.tensor_scale, fa, fb, tuple(ash[:-1]), M, N, bcache=cache)
+
+
+class OperandCache(dict):
+    """Conversions of one B operand (a layer's weight) kept across ``matmul`` calls.
+
+    Pass the same B QTensor and the same cache to every call (``matmul(x_q, w_t, operand_cache=c)``):
+    B's segment scales, exponent statistics and float views are then computed on the first call only,
+    so a product with a new A (every forward; one token at a time in decoding) converts only A.
+    The cache binds to B's code, scale and zero-point arrays by identity (and, for torch tensors,
+    their version counters, so in-place changes are seen); a call with another B clears it. numpy
+    arrays changed in place are not detected: call :meth:`clear` after such a change.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._refs: tuple = ()
+        self._token: tuple = ()
+
+    @staticmethod
+    def _token_of(b) -> tuple:
+        arrs = (b.codes, b.scales, b.zero_points)
+        return tuple((id(x), getattr(x, "_version", None)) for x in arrs) + (
+            tuple(b.shape), b.axis, b.tensor_scale, id(b.spec))
+
+    def bind(self, b) -> None:
+        """Hold conversions of ``b`` from now on (cleared when ``b`` is not the operand held)."""
+        tok = self._token_of(b)
+        if tok != self._token:
+            self.clear()
+            self._refs = (b.codes, b.scales, b.zero_points, b.spec)  # keep the ids in the token valid
+            self._token = tok
 
 
 def _kview(p: Prepared, role: str):

@@ -5,7 +5,8 @@
 
 Pieces: model adapters (``get_adapter``), calibration statistics (``collect_stats``),
 ``QLinear``, recipes/presets (``get_recipe``, ``list_recipes``), the pipeline
-(``quantize_model``), save/reload (``save_quantized``, ``load_quantized``), and the pure
+(``quantize_model``), save/reload (``save_quantized``, ``load_quantized``), exact emulation
+(``set_mode(model, "exact", accumulator="fixed:24:8")``, ``acc_events``), and the pure
 algorithms (``reconstruct``, ``rtn_quantize``, ``gptq_quantize``).
 """
 
@@ -28,6 +29,8 @@ _EXPORTS = {
     "quantize_model": ".pipeline", "QuantReport": ".pipeline", "quantize_linear": ".pipeline",
     "model_records": ".pipeline", "quantized_linears": ".pipeline",
     "save_quantized": ".serialize", "load_quantized": ".serialize",
+    # exact emulation
+    "set_mode": ".exact", "acc_events": ".exact", "acc_events_total": ".exact", "reset_acc_events": ".exact",
 }
 _ALGO_EXPORTS = ("rtn_quantize", "gptq_quantize", "QuantWarning", "DampingWarning", "output_error")
 

@@ -94,6 +94,8 @@ class Recipe:
     overrides: tuple[tuple[str, Mapping[str, Any]], ...] = ()
     skip: tuple[str, ...] = ("lm_head",)
     mode: str = "fake"
+    #: exact mode's accumulator, in ``hwsim.matmul``'s grammar ("fp32", "fixed:24:8:saturate:rne", "exact")
+    accumulator: str = "fp32"
     stats_source: str = "fp"
     calib_batch_size: int = 2
     #: weight of each calibration sequence's first position (BOS, the attention sink) in R_xx
@@ -162,6 +164,7 @@ class Recipe:
             "overrides": [[p, dict(u)] for p, u in self.overrides],
             "skip": list(self.skip),
             "mode": self.mode,
+            "accumulator": self.accumulator,
             "stats_source": self.stats_source,
             "calib_batch_size": self.calib_batch_size,
             "sink_weight": self.sink_weight,
@@ -180,6 +183,7 @@ class Recipe:
             overrides=tuple((p, dict(u)) for p, u in d.get("overrides", ())),
             skip=tuple(d.get("skip", ("lm_head",))),
             mode=d.get("mode", "fake"),
+            accumulator=d.get("accumulator", "fp32"),
             stats_source=d.get("stats_source", "fp"),
             calib_batch_size=int(d.get("calib_batch_size", 2)),
             sink_weight=float(d.get("sink_weight", 1.0)),
@@ -309,8 +313,8 @@ def pipeline_recipe(pipeline: str, base: Recipe | None = None) -> Recipe:
 
 
 #: top-level keys of a TOML recipe file
-RECIPE_FILE_KEYS = ("name", "preset", "pipeline", "stages", "layer", "overrides", "skip", "mode", "stats_source",
-                    "calib_batch_size", "sink_weight", "options", "seed", "attention")
+RECIPE_FILE_KEYS = ("name", "preset", "pipeline", "stages", "layer", "overrides", "skip", "mode", "accumulator",
+                    "stats_source", "calib_batch_size", "sink_weight", "options", "seed", "attention")
 
 
 def load_recipe(path: "str | os.PathLike") -> Recipe:
@@ -318,7 +322,8 @@ def load_recipe(path: "str | os.PathLike") -> Recipe:
 
     Keys: ``pipeline`` (``"tesseraq+qera-exact"``) or ``stages`` (a list), optionally ``preset``
     (the preset whose formats and options are the starting point; default: as for a pipeline
-    string), ``name`` (default: the file's stem), ``mode``, ``stats_source``, ``calib_batch_size``,
+    string), ``name`` (default: the file's stem), ``mode``, ``accumulator`` (exact mode's, e.g.
+    ``"fixed:24:8:saturate:rne"``), ``stats_source``, ``calib_batch_size``,
     ``sink_weight``, ``seed``, ``skip``; tables ``[layer]`` (LayerConfig fields), ``[options.STAGE]``
     (stage options) and ``[[overrides]]`` (``match = "down_proj"`` plus LayerConfig fields).
     Errors name the file and the key.
@@ -383,7 +388,7 @@ def recipe_from_mapping(data: Mapping[str, Any], default_name: str = "recipe") -
     changes: dict[str, Any] = {"name": str(data.get("name", default_name)), "options": options,
                                "layer": dataclasses.replace(recipe.layer, **{k: _none_word(v) for k, v in lay.items()}),
                                "overrides": tuple(overrides)}
-    for key in ("mode", "stats_source", "calib_batch_size", "sink_weight", "seed"):
+    for key in ("mode", "accumulator", "stats_source", "calib_batch_size", "sink_weight", "seed"):
         if key in data:
             changes[key] = data[key]
     if "skip" in data:
@@ -408,10 +413,11 @@ HP_WORDS = ("none", "hp", "fp", "bypass")
 
 
 def with_formats(recipe: Recipe, *, w: str | None = None, a: str | None = None, lowrank: str | None = None,
-                 rank: int | None = None, mode: str | None = None) -> Recipe:
+                 rank: int | None = None, mode: str | None = None, accumulator: str | None = None) -> Recipe:
     """CLI-style format changes: ``w`` weight; ``a`` activations (X, and the branch outputs XA/XAB
-    and the factors A/B where the preset quantizes them); ``lowrank`` A and B only; ``rank`` k.
-    ``"none"`` (or ``"hp"``) as a value means high precision / bypass."""
+    and the factors A/B where the preset quantizes them); ``lowrank`` A and B only; ``rank`` k;
+    ``mode`` and ``accumulator`` (exact mode's). ``"none"`` (or ``"hp"``) as a format value means
+    high precision / bypass."""
     lay = recipe.layer
     upd: dict[str, Any] = {}
 
@@ -433,6 +439,8 @@ def with_formats(recipe: Recipe, *, w: str | None = None, a: str | None = None, 
     changes: dict[str, Any] = {"layer": dataclasses.replace(lay, **upd)}
     if mode is not None:
         changes["mode"] = mode
+    if accumulator is not None:
+        changes["accumulator"] = accumulator
     return dataclasses.replace(recipe, **changes)
 
 
@@ -473,6 +481,7 @@ def validate_recipe(recipe: Recipe) -> Recipe:
         get_stage(st).resolve_options(given)
     if recipe.mode not in MODES:
         raise ValueError(f"recipe {recipe.name!r}: mode {recipe.mode!r} is not valid; valid: {', '.join(MODES)}")
+    check_recipe_accumulator(recipe)
     if recipe.stats_source not in STATS_SOURCES:
         raise ValueError(f"recipe {recipe.name!r}: stats_source {recipe.stats_source!r} is not valid; valid: "
                          f"{', '.join(STATS_SOURCES)}")
@@ -495,6 +504,17 @@ def validate_recipe(recipe: Recipe) -> Recipe:
                              f"valid: {[f.name for f in dataclasses.fields(LayerConfig)]}")
         check_layer_config(dataclasses.replace(recipe.layer, **dict(upd)), recipe, f"override {pattern!r}")
     return recipe
+
+
+def check_recipe_accumulator(recipe: Recipe) -> None:
+    """``accumulator`` parses (``hwsim.matmul`` grammar) and is fp32 unless ``mode`` is exact; the
+    error names the key, the value and the valid forms."""
+    from .qlinear import check_accumulator
+
+    acc = check_accumulator(recipe.accumulator, f"recipe {recipe.name!r}: accumulator")
+    if recipe.mode != "exact" and acc.name != "fp32":
+        raise ValueError(f"recipe {recipe.name!r}: accumulator {recipe.accumulator!r} needs mode 'exact' (mode is "
+                         f"{recipe.mode!r}; fake mode sums in fp32)")
 
 
 def check_attention_config(att: Any, recipe: Recipe) -> None:

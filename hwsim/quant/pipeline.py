@@ -175,7 +175,7 @@ def quantize_linear(linear: nn.Linear, cfg, recipe: Recipe, stats: LayerStats | 
     ql = QLinear(q, linear.bias, x_fmt=cfg.x, bias_fmt=cfg.bias, lowrank=lowrank, mode="fake", name=name,
                  input_key=input_key, act_cache=act_cache, weight_deq=Wq, pre_transform=pt, pre_transform_kind=pt_kind)
     ql.to(linear.weight.device)
-    ql.set_mode(recipe.mode)
+    ql.set_mode(recipe.mode, accumulator=recipe.accumulator if recipe.mode == "exact" else None)
     row["bits_per_weight"] = ql.bits_per_weight()
     if report is not None:
         report.layers.append(row)

@@ -9,12 +9,20 @@ Forward (§3.2)::
     y += Q_Bout( Q_Aout(x_q · A_q) · B_q )     if a low-rank branch is present
 
 ``mode="fake"`` dequantizes and multiplies in ``compute_dtype`` (float32 by default);
-``mode="exact"`` passes codes and scales of every operand to ``hwsim.matmul.matmul``.
+``mode="exact"`` passes codes and scales of every operand to ``hwsim.matmul.matmul`` with the layer's
+accumulator (``"fp32"``, ``"fixed:W:F[:wrap][:rne]"``, ``"exact"``; ``hwsim.matmul.parse_accumulator``).
+
+Exact mode at study speed (docs/quant.md, "Exact mode"): each weight operand (W, and A/B of a low-rank
+branch) is converted to the matmul core's operand form once and kept with an
+``hwsim.matmul.OperandCache`` (re-made when the QTensor, or a torch code/scale array in place,
+changes); the activation is quantized once per forward and shared by the linears that read it
+(``act_cache``). A fixed-point accumulator's events (saturations, wraps, bits lost) are summed in
+``acc_events`` and reported by ``record()``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -22,7 +30,7 @@ import torch.nn.functional as Fn
 from torch import nn
 
 __all__ = ["QLinear", "QLinearRecord", "LowRankRecord", "fmt_name", "resolve_format", "bits_per_element",
-           "MODES", "ActQuantCache"]
+           "MODES", "ActQuantCache", "check_accumulator", "ACCUMULATOR_FORMS"]
 
 MODES = ("fake", "exact")
 
@@ -31,6 +39,23 @@ def _formats():
     import hwsim.formats as F
 
     return F
+
+
+#: the accumulator strings exact mode accepts (``hwsim.matmul.parse_accumulator``'s grammar)
+ACCUMULATOR_FORMS = "'fp32', 'exact', or 'fixed:W:F[:saturate|:wrap][:truncate|:rne]' (e.g. 'fixed:24:8:saturate:rne')"
+
+
+def check_accumulator(acc: Any, what: str = "accumulator"):
+    """The accumulator spec of ``acc`` (a string of the matmul grammar or a spec object), parsed by
+    ``hwsim.matmul.parse_accumulator``; a ValueError names ``what``, the value and the valid forms."""
+    from hwsim.matmul.datapath import parse_accumulator
+
+    try:
+        return parse_accumulator(acc)
+    except ValueError as exc:
+        msg = str(exc)
+        why = "" if msg.startswith("accumulator=") else f" ({msg})"
+        raise ValueError(f"{what}: {acc!r} is not a valid accumulator{why}; valid: {ACCUMULATOR_FORMS}") from None
 
 
 def resolve_format(fmt, what: str = "format"):
@@ -135,6 +160,11 @@ class QLinearRecord:
     lowrank: LowRankRecord | None
     mode: str
     bits_per_weight: float
+    #: exact mode's accumulator (``hwsim.matmul`` grammar); "fp32" in fake mode
+    accumulator: str = "fp32"
+    #: accumulator events summed over the exact-mode forwards (``hwsim.matmul.AccEvents.to_dict()``;
+    #: fixed-point accumulators only), None when none were counted
+    acc_events: dict | None = field(default=None, compare=False, hash=False)
 
 
 class ActQuantCache:
@@ -175,7 +205,8 @@ class QLinear(nn.Module):
             tensor, and ``xa_fmt``/``xab_fmt`` for the branch outputs (None = bypass).
         mode: ``"fake"`` (default) or ``"exact"``.
         pre_transform: optional [in, in] orthogonal matrix applied to x before ``x_fmt``.
-        datapath: accumulator for exact mode (passed to ``hwsim.matmul.matmul``), default ``"fp32"``.
+        datapath: accumulator for exact mode (passed to ``hwsim.matmul.matmul``), default ``"fp32"``;
+            a string of the matmul grammar (``"fixed:24:8:saturate:rne"``) or a spec object.
     """
 
     def __init__(self, weight, bias: torch.Tensor | None = None, *, x_fmt=None, bias_fmt=None,
@@ -232,9 +263,11 @@ class QLinear(nn.Module):
         else:
             self.pre_transform = None
         self.pre_transform_kind = pre_transform_kind if pre_transform is not None else "none"
-        self.datapath = datapath
         self.act_cache = act_cache
         self.mode = "fake"
+        self._exact_ops: dict[str, tuple] = {}
+        self.acc_events = None
+        self.datapath = check_accumulator(datapath, f"{name or 'QLinear'}: accumulator")
         self.set_mode(mode)
 
     # -- construction helpers -----------------------------------------------------------------
@@ -268,13 +301,35 @@ class QLinear(nn.Module):
     def b_fmt(self):
         return None if self.qB is None else self.qB.spec
 
-    def set_mode(self, mode: str) -> None:
-        """Switch emulation mode; ``"exact"`` validates reduction-axis blocking first."""
+    @property
+    def accumulator(self) -> str:
+        """Name of exact mode's accumulator (``"fp32"``, ``"fixed:24:8:rne"``, ...)."""
+        return self.datapath.name
+
+    def set_mode(self, mode: str, accumulator: Any = None) -> None:
+        """Switch emulation mode; ``"exact"`` validates reduction-axis blocking first.
+        ``accumulator`` (exact mode's; None keeps the current one) is validated too and resets
+        ``acc_events``. A non-fp32 accumulator with ``mode="fake"`` is an error."""
         if mode not in MODES:
             raise ValueError(f"mode: {mode!r} is not valid; valid: {', '.join(MODES)}")
+        n = self.name or "QLinear"
+        acc = self.datapath if accumulator is None else check_accumulator(accumulator, f"{n}: accumulator")
+        if mode == "fake" and acc.name != "fp32" and accumulator is not None:
+            raise ValueError(f"{n}: accumulator {acc.name!r} needs mode='exact' (fake mode sums in fp32)")
         if mode == "exact":
             self.check_exact()
+        if accumulator is not None:
+            self.datapath = acc
+            self.acc_events = None
         self.mode = mode
+
+    def invalidate_exact_cache(self) -> None:
+        """Drop the converted weight operands (done automatically when a QTensor is replaced or a
+        torch code/scale array changes in place; needed after an in-place change of numpy codes)."""
+        self._exact_ops.clear()
+
+    def reset_acc_events(self) -> None:
+        self.acc_events = None
 
     def check_exact(self) -> None:
         """Raise a ValueError naming the tensor when an operand is not blocked along its GEMM's
@@ -343,10 +398,39 @@ class QLinear(nn.Module):
             y = y + t
         return y if y.dtype == dt else y.to(dt)
 
+    def _exact_operand(self, which: str, on_cpu: bool):
+        """(B operand QTensor, OperandCache) of ``which`` ("w": W^T [in, out]; "A", "B": the low-rank
+        factors), with numpy codes for CPU inputs: made once, re-made when the QTensor object or
+        (torch codes) one of its arrays changes in place."""
+        q = {"w": self.qweight, "A": self.qA, "B": self.qB}[which]
+        tok = (id(q),) + tuple((id(a), getattr(a, "_version", None)) for a in (q.codes, q.scales, q.zero_points))
+        ent = self._exact_ops.get((which, on_cpu))
+        if ent is None or ent[0] != tok or ent[1] is not q:
+            from hwsim.matmul import OperandCache
+
+            b = as_numpy_q(q) if on_cpu else q
+            ent = (tok, q, b.T if which == "w" else b, OperandCache())
+            self._exact_ops[(which, on_cpu)] = ent
+        return ent[2], ent[3]
+
+    def _quant_x_exact(self, x: torch.Tensor, x2: torch.Tensor, on_cpu: bool):
+        """The activation QTensor (quantized once per input; shared through ``act_cache``)."""
+        F = _formats()
+        key = ("exact", self.x_fmt, on_cpu)
+        share = self.act_cache is not None and self.pre_transform is None
+        if share:
+            hit = self.act_cache.get(x, key)
+            if hit is not None:
+                return hit
+        xq = quantize_np(x2, self.x_fmt) if on_cpu else F.quantize(x2, self.x_fmt, axis=-1)
+        if share:
+            self.act_cache.put(x, key, xq)
+        return xq
+
     def _forward_exact(self, x: torch.Tensor) -> torch.Tensor:
         F = _formats()
         try:
-            from hwsim.matmul import matmul
+            from hwsim.matmul import AccEvents, FixedAcc, matmul
         except ImportError as exc:  # pragma: no cover - depends on the matmul package being present
             raise RuntimeError("QLinear mode='exact' needs hwsim.matmul.matmul, which is not available "
                                f"({exc}); use mode='fake'") from exc
@@ -355,19 +439,27 @@ class QLinear(nn.Module):
         x2 = x.reshape(-1, self.in_features).to(torch.float32)
         if self.pre_transform is not None:
             x2 = x2 @ self.pre_transform.to(torch.float32)
-        # CPU: numba codec and reference matmul on numpy operands; GPU: torch codec and backend
+        # CPU: numba codec, numpy operands (the GEMM path of hwsim.matmul); GPU: torch codec and backend
         on_cpu = x2.device.type == "cpu"
-        conv = as_numpy_q if on_cpu else (lambda q: q)
-        xq = quantize_np(x2, self.x_fmt) if on_cpu else F.quantize(x2, self.x_fmt, axis=-1)
+        xq = self._quant_x_exact(x, x2, on_cpu)
         bias = None if self.bias is None else self.bias.to(torch.float32)
         if bias is not None and on_cpu:
             bias = bias.cpu().numpy()
-        y = _to_torch(matmul(xq, conv(self.qweight).T, accumulator=self.datapath, bias=bias, mode="exact"))
+        acc = self.datapath
+        ev = None
+        if isinstance(acc, FixedAcc):
+            if self.acc_events is None:
+                self.acc_events = AccEvents(accumulator=acc.name)
+            ev = self.acc_events
+        wT, wc = self._exact_operand("w", on_cpu)
+        y = _to_torch(matmul(xq, wT, accumulator=acc, bias=bias, mode="exact", operand_cache=wc, events=ev))
         y = y.to(x.device)
         if self.rank:
-            t = matmul(xq, conv(self.qA), accumulator=self.datapath, out_format=self.xa_fmt, mode="exact")
+            qa, ca = self._exact_operand("A", on_cpu)
+            qb, cb = self._exact_operand("B", on_cpu)
+            t = matmul(xq, qa, accumulator=acc, out_format=self.xa_fmt, mode="exact", operand_cache=ca, events=ev)
             out_b = self.xab_fmt if self.xab_fmt is not None else "fp32"
-            t = matmul(t, conv(self.qB), accumulator=self.datapath, out_format=out_b, mode="exact")
+            t = matmul(t, qb, accumulator=acc, out_format=out_b, mode="exact", operand_cache=cb, events=ev)
             t = _to_torch(t.dequantize()) if isinstance(t, F.QTensor) else _to_torch(t)
             y = y + t.to(y.device)
         return y.reshape(*lead, self.out_features).to(dt)
@@ -416,6 +508,8 @@ class QLinear(nn.Module):
             lowrank=lr,
             mode=self.mode,
             bits_per_weight=self.bits_per_weight(),
+            accumulator=self.accumulator if self.mode == "exact" else "fp32",
+            acc_events=None if self.acc_events is None else self.acc_events.to_dict(),
         )
 
     def extra_repr(self) -> str:
@@ -432,6 +526,8 @@ class QLinear(nn.Module):
             parts.append(f"pre={self.pre_transform_kind}")
         parts.append(f"bpw={self.bits_per_weight():.3f}")
         parts.append(f"mode={self.mode}")
+        if self.mode == "exact":
+            parts.append(f"acc={self.accumulator}")
         return ", ".join(parts)
 
 

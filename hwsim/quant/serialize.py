@@ -124,7 +124,8 @@ def save_quantized(model: nn.Module, path: str | os.PathLike, *, extra: dict[str
     transforms: dict[Any, str] = {}  # one copy of each distinct pre_transform (down_proj's H_m is shared)
     for name, m in qls:
         meta: dict[str, Any] = {"in": m.in_features, "out": m.out_features, "x_fmt": fmt_name(m.x_fmt),
-                                "mode": m.mode, "input_key": m.input_key, "pre_transform": m.pre_transform_kind,
+                                "mode": m.mode, "accumulator": m.accumulator, "input_key": m.input_key,
+                                "pre_transform": m.pre_transform_kind,
                                 "compute_dtype": str(m.compute_dtype).replace("torch.", "")}
         if m.qweight is not None:
             meta["weight"] = _put_q(tensors, f"{name}.weight", m.qweight)
@@ -363,5 +364,6 @@ def _load_layer(model: nn.Module, old: nn.Module, name: str, meta: dict[str, Any
         ql.qbias = _get_q(tensors, f"{name}.bias", meta["bias"])
     dev = next((p.device for p in old.parameters()), torch.device("cpu")) if isinstance(old, nn.Module) else "cpu"
     ql.to(dev)
-    ql.set_mode(meta.get("mode", "fake"))
+    mode = meta.get("mode", "fake")
+    ql.set_mode(mode, accumulator=meta.get("accumulator", "fp32") if mode == "exact" else None)
     set_module(model, name, ql)
