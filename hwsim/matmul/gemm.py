@@ -425,7 +425,10 @@ def _fixed_step(A, N, X, W, F, wrap, rne, ev):
     if sh >= 0:
         if wrap:
             t = (N << sh) if sh < 64 else np.int64(0)
-            big = sh >= W - 1 or (mag > ((half - 1) >> sh) if N > 0 else mag > (half >> sh))
+            if N > 0:
+                big = sh >= W - 1 or mag > ((half - 1) >> sh)
+            else:
+                big = sh >= W or mag > (half >> sh)
         elif sh > W or mag > (lim >> sh):
             t = -lim if N < 0 else lim
         else:
@@ -506,21 +509,122 @@ def acc_fixed(S, acc, bad, caseP, EA, EBt, dA, dBt, W, F, wrap, rne, ev, NC):
                             a[i] = _fixed_step(a[i], np.int64(sj[i]) * ms, ex - 24, W, F, wrap, rne, ev)
 
 
+@njit(cache=True, inline="always")
+def _fix_t(sv, sc, isc, rne, C52):
+    """(t, nz, frac(|t|), lost magnitude) of one product for ``acc_fixed_p``."""
+    nz = (sv != 0.0) & (sc == sc)
+    tr = sv * sc if nz else 0.0
+    at = abs(tr)
+    fr = at - math.floor(at)
+    if rne:
+        c = math.copysign(C52, tr)
+        t = (tr + c) - c if at < C52 else tr
+    else:
+        t = math.floor(tr)
+    lost = fr * isc if nz else 0.0
+    return t, nz, fr, lost
+
+
+@njit(cache=True, nogil=True)
+def acc_fixed_p(S, acc, bad, PA, PBt, IPA, IPBt, W, wrap, rne, has_nan, ev, NC):
+    """Case P form of ``acc_fixed`` in float64 arithmetic, branch-free over n (vectorized): with
+    PA[m, j] = 2**(E_A + F) and PBt[j, n] = 2**E_B (NaN for a NaN scale; IPA, IPBt their inverses),
+    t = S_j PA PBt is S_j 2**(E_j + F) exactly (|S_j| < 2**53, |E| < 400), floor / round-half-even of
+    it is the reference's truncation / RNE, the register's saturation or wrap is applied to the int64
+    of the (clamped or reduced) value, and the events are the reference's (``_fixed_step``; the bits
+    lost are frac(|t|) 2**-(E_j + F), exact). ``has_nan``: some scale is NaN (then ``bad`` is set for
+    its outputs). Gives the bits of ``acc_fixed``."""
+    Jc, Mc, N = S.shape
+    lim = np.int64(1) << W
+    half = lim >> 1
+    flim = np.float64(lim)
+    fhalf = np.float64(half)
+    iflim = 1.0 / flim
+    n_add = np.int64(0)
+    n_sat = np.int64(0)
+    n_wrap = np.int64(0)
+    n_rnd = np.int64(0)
+    n_fl = np.int64(0)
+    maxlost = np.int64(0)
+    C52 = 4503599627370496.0      # 2**52: (x + C) - C rounds |x| < 2**52 to an integer, half to even
+    for task in range(_n_tasks(Mc, N, NC)):
+        m, n0, n1 = _task_span(task, N, NC)
+        a = acc[m, n0:n1]
+        for j in range(Jc):
+            sj = S[j, m, n0:n1]
+            pa = PA[m, j]
+            pb = PBt[j, n0:n1]
+            ipa = IPA[m, j]
+            ipb = IPBt[j, n0:n1]
+            if has_nan:
+                bd = bad[m, n0:n1]
+                for i in range(n1 - n0):
+                    sc = pa * pb[i]
+                    bd[i] = bd[i] | (sc != sc)
+            if wrap:
+                for i in range(n1 - n0):
+                    t, nz, fr, lost = _fix_t(np.float64(sj[i]), pa * pb[i], ipa * ipb[i], rne, C52)
+                    n_add += nz
+                    n_rnd += fr != 0.0
+                    n_fl += nz & (t == 0.0)
+                    maxlost = max(maxlost, np.int64(lost))
+                    big = (t < -fhalf) | (t >= fhalf)
+                    tw = t - math.floor(t * iflim) * flim          # t mod 2**W, exact
+                    sm = a[i] + np.int64(tw)
+                    r = ((sm + half) & (lim - 1)) - half
+                    st = a[i] + np.int64(t if not big else 0.0)    # the exact sum when t fits
+                    n_wrap += big | (st < -half) | (st >= half)
+                    a[i] = r
+            else:
+                for i in range(n1 - n0):
+                    t, nz, fr, lost = _fix_t(np.float64(sj[i]), pa * pb[i], ipa * ipb[i], rne, C52)
+                    n_add += nz
+                    n_rnd += fr != 0.0
+                    n_fl += nz & (t == 0.0)
+                    maxlost = max(maxlost, np.int64(lost))
+                    tc = min(max(t, -flim), flim)
+                    sm = a[i] + np.int64(tc)
+                    r = min(max(sm, -half), half - 1)
+                    n_sat += r != sm
+                    a[i] = r
+    ev[0] += n_add
+    ev[1] += n_sat
+    ev[2] += n_wrap
+    ev[3] += n_rnd
+    ev[4] += n_fl
+    if maxlost > 0:
+        b = bitlen(maxlost)
+        if b > ev[5]:
+            ev[5] = b
+
+
 @njit(cache=True)
 def fixed_out(acc, bad, F, pow2):
-    """RNE32(A * 2**-F) per output (NaN where ``bad``) and the number of NaN outputs."""
+    """RNE32(A * 2**-F) per output (NaN where ``bad``) and the number of NaN outputs. |A| < 2**53:
+    float64(A) and the power-of-two product are exact, so the cast to fp32 is the one rounding."""
     M, N = acc.shape
     out = np.empty((M, N), np.float32)
     nan = 0
+    sc = math.ldexp(1.0, -F)
+    fast = -900 < F < 900
     for m in range(M):
         for n in range(N):
+            v = acc[m, n]
             if bad[m, n]:
                 out[m, n] = np.float32(np.nan)
                 nan += 1
+            elif fast and -(np.int64(1) << 53) < v < (np.int64(1) << 53):
+                out[m, n] = np.float32(np.float64(v) * sc)
             else:
-                h, lo = _split(acc[m, n])
+                h, lo = _split(v)
                 out[m, n] = _scale_wide(h, lo, -F, pow2)
     return out, nan
+
+
+def _pow2_nan(E: np.ndarray, nan: np.ndarray) -> np.ndarray:
+    """2**E as float64 (E clipped to the float64 range; exact for the exponents that occur), NaN where ``nan``."""
+    v = pow2_f64(np.clip(np.where(nan, 0, E), -1022, 1023).astype(np.int64))
+    return np.where(nan, np.nan, v).astype(np.float64)
 
 
 def run_fixed(p: Prepared, acc: FixedAcc, events: AccEvents | None = None):
@@ -540,6 +644,11 @@ def run_fixed(p: Prepared, acc: FixedAcc, events: AccEvents | None = None):
     z_i, z_f = np.zeros((1, 1), np.int32), np.zeros((1, 1), np.float32)
     if caseP:
         EA, EBt, dA, dBt = p.EA, _cached_b(p, "EBt", lambda: np.ascontiguousarray(p.EB.T)), z_f, z_f
+        PA = _pow2_nan(p.EA + acc.frac_bits, p.EA >= HALF_NAN)
+        IPA = _pow2_nan(-(p.EA + acc.frac_bits), p.EA >= HALF_NAN)
+        PBt = _cached_b(p, "PBt", lambda: np.ascontiguousarray(_pow2_nan(p.EB, p.EB >= HALF_NAN).T))
+        IPBt = _cached_b(p, "IPBt", lambda: np.ascontiguousarray(_pow2_nan(-p.EB, p.EB >= HALF_NAN).T))
+        has_nan = bool(np.isnan(PA).any()) or _cached_b(p, "PBt_nan", lambda: bool(np.isnan(PBt).any()))
     else:
         EA, EBt, dA, dBt = z_i, z_i, p.dA, _cached_b(p, "dBt", lambda: np.ascontiguousarray(p.dB.T))
     accA = np.zeros((M, N), np.int64)
@@ -547,6 +656,10 @@ def run_fixed(p: Prepared, acc: FixedAcc, events: AccEvents | None = None):
     W, F, wrap, rne = acc.width, acc.frac_bits, acc.overflow == "wrap", acc.rounding == "rne"
 
     def epi(P, m0, m1, n0, n1, j0, j1, ev):
+        if caseP:
+            acc_fixed_p(P, accA[m0:m1, n0:n1], bad[m0:m1, n0:n1], PA[m0:m1, j0:j1], PBt[j0:j1, n0:n1],
+                        IPA[m0:m1, j0:j1], IPBt[j0:j1, n0:n1], W, wrap, rne, has_nan, ev, _EPI_NC)
+            return
         acc_fixed(P, accA[m0:m1, n0:n1], bad[m0:m1, n0:n1], caseP,
                   EA[m0:m1, j0:j1] if caseP else EA, EBt[j0:j1, n0:n1] if caseP else EBt,
                   dA if caseP else dA[m0:m1, j0:j1], dBt if caseP else dBt[j0:j1, n0:n1],
