@@ -101,9 +101,11 @@ def test_bad_input(capsys, tmp_path, argv, code, expect):
     (["cost", "units", "--fmt-w", "mxint4", "--fmt-a", "mxint8"], ["BlockDotInt"], []),  # the old spelling
     (["cost", "model", "--phase", "decode", "--a", "none", "--seq", "16"],
      ["totals", "workload: 30 x (q/k/v/o/gate/up/down linears + attention QK^T and PV at fp16, KV-cache reads)",
-      "not costed: lm_head", " ms\n", "mJ\n", " mm²\n", "MiB\n"], []),
+      "+ lm_head at fp16 on every position (1 row, --head); not costed: embeddings", " ms\n", "mJ\n", " mm²\n",
+      "MiB\n"], []),
     (["cost", "model", "--phase", "prefill", "--seq", "16", "--no-attention"],
-     ["not costed: attention (--no-attention), lm_head"], []),
+     ["+ lm_head at fp16 on each sequence's last position (1 row, --head); "
+      "not costed: attention (--no-attention), embeddings"], []),
     (["cost", "gemm", "--M", "512", "--K", "4096", "--N", "4096"],
      ["utilization w/ stalls", "DRAM stalls excluded", " ms\n", " mJ\n", " mm²\n"], []),
     (["cost", "gemm", "--M", "8", "--K", "64", "--N", "8", "--acc", "17"], ["energy"], []),  # the narrowest valid

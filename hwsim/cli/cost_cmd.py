@@ -148,7 +148,7 @@ def _model(args) -> int:
     for ph in phases:
         spec = from_config(args.model, args.w, args.a, phase=ph, seq=args.seq, batch=args.batch,
                            context=args.context, lowrank=lr, hadamard_down=args.hadamard_down,
-                           include_attention=not args.no_attention)
+                           include_attention=not args.no_attention, head_tokens=args.head)
         res = cost_model(spec, arr, lowrank_placement=args.lowrank_placement)
         df = res.per_layer
         cols = ["linear", "M", "K", "N", "w_fmt", "x_fmt", "macs", "cycles", "stall_cycles", "energy_pj",
@@ -187,7 +187,12 @@ def _workload_text(spec, phase: str) -> str:
         parts.append(" + attention QK^T and PV at " + str(spec.attn_fmt)
                      + (", KV-cache reads" if phase == "decode" else ""))
     parts.append(")")
-    left = ["lm_head", "embeddings", "norms", "softmax", "activations", "RoPE"]
+    left = ["embeddings", "norms", "softmax", "activations", "RoPE"]
+    if spec.head_M:
+        where = "each sequence's last position" if spec.head_M < spec.M else "every position"
+        parts.append(f" + lm_head at {spec.head.w_fmt} on {where} ({spec.head_M} row{'s' if spec.head_M != 1 else ''}, --head)")
+    else:
+        left.insert(0, "lm_head (--head none)")
     if not spec.include_attention:
         left.insert(0, "attention (--no-attention)")
     return "".join(parts) + "; not costed: " + ", ".join(left)
@@ -285,6 +290,10 @@ def register(subparsers) -> None:
     m.add_argument("--hadamard-down", action="store_true", help="online Hadamard before down_proj")
     m.add_argument("--no-attention", action="store_true",
                    help="leave out the attention GEMMs (QK^T, PV) and the KV-cache reads (costed by default)")
+    m.add_argument("--head", default="last", choices=["last", "all", "none"],  # workload.HEAD_TOKENS
+                   help="prefill positions that go through lm_head: last (each sequence's last, the logits "
+                        "generation needs; default), all (scoring, perplexity), none (leave lm_head out); "
+                        "a decode step always runs it")
     m.add_argument("--all-layers", action="store_true", help="print every layer")
     _array_args(m)
     m.set_defaults(func=_model)

@@ -27,6 +27,11 @@ from .units import build_pe, fp16_vector_adder
 
 LLAMA_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 PHASES = ("prefill", "decode")
+#: which positions of a prefill pass go through lm_head: "last" (each sequence's last position, the
+#: logits generation needs; the default), "all" (every position: scoring, perplexity), "none"
+#: (leave the head out). A decode step always runs the head on its ``batch`` positions.
+HEAD_TOKENS = ("last", "all", "none")
+HEAD_NAME = "lm_head"
 
 
 @dataclass(frozen=True)
@@ -94,8 +99,9 @@ class ModelSpec:
     """Model dims + phase + the per-layer linears.
 
     phase 'prefill': M = batch*seq; 'decode': M = batch per step, with ``context`` tokens of KV.
-    layer_linears: one tuple of LinearSpec per layer. not_costed: names of quantized linears outside
-    the decoder layers (e.g. lm_head), reported but not costed.
+    layer_linears: one tuple of LinearSpec per layer. head: the lm_head GEMM (K = hidden, N =
+    vocab) or None; ``head_tokens`` (:data:`HEAD_TOKENS`) says which prefill positions it runs on.
+    not_costed: names of quantized linears outside the decoder layers that are not costed.
     """
 
     name: str
@@ -117,6 +123,8 @@ class ModelSpec:
     not_costed: tuple[str, ...] = ()
     #: KV-cache storage bits per element (scales included); None: ``describe(kv_fmt).bpe()``
     kv_bits: float | None = None
+    head: LinearSpec | None = None
+    head_tokens: str = "last"
 
     def __post_init__(self):
         if self.phase not in PHASES:
@@ -127,6 +135,8 @@ class ModelSpec:
                 raise ValueError(f"model {self.name!r}: {f}={v!r} must be a positive integer")
         if self.kv_bits is not None and not (isinstance(self.kv_bits, (int, float)) and 0 < self.kv_bits <= 64):
             raise ValueError(f"model {self.name!r}: kv_bits={self.kv_bits!r} must be a number in (0, 64]")
+        if self.head_tokens not in HEAD_TOKENS:
+            raise ValueError(f"model {self.name!r}: head_tokens={self.head_tokens!r}; valid: {list(HEAD_TOKENS)}")
         if len(self.layer_linears) != self.layers:
             raise ValueError(f"model {self.name!r}: layer_linears has {len(self.layer_linears)} layers, expected {self.layers}")
 
@@ -142,6 +152,13 @@ class ModelSpec:
     @property
     def tokens(self) -> int:
         return self.M
+
+    @property
+    def head_M(self) -> int:
+        """Rows of the lm_head GEMM (0: not costed)."""
+        if self.head is None or self.head_tokens == "none":
+            return 0
+        return self.M if (self.phase == "decode" or self.head_tokens == "all") else self.batch
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,12 +226,14 @@ def llama_linears(d: Mapping) -> list[tuple[str, int, int, str | None]]:
 def from_config(config: Any, w: Any = "mxint4", a: Any = "mxint8", *, phase: str = "prefill", seq: int = 512,
                 batch: int = 1, context: int | None = None, acc: Any = None, lowrank: LowRank | int | None = None,
                 hadamard_down: bool = False, formats: Mapping[str, tuple[Any, Any]] | None = None,
-                include_attention: bool = False, name: str | None = None) -> ModelSpec:
+                include_attention: bool = False, name: str | None = None, head_tokens: str = "last") -> ModelSpec:
     """ModelSpec for a LLaMA-style decoder from a config with one (w, a) format for every linear.
 
-    formats: optional per-role override {"down_proj": (w_fmt, x_fmt), ...}. lowrank: a LowRank
-    or a rank (MXINT8 factors) for every linear. hadamard_down: OSTQuant-style online Hadamard
-    of size intermediate before down_proj.
+    formats: optional per-role override {"down_proj": (w_fmt, x_fmt), ...}; lm_head stays in
+    HIGH_PRECISION_FORMAT unless ``formats["lm_head"]`` says otherwise. lowrank: a LowRank or a
+    rank (MXINT8 factors) for every linear. hadamard_down: OSTQuant-style online Hadamard of size
+    intermediate before down_proj. head_tokens: :data:`HEAD_TOKENS` (the head needs the config's
+    vocabulary size).
     """
     d = model_dims(config)
     if isinstance(lowrank, int):
@@ -226,9 +245,14 @@ def from_config(config: Any, w: Any = "mxint4", a: Any = "mxint8", *, phase: str
         pre = f"hadamard({K})" if (hadamard_down and lname == "down_proj") else None
         per_layer.append(LinearSpec(lname, K, N, wf, xf, acc=acc, shares_input_with=share, pre_transform=pre,
                                     lowrank=lowrank))
+    head = None
+    if d["vocab"]:
+        hw, hx = formats.get(HEAD_NAME, (HIGH_PRECISION_FORMAT, HIGH_PRECISION_FORMAT))
+        head = LinearSpec(HEAD_NAME, d["hidden"], d["vocab"], _hp(hw), _hp(hx), act_quant=not is_unquantized(hx))
     return ModelSpec(name or d["name"], d["layers"], d["hidden"], d["intermediate"], d["heads"], d["kv_heads"],
                      d["d_head"], (tuple(per_layer),) * d["layers"], phase=phase, batch=batch,
-                     seq=seq, context=context or seq, include_attention=include_attention, vocab=d["vocab"])
+                     seq=seq, context=context or seq, include_attention=include_attention, vocab=d["vocab"],
+                     head=head, head_tokens=head_tokens)
 
 
 def _field(rec: Any, *names, default=None):
@@ -270,7 +294,8 @@ def _interned(layers) -> tuple:
 
 
 def from_quantized(desc: Any, config: Any = None, *, phase: str = "prefill", seq: int = 512, batch: int = 1,
-                   context: int | None = None, include_attention: bool = False, acc: Any = None) -> ModelSpec:
+                   context: int | None = None, include_attention: bool = False, acc: Any = None,
+                   head_tokens: str = "last") -> ModelSpec:
     """ModelSpec of a quantized model from its linear records (``hwsim.quant.model_records``).
 
     ``desc.linears`` (or ``desc`` itself): an iterable of records or a mapping name -> record.
@@ -280,8 +305,10 @@ def from_quantized(desc: Any, config: Any = None, *, phase: str = "prefill", seq
     HIGH_PRECISION_FORMAT), ``input_key`` (records with equal keys read one input, quantized once;
     default: k/v share q's input, up shares gate's), ``pre_transform`` ('none', 'hadamard' of
     ``pre_transform_size``, or 'hadamard(m)'), ``lowrank`` (None or ``rank``, ``a_fmt``, ``b_fmt``,
-    ``xa_fmt``, ``xab_fmt``), optional ``acc``. Records outside the decoder layers (e.g. a
-    quantized lm_head) are listed in ``ModelSpec.not_costed``. Attention records (``kind ==
+    ``xa_fmt``, ``xab_fmt``), optional ``acc``. A record named ``lm_head`` gives
+    the head's formats (without one the head is costed in HIGH_PRECISION_FORMAT, as hwsim.quant
+    leaves it; ``head_tokens``: :data:`HEAD_TOKENS`); other records outside the decoder layers are
+    listed in ``ModelSpec.not_costed``. Attention records (``kind ==
     "attention"``, ``hwsim.quant.attention.AttentionRecord``) give the KV cache's ``kv_bits`` per
     element (mean over layers) and its K format as ``kv_fmt``. ``acc`` sets the accumulator of
     every linear whose record has none and whose activations are not a float element format
@@ -300,6 +327,7 @@ def from_quantized(desc: Any, config: Any = None, *, phase: str = "prefill", seq
     first_of_input: dict[tuple[int, str], str] = {}
     not_costed = []
     kv_bits, kv_fmts = [], []
+    head_rec = None
     for key, rec in items:
         if _field(rec, "kind") == "attention":
             kv_bits.append(float(_field(rec, "kv_bits")))
@@ -310,7 +338,10 @@ def from_quantized(desc: Any, config: Any = None, *, phase: str = "prefill", seq
             raise ValueError("from_quantized: a record has no name")
         mt = _LAYER_RE.search(str(name))
         if not mt:
-            not_costed.append(str(name))
+            if str(name).rsplit(".", 1)[-1] == HEAD_NAME:
+                head_rec = rec
+            else:
+                not_costed.append(str(name))
             continue
         li = int(mt.group(1))
         if li not in layers:
@@ -332,8 +363,14 @@ def from_quantized(desc: Any, config: Any = None, *, phase: str = "prefill", seq
                                      acc=_field(rec, "acc", default=default_acc), shares_input_with=share,
                                      pre_transform=_record_transform(rec, str(name), int(K)),
                                      act_quant=_field(rec, "x_fmt") is not None, lowrank=_record_lowrank(rec)))
+    head = None
+    if d["vocab"]:
+        hw, hx = (_field(head_rec, "w_fmt"), _field(head_rec, "x_fmt")) if head_rec is not None else (None, None)
+        head = LinearSpec(HEAD_NAME, d["hidden"], d["vocab"], _hp(hw), _hp(hx), act_quant=hx is not None,
+                          acc=_field(head_rec, "acc") if head_rec is not None else None)
     return ModelSpec(d["name"], d["layers"], d["hidden"], d["intermediate"], d["heads"], d["kv_heads"], d["d_head"],
                      _interned(tuple(v) for _, v in sorted(layers.items())), phase=phase, batch=batch, seq=seq,
+                     head=head, head_tokens=head_tokens,
                      context=context or seq, include_attention=include_attention, vocab=d["vocab"],
                      not_costed=tuple(not_costed), kv_fmt=_hp(next((f for f in kv_fmts if f), None)),
                      kv_bits=sum(kv_bits) / len(kv_bits) if kv_bits else None)
@@ -450,8 +487,9 @@ def cost_model(model: ModelSpec, array: SystolicArray | ArrayBatch, *, lowrank_p
 
     Per decoder layer (identical layers are costed once and their rows repeated), each linear is
     costed in three steps: (1) the main GEMM, (2) its low-rank branch, (3) the online transform
-    before it; then (4) the attention GEMMs of the layer. (5) sums the rows into totals and sizes
-    the arrays and the vector unit.
+    before it; then (4) the attention GEMMs of the layer. (5) costs lm_head on ``model.head_M`` rows (its row
+    has ``layer == model.layers``); like the attention GEMMs it runs at its own formats without
+    widening the array's PEs. (6) sums the rows into totals and sizes the arrays and the vector unit.
 
     ``array`` may be an :class:`~.array.ArrayBatch` (arrays differing in rows, cols, dataflow): the
     same steps run once with a numpy array per hardware-dependent quantity, and each element of
@@ -477,6 +515,8 @@ def cost_model(model: ModelSpec, array: SystolicArray | ArrayBatch, *, lowrank_p
             memo_rows, memo_energy = layer_memo[linears] = c.layer(li, linears)
             rows.extend(memo_rows)
         c.charge(memo_energy)
+    if model.head_M:                                                     # step 5
+        rows.append(c.head(model.layers, model.head))
     return c.summarise(rows)
 
 
@@ -528,12 +568,14 @@ class _Coster:
         layer_energy, self.energy_by = self.energy_by, model_energy
         return rows, layer_energy
 
-    def main_gemm(self, li: int, lin, qin: bool) -> tuple[dict, Any]:
-        """Step 1: the linear's GEMM on the main array; its row (cycles filled in later)."""
-        M = self.M
+    def main_gemm(self, li: int, lin, qin: bool, M: int | None = None, sizes_array: bool = True) -> tuple[dict, Any]:
+        """Step 1: the linear's GEMM on the main array (``M`` rows, default the model's); its row
+        (cycles filled in later). ``sizes_array``: its format pair takes part in sizing the PEs."""
+        M = self.M if M is None else M
         g, g_energy = self.run(self.array, M, lin.K, lin.N, lin.x_fmt, lin.w_fmt, lin.acc, qin)
         self.charge(g_energy)
-        self.pairs_main.add((describe(lin.x_fmt), describe(lin.w_fmt), lin.acc))
+        if sizes_array:
+            self.pairs_main.add((describe(lin.x_fmt), describe(lin.w_fmt), lin.acc))
         row = {"layer": li, "linear": lin.name, "M": M, "K": lin.K, "N": lin.N, "w_fmt": g.w_format,
                "x_fmt": g.a_format, "macs": g.macs, "main_cycles": g.cycles, "compute_cycles": g.compute_cycles,
                "stall_cycles": g.stall_cycles, "energy_pj": g.energy_pj, "dram_bytes": g.dram_total_bytes,
@@ -600,7 +642,14 @@ class _Coster:
         row.update(transform_adds=adds, transform_cycles=tc)
         return 0 if self.overlap_transforms else tc
 
-    # ---- step 5: totals -----------------------------------------------------------------------
+    # ---- step 5: lm_head ------------------------------------------------------------------------
+    def head(self, li: int, lin) -> dict:
+        """The lm_head GEMM on ``model.head_M`` rows; its row (energy charged to the model)."""
+        row, g = self.main_gemm(li, lin, lin.act_quant, M=self.model.head_M, sizes_array=False)
+        row["cycles"] = g.cycles
+        return row
+
+    # ---- step 6: totals -----------------------------------------------------------------------
     def summarise(self, rows: list[dict]) -> ModelCost:
         model, array, lowrank_array, V = self.model, self.array, self.lowrank_array, self.V
         pairs_main, pairs_lr, M = self.pairs_main, self.pairs_lr, self.M
@@ -646,7 +695,8 @@ class _Coster:
         assumptions = {**array.tech.assumptions, "array": repr(array), "lowrank_array": repr(lowrank_array),
                        "lowrank_placement": self.placement, "shared_mode": self.shared_mode,
                        "hadamard_impl": self.hadamard_impl, "overlap_transforms": self.overlap_transforms,
-                       "vector_lanes": V, "include_attention": model.include_attention, "limitations": LIMITATIONS}
+                       "vector_lanes": V, "include_attention": model.include_attention,
+                       "lm_head": f"{model.head_M} rows" if model.head_M else "not costed", "limitations": LIMITATIONS}
         return ModelCost(rows, totals, area, assumptions, warnings, area_by, self.energy_by)
 
 
@@ -696,6 +746,8 @@ LIMITATIONS = (
     "design); integer units and FP8/FP6/FP4 follow gate-level synthesis (within x1.3, hwsim cost synth --table)",
     "not modelled: leakage, clock tree, NoC, wires, SRAM bank conflicts, DRAM timing, PE pipeline depth, "
     "softmax/norms/activations/RoPE",
+    "attention and lm_head GEMMs run on the main array at their own formats (energy, cycles) without "
+    "widening its PEs: the array is sized for the decoder linears",
     "FPGA mode: five constants over seven numbers; FP16-heavy baselines keep large residuals",
     "anchors conflict on MXINT versus MXFP efficiency",
 )

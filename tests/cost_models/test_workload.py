@@ -90,12 +90,41 @@ def test_from_transformers_config_and_quantized_description():
     assert q.layer_linears[0][0].lowrank is None and q.layer_linears[1][2].lowrank.rank == 8
     assert q.layer_linears[1][1].shares_input_with == "gate_proj"
     res = cost_model(q, SystolicArray(8, 8))
-    assert len(res.per_layer) == 6
+    assert len(res.per_layer) == 6 + 1  # + lm_head
     # weight-only record: high-precision activations are costed as fp16
     wo = from_quantized({"model.layers.0.mlp.up_proj": {"w_fmt": "mxint4", "x_fmt": None}}, cfg)
     assert wo.layer_linears[0][0].x_fmt == "fp16" and not wo.layer_linears[0][0].act_quant
     with pytest.raises(ValueError, match="pre_transform='rotate'"):
         from_quantized({"model.layers.0.mlp.up_proj": {"w_fmt": "mxint4", "pre_transform": "rotate"}}, cfg)
+
+
+def test_lm_head_is_costed_at_its_format_on_the_positions_that_need_it():
+    """lm_head (hidden x vocab, high precision unless quantized): one row per sequence in prefill
+    (head_tokens 'last'), every position with 'all', each decode position; it adds MACs, energy
+    and weights but never widens the array's PEs."""
+    arr = SystolicArray(16, 16)
+    K, N = 576, 49152  # SmolLM2-135M hidden, vocab
+    costs = {ht: cost_model(from_config("smollm2-135m", "mxint4", "mxint8", seq=64, batch=2, head_tokens=ht), arr)
+             for ht in ("none", "last", "all")}
+    assert "lm_head" not in set(costs["none"].per_layer.linear)
+    for ht, rows in (("last", 2), ("all", 128)):
+        head = costs[ht].per_layer[costs[ht].per_layer.linear == "lm_head"].iloc[0]
+        assert (head.layer, head.M, head.K, head.N, head.w_fmt, head.macs) == (30, rows, K, N, "fp16", rows * K * N)
+        assert costs[ht].totals["macs_useful"] == costs["none"].totals["macs_useful"] + rows * K * N
+        assert costs[ht].totals["energy_pj"] > costs["none"].totals["energy_pj"]
+        assert costs[ht].totals["weight_bytes"] == costs["none"].totals["weight_bytes"] + 2 * K * N  # fp16
+        assert costs[ht].area == costs["none"].area
+    decode = cost_model(from_config("smollm2-135m", "mxint4", "mxint8", phase="decode", batch=3,
+                                    head_tokens="last"), arr).per_layer
+    assert decode[decode.linear == "lm_head"].iloc[0].M == 3
+    # a quantized lm_head record gives the head its formats
+    recs = {"model.layers.0.mlp.up_proj": {"w_fmt": "mxint4", "x_fmt": "mxint8"},
+            "lm_head": {"w_fmt": "mxint4", "x_fmt": "mxint8"}}
+    q = from_quantized(recs, "smollm2-135m")
+    assert (q.head.w_fmt, q.head.x_fmt, q.head.act_quant, q.not_costed) == ("mxint4", "mxint8", True, ())
+    assert from_quantized({"model.layers.0.mlp.up_proj": {"w_fmt": "mxint4"}}, "smollm2-135m").head.w_fmt == "fp16"
+    with pytest.raises(ValueError, match="head_tokens='first'.*valid"):
+        from_config("smollm2-135m", head_tokens="first")
 
 
 def test_bad_workload_inputs():
@@ -115,7 +144,9 @@ def test_cli(capsys):
     assert "L2QER MXINT W4A8" in out and "acc_bits = 24" in out
     assert main(["cost", "model", "--model", "smollm2-135m", "--w", "mxint4", "--a", "mxint8", "--seq", "32"]) == 0
     out = capsys.readouterr().out
-    assert "down_proj" in out and "totals" in out and "decode" in out
+    assert "down_proj" in out and "totals" in out and "decode" in out and "+ lm_head at fp16" in out
+    assert main(["cost", "model", "--seq", "32", "--phase", "decode", "--head", "none"]) == 0
+    assert "not costed: lm_head (--head none)" in capsys.readouterr().out
     assert main(["cost", "gemm", "--M", "8", "--K", "64", "--N", "16", "--rows", "4", "--cols", "4"]) == 0
     assert main(["cost", "calibration"]) == 0
     assert "int8 MAC" in capsys.readouterr().out
