@@ -36,10 +36,10 @@ def _under_a_file(tmp_path) -> str:
 
 # (argv, exit status, what stderr must contain: the argument, then the valid values where a list exists)
 CASES = [
-    (["cost", "gemm", "--M", "8", "--K", "64", "--N", "8", "--acc", "3"], 1, ["acc=int3", "17..128"]),
-    (["cost", "gemm", "--M", "8", "--K", "64", "--N", "8", "--acc", "window(2)"], 1, ["acc=window(2)", "17..128"]),
-    (["cost", "gemm", "--M", "8", "--K", "64", "--N", "8", "--acc", "-1"], 1, ["acc='-1'", "2..128"]),
-    (["cost", "gemm", "--M", "8", "--K", "64", "--N", "8", "--acc", "wide"], 1, ["acc='wide'", "window(<W>)"]),
+    (["cost", "gemm", "--M", "8", "--K", "64", "--N", "8", "--acc", "3"], 1, ["acc='3' (int3)", "17..128"]),
+    (["cost", "gemm", "--M", "8", "--K", "64", "--N", "8", "--acc", "window(2)"], 1, ["acc='window(2)' (int2)", "17..128"]),
+    (["cost", "gemm", "--M", "8", "--K", "64", "--N", "8", "--acc", "-1"], 1, ["accumulator='-1'", "2..128"]),
+    (["cost", "gemm", "--M", "8", "--K", "64", "--N", "8", "--acc", "wide"], 1, ["accumulator='wide'", "'fixed:W[:F]", "window(<W>)"]),
     (["cost", "gemm", "--M", "0", "--K", "64", "--N", "8"], 2, ["--M", "'0'", ">= 1"]),
     (["cost", "gemm", "--M", "8", "--K", "64", "--N", "8", "--dataflow", "zz"], 1, ["dataflow='zz'", "'ws'"]),
     (["cost", "gemm", "--M", "8", "--K", "64", "--N", "8", "--node", "0nm"], 1, ["node='0nm'", "range"]),
@@ -124,7 +124,7 @@ def test_real_entry_point_has_no_traceback():
     p = subprocess.run([sys.executable, "-m", "hwsim.cli", "cost", "gemm", "--M", "8", "--K", "64", "--N", "8",
                         "--acc", "3"], capture_output=True, text=True, timeout=300)
     assert p.returncode == 1
-    assert "Traceback" not in p.stderr and p.stderr.startswith("hwsim: error: acc=int3")
+    assert "Traceback" not in p.stderr and p.stderr.startswith("hwsim: error: acc='3' (int3)")
 
 
 def _parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):

@@ -10,6 +10,13 @@ from ._args import int_at_least, with_examples
 _ACC_BITS_HELP = "fixed-point baselines' accumulator width, 16..64 (default 32)"
 
 
+#: help of --acc: the one accumulator grammar (hwsim.matmul.datapath.parse_accumulator, docs/matmul.md)
+_ACC_HELP = ("accumulator, as in hwsim matmul --accumulator: int<W> / window(<W>) / <W> (a W-bit register, "
+             "e.g. int24), fixed:W[:F][:wrap][:rne] (saturating unless :wrap; the clamp mux is charged), "
+             "fp32 | fp16 | bf16 (float units); at least as wide as one unit's partial result "
+             "(default: int32 for integer and block units, fp32 for float units)")
+
+
 def _acc_bits(text: str) -> int:
     """argparse type of --acc-bits: ``fpga.check_acc_bits`` (imported only when the option is given)."""
     from hwsim.cost_models.fpga import check_acc_bits
@@ -36,9 +43,7 @@ def _array_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tech-file", default=None, help="user technology TOML (nodes, overrides)")
     g.add_argument("--dram", default="HBM2", help="DRAM type (default HBM2)")
     g.add_argument("--bandwidth", type=float, default=None, help="DRAM bandwidth in GB/s (default 256)")
-    g.add_argument("--acc", default=None,
-                   help="accumulator: a width in bits (e.g. 24), int32, window(32) or fp32; at least as wide as "
-                        "one unit's partial result (default: int32 / window(32) / fp32 by datapath)")
+    g.add_argument("--acc", default=None, help=_ACC_HELP)
 
 
 def _technology(args):
@@ -56,11 +61,13 @@ def _technology(args):
     return tech
 
 
-def _make_array(args):
+def _make_array(args, acc=True):
+    """The array of the options; ``acc=False`` leaves its default accumulator unset (``hwsim cost model``
+    gives --acc to the linears of its kind instead, see ``workload.from_config``)."""
     from hwsim.cost_models import SystolicArray
 
     return SystolicArray(args.rows, args.cols, args.dataflow, args.scalesim_compat, tech=_technology(args),
-                         acc=args.acc)
+                         acc=args.acc if acc else None)
 
 
 _PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n"),
@@ -141,14 +148,14 @@ def _model(args) -> int:
     from hwsim.cost_models import cost_model, from_config
     from hwsim.cost_models.workload import LowRank
 
-    arr = _make_array(args)
+    arr = _make_array(args, acc=False)
     phases = ("prefill", "decode") if args.phase == "both" else (args.phase,)
     lr = LowRank(args.rank, args.lr_format, args.lr_format) if args.rank else None
     pd.set_option("display.width", 200)
     for ph in phases:
         spec = from_config(args.model, args.w, args.a, phase=ph, seq=args.seq, batch=args.batch,
                            context=args.context, lowrank=lr, hadamard_down=args.hadamard_down,
-                           include_attention=not args.no_attention, head_tokens=args.head)
+                           include_attention=not args.no_attention, head_tokens=args.head, acc=args.acc)
         res = cost_model(spec, arr, lowrank_placement=args.lowrank_placement)
         df = res.per_layer
         cols = ["linear", "M", "K", "N", "w_fmt", "x_fmt", "macs", "cycles", "stall_cycles", "energy_pj",
@@ -314,8 +321,7 @@ def register(subparsers) -> None:
                                        "hwsim cost units --w int4_g128 --a int8_tok --acc int32 --K 4096"))
     u.add_argument("--w", "--fmt-w", dest="w", required=True, help=f"weight format: {_FMT_HELP}")
     u.add_argument("--a", "--fmt-a", dest="a", required=True, help=f"activation format: {_FMT_HELP}")
-    u.add_argument("--acc", default=None, help="accumulator: a width in bits, int32, window(32) or fp32 "
-                                               "(default by datapath)")
+    u.add_argument("--acc", default=None, help=_ACC_HELP)
     u.add_argument("--K", type=int_at_least(1), default=4096, help="reduction length (per-token quantizers)")
     u.add_argument("--node", default="45nm", help="technology node (default 45nm)")
     u.add_argument("--library", default="horowitz45", help="horowitz45 (default) | aladdin40 | path.toml")

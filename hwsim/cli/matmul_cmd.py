@@ -55,7 +55,10 @@ def register(subparsers) -> None:
     p.add_argument("--b", default="mxint4", help="format of the right operand (weights), e.g. mxint4")
     p.add_argument("--shape", default="16,1024,16",
                    help="M,K,N (default 16,1024,16); refused when the memory estimate exceeds what is available")
-    p.add_argument("--accumulator", default="fp32", help="fp32 | exact | fixed:W:F[:wrap][:rne]")
+    p.add_argument("--accumulator", default="fp32",
+                   help="fp32 (default) | exact | fixed:W[:F][:wrap][:rne] (F defaults to W//2, saturating) | "
+                        "int<W> / window(<W>) / <W> (= fixed:W:W//2:wrap), W in 2..62 here; the grammar of "
+                        "hwsim cost --acc (docs/matmul.md)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random operands (default 0)")
     p.set_defaults(func=handler)
 

@@ -409,7 +409,7 @@ class SystolicArray:
         fi_reads = K64 * N64 * w_passes
         of_writes = M64 * N64 * y_passes
         ps_reads = M64 * N64 * (y_passes - 1)
-        acc_bits = cfg.acc.bits
+        acc_bits = cfg.acc.width
 
         def elem_bits(f: FormatInfo, k):
             g = f.group if f.group else (k if f.granularity in ("channel", "token") else None)

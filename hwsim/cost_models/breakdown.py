@@ -26,6 +26,7 @@ __all__ = ["PART_COMPONENT", "AREA_COMPONENTS", "ENERGY_COMPONENTS", "pe_shares"
 PART_COMPONENT = {
     "mult": "multipliers", "sign": "multipliers",
     "tree": "adders_accumulators", "acc_add": "adders_accumulators", "acc_reg": "adders_accumulators",
+    "saturate": "adders_accumulators",
     "scale_add": "shared_exponent", "scale_mult": "shared_exponent", "scale_exp": "shared_exponent",
     "scale_apply": "shared_exponent", "block_exp": "shared_exponent", "align": "shared_exponent",
     "lane_align": "shared_exponent", "exp_add": "shared_exponent", "exp_diff": "shared_exponent",

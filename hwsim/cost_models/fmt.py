@@ -11,7 +11,6 @@ Names are never parsed here.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -220,59 +219,3 @@ def fp_info(name: str, e: int, m: int) -> FormatInfo:
 FP16 = fp_info("fp16", 5, 10)
 FP32 = fp_info("fp32", 8, 23)
 BF16 = fp_info("bf16", 8, 7)
-
-
-@dataclass(frozen=True)
-class Accumulator:
-    """Accumulator: ``int`` (w-bit two's complement), ``window`` (fixed-point window of block
-    units) or ``fp`` (e, m)."""
-
-    kind: str
-    bits: int
-    e: int = 0
-    m: int = 0
-
-    @property
-    def name(self) -> str:
-        return f"{self.kind}{self.bits}" if self.kind != "fp" else f"fp(e{self.e}m{self.m})"
-
-
-ACC_GRAMMAR = "an integer width W in 2..128 ('24'), 'int<W>', 'window(<W>)', 'fp32', 'fp16' or 'bf16'"
-_ACC_RE = re.compile(r"(int|window\()?\s*([+-]?\d+)\s*(\)?)")
-
-
-def accumulator(acc: Any, default: str = "int") -> Accumulator:
-    """int w -> Accumulator('int' or default kind, w); 'fp32'/FloatElem spec -> fp; 'int32'/'window(32)'.
-
-    A numeric string ('24') is an integer width. The width of an integer or window accumulator
-    is 2..128 here; ``build_pe`` also asks it to hold one unit's partial result."""
-    if isinstance(acc, Accumulator):
-        return acc
-    if isinstance(acc, bool):
-        raise ValueError(f"acc={acc!r}: valid: {ACC_GRAMMAR}")
-    if isinstance(acc, int):
-        if not 2 <= acc <= 128:
-            raise ValueError(f"acc={acc!r}: an integer accumulator width must be in 2..128")
-        return Accumulator(default, acc)
-    if isinstance(acc, str):
-        s = acc.strip().lower()
-        m = _ACC_RE.fullmatch(s)
-        if m and (m.group(1) == "window(") == bool(m.group(3)):
-            kind = {"int": "int", "window(": "window", None: default}[m.group(1)]
-            width = int(m.group(2))
-            if not 2 <= width <= 128:
-                raise ValueError(f"acc={acc!r}: an accumulator width must be in 2..128")
-            return Accumulator(kind, width)
-        if s.startswith(("int", "window", "-", "+")) or s[:1].isdigit():
-            raise ValueError(f"acc={acc!r} is not an accumulator; valid: {ACC_GRAMMAR}")
-        if s in ("fp32", "fp16", "bf16"):
-            f = {"fp32": FP32, "fp16": FP16, "bf16": BF16}[s]
-            return Accumulator("fp", f.element_bits, f.exp_bits, f.man_bits)
-    try:
-        info = describe(acc)
-    except ValueError as exc:
-        first = str(exc).splitlines()[0]
-        raise ValueError(f"acc={acc!r} is not an accumulator ({first}); valid: {ACC_GRAMMAR}") from None
-    if info.kind != "fp":
-        raise ValueError(f"acc={acc!r}: an FP accumulator must be an element float format (fp32, fp16, bf16)")
-    return Accumulator("fp", info.element_bits, info.exp_bits, info.man_bits)

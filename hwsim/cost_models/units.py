@@ -17,9 +17,46 @@ from .components import (
     AdderTree, BarrelShifter, Comparator, Compound, FPAdder, FPMultiplier, FPReciprocal, FPToInt, IntAdder,
     IntMultiplier, IntToFP, MaxTree, Mux2, Register,
 )
-from .fmt import FP16, FP32, Accumulator, FormatInfo, accumulator, describe
+from hwsim.matmul.datapath import ACCUMULATOR_FORMS, ExactAcc, FixedAcc, FloatAcc, parse_accumulator
+
+from .fmt import FP16, FP32, FormatInfo, describe
 from .laws import clog2
 from .tech import Technology
+
+#: what the cost model charges an accumulator for: a ``hwsim.matmul.datapath`` spec, parsed by its
+#: one grammar (``parse_accumulator``), never retyped here
+Accumulator = FixedAcc | FloatAcc
+#: the defaults when none is given: a 32-bit integer register without saturation logic ("int32",
+#: also spelled "window(32)" for block units) and an fp32 adder for float datapaths
+DEFAULT_FIXED_ACC = FixedAcc(32, None, "wrap")
+DEFAULT_FLOAT_ACC = FloatAcc("fp32")
+
+
+_HW_FORMS = ACCUMULATOR_FORMS.replace("'exact', ", "")
+
+
+def accumulator(acc: Any) -> Accumulator:
+    """The accumulator spec of ``acc`` (``hwsim.matmul.datapath.parse_accumulator``: a string of the
+    one grammar, an int width, or a spec). 'exact' is refused: it is a reference with no hardware."""
+    spec = parse_accumulator(acc)
+    if isinstance(spec, ExactAcc):
+        raise ValueError(f"accumulator={acc!r} has no hardware to cost (an exact sum is a reference for "
+                         f"accumulator error); valid here: {_HW_FORMS}")
+    return spec
+
+
+def _fixed(acc: Any) -> FixedAcc:
+    spec = accumulator(acc)
+    if not isinstance(spec, FixedAcc):
+        raise ValueError(f"accumulator={acc!r}: this unit needs a fixed-point accumulator (e.g. 'int32', "
+                         f"'fixed:24:8'), got {spec.name!r}")
+    return spec
+
+
+def _saturation(acc: FixedAcc, tech) -> list:
+    """Saturation logic of a saturating accumulator: a W-bit 2:1 mux selecting the clamp value
+    (the overflow flag is the XOR of two carries, not charged); none for a wrapping register."""
+    return [("saturate", Mux2(acc.width, tech=tech), 1 if acc.saturates else 0)]
 
 
 @dataclass(frozen=True)
@@ -60,12 +97,16 @@ def _c(name, parts, action, tech):
 # processing elements
 # --------------------------------------------------------------------------------------------
 
-def int_mac(a: int, b: int, acc: int = 32, tech: Technology | None = None) -> Unit:
-    """IntMAC(a, b, acc): IntMultiplier(a,b) + IntAdder(acc) + Register(acc); action ``mac``."""
+def int_mac(a: int, b: int, acc: Any = 32, tech: Technology | None = None) -> Unit:
+    """IntMAC(a, b, acc): IntMultiplier(a,b) + IntAdder(W) + Register(W) (+ the W-bit saturation
+    mux of a saturating accumulator); action ``mac``. ``acc``: a fixed accumulator spec or string,
+    or a width W (= ``int<W>``)."""
     t = tech
-    parts = [("mult", IntMultiplier(a, b, tech=t), 1), ("acc_add", IntAdder(acc, tech=t), 1),
-             ("acc_reg", Register(acc, tech=t), 1)]
-    return Unit(f"IntMAC({a}x{b},int{acc})", 1, (("mac", _c("IntMAC", parts, "mac", t)),))
+    acc = _fixed(acc)
+    W = acc.width
+    parts = [("mult", IntMultiplier(a, b, tech=t), 1), ("acc_add", IntAdder(W, tech=t), 1),
+             ("acc_reg", Register(W, tech=t), 1)] + _saturation(acc, t)
+    return Unit(f"IntMAC({a}x{b},{acc.name})", 1, (("mac", _c("IntMAC", parts, "mac", t)),))
 
 
 def _scale_combine(sa: FormatInfo, sw: FormatInfo, wt: int, extra_exp: int, tech) -> tuple[list, int]:
@@ -92,14 +133,16 @@ def _scale_combine(sa: FormatInfo, sw: FormatInfo, wt: int, extra_exp: int, tech
     return parts, wt
 
 
-def _acc_tail(wt: int, acc: int, tech) -> list:
-    """Align the wt-bit block sum into the acc-bit accumulator (a shifter with acc output bits over
-    acc - wt positions; none when the sum is wider), add, register."""
-    return [("align", BarrelShifter(acc, max(acc - wt, 0), wt, tech=tech), 1 if acc > wt else 0),
-            ("acc_add", IntAdder(acc, tech=tech), 1), ("acc_reg", Register(acc, tech=tech), 1)]
+def _acc_tail(wt: int, acc: FixedAcc, tech) -> list:
+    """Align the wt-bit block sum into the W-bit accumulator (a shifter with W output bits over
+    W - wt positions; none when the sum is wider), add, register, and saturate if it saturates.
+    The alignment drops no bits, so the rounding mode and F (wiring) cost nothing."""
+    W = acc.width
+    return [("align", BarrelShifter(W, max(W - wt, 0), wt, tech=tech), 1 if W > wt else 0),
+            ("acc_add", IntAdder(W, tech=tech), 1), ("acc_reg", Register(W, tech=tech), 1)] + _saturation(acc, tech)
 
 
-def block_dot_int(fa: FormatInfo, fw: FormatInfo, acc: int = 32, tech: Technology | None = None) -> Unit:
+def block_dot_int(fa: FormatInfo, fw: FormatInfo, acc: Any = 32, tech: Technology | None = None) -> Unit:
     """BlockDotInt: B multipliers, adder tree, scale combine, align shifter, accumulator.
 
     Sign-magnitude elements (BFP) multiply their magnitudes (unsigned (a-1) x (b-1)) and negate
@@ -108,6 +151,7 @@ def block_dot_int(fa: FormatInfo, fw: FormatInfo, acc: int = 32, tech: Technolog
     B = fa.block_size
     a, b = fa.sig_bits, fw.sig_bits
     t = tech
+    acc = _fixed(acc)
     if fa.signmag or fw.signmag:
         pw = a + b - 1
         lane = [("mult", IntMultiplier(a - 1, b - 1, False, tech=t), B), ("sign", IntAdder(pw - 1, tech=t), B)]
@@ -117,7 +161,7 @@ def block_dot_int(fa: FormatInfo, fw: FormatInfo, acc: int = 32, tech: Technolog
     tree = AdderTree(B, pw, tech=t)
     scale, wt = _scale_combine(fa, fw, tree.out_bits, 0, t)
     parts = lane + [("tree", tree, 1)] + scale + _acc_tail(wt, acc, t)
-    return Unit(f"BlockDotInt({a}x{b},B{B},window{acc})", B, (("block_dot", _c("BlockDotInt", parts, "block_dot", t)),))
+    return Unit(f"BlockDotInt({a}x{b},B{B},{acc.name})", B, (("block_dot", _c("BlockDotInt", parts, "block_dot", t)),))
 
 
 def mxfp_window(fa: FormatInfo, fw: FormatInfo, window: int | None = 32) -> tuple[int, int]:
@@ -127,7 +171,7 @@ def mxfp_window(fa: FormatInfo, fw: FormatInfo, window: int | None = 32) -> tupl
     return (w if window is None else min(w, window)), delta
 
 
-def block_dot_fp(fa: FormatInfo, fw: FormatInfo, acc: int = 32, window: int | None = 32,
+def block_dot_fp(fa: FormatInfo, fw: FormatInfo, acc: Any = 32, window: int | None = 32,
                  tech: Technology | None = None) -> Unit:
     """BlockDotFP (MXFP, NVFP4, or MXFP x MXINT): per lane an unsigned significand multiplier, the
     sign applied to the product (a negation of pa+pb+1 bits, priced as an adder one bit narrower),
@@ -138,6 +182,7 @@ def block_dot_fp(fa: FormatInfo, fw: FormatInfo, acc: int = 32, window: int | No
     the block exponent (scales + largest product exponent); then the BlockDotInt tail."""
     B = fa.block_size
     t = tech
+    acc = _fixed(acc)
     e = max(fa.exp_bits, fw.exp_bits)
     w_win, delta = mxfp_window(fa, fw, window)
     pw = fa.sig_bits + fw.sig_bits + 1
@@ -148,17 +193,20 @@ def block_dot_fp(fa: FormatInfo, fw: FormatInfo, acc: int = 32, window: int | No
              ("exp_add", IntAdder(e + 1, tech=t), B), ("exp_diff", IntAdder(min(e + 2, clog2(delta + 1)), tech=t), B),
              ("lane_align", BarrelShifter(w_win + 1, max(delta, 1), pw, tech=t), B),
              ("max_exp", MaxTree(B, e + 1, tech=t), 1), ("tree", tree, 1)] + scale + _acc_tail(wt, acc, t)
-    return Unit(f"BlockDotFP(p{fa.sig_bits}e{fa.exp_bits}xp{fw.sig_bits}e{fw.exp_bits},B{B},win{w_win})", B,
+    name = f"BlockDotFP(p{fa.sig_bits}e{fa.exp_bits}xp{fw.sig_bits}e{fw.exp_bits},B{B},win{w_win}"
+    return Unit(f"{name},{acc.name})", B,
                 (("block_dot", _c("BlockDotFP", parts, "block_dot", t)),))
 
 
-def fp_mac(fa: FormatInfo, fw: FormatInfo, acc: Accumulator, tech: Technology | None = None) -> Unit:
-    """FPMAC: FPMultiplier(max e, max m) + FPAdder(acc) + Register(acc)."""
+def fp_mac(fa: FormatInfo, fw: FormatInfo, acc: Any = DEFAULT_FLOAT_ACC, tech: Technology | None = None) -> Unit:
+    """FPMAC: FPMultiplier(max e, max m) + FPAdder(acc) + Register(acc); the accumulator's exponent
+    and mantissa widths are its ``hwsim.formats`` element's."""
     t = tech
+    acc = accumulator(acc)
     e = max(fa.exp_bits, fw.exp_bits)
     m = max(fa.man_bits, fw.man_bits)
-    parts = [("mult", FPMultiplier(e, m, tech=t), 1), ("acc_add", FPAdder(acc.e, acc.m, tech=t), 1),
-             ("acc_reg", Register(acc.bits, tech=t), 1)]
+    parts = [("mult", FPMultiplier(e, m, tech=t), 1), ("acc_add", FPAdder(acc.exp_bits, acc.man_bits, tech=t), 1),
+             ("acc_reg", Register(acc.width, tech=t), 1)]
     return Unit(f"FPMAC(e{e}m{m},{acc.name})", 1, (("mac", _c("FPMAC", parts, "mac", t)),))
 
 
@@ -300,21 +348,28 @@ def build_pe(a_format: Any, w_format: Any, acc: Any = None, window: int | None =
              k: int | None = None, tech: Technology | None = None) -> PEConfig:
     """PE + edge units for activation ``a_format`` x weight ``w_format``.
 
-    acc: accumulator (int width, 'int32', 'window(32)' or an FP format); defaults: int32 for INT,
-    window(32) for block units, fp32 for FP units. k: the reduction length (sizes per-token /
-    per-channel quantizers; default 4096).
+    acc: accumulator, a string of the one grammar (``hwsim.matmul.datapath.parse_accumulator``:
+    'int32', 'fixed:24:8', 'window(32)', 'fp32', ...), an int width or a spec; defaults: int32 for
+    integer and block units (a 32-bit register without saturation logic), fp32 for FP units.
+    k: the reduction length (sizes per-token / per-channel quantizers; default 4096).
     """
     fa, fw = describe(a_format), describe(w_format)
-    return _build_pe(fa, fw, None if acc is None else accumulator(acc, "int"), window, k or 4096, tech)
+    spec = None if acc is None else accumulator(acc)
+    try:
+        return _build_pe(fa, fw, spec, window, k or 4096, tech)
+    except ValueError as exc:
+        given = f"acc={spec.name}" if spec is not None else ""
+        if given and str(exc).startswith(given) and isinstance(acc, str) and acc.strip().lower() != spec.name:
+            raise ValueError(f"acc={acc!r} ({spec.name}){str(exc)[len(given):]}") from None
+        raise
 
 
 def _check_acc_width(acc: Accumulator, need: int, what: str, fa: FormatInfo, fw: FormatInfo) -> None:
     """An accumulator narrower than one unit's partial result cannot exist (the model would charge
     a smaller adder and register than the result it adds, so area and energy would drop)."""
-    if acc.bits < need:
-        label = f"window({acc.bits})" if acc.kind == "window" else acc.name
-        raise ValueError(f"acc={label}: narrower than the {need}-bit {what} of a_format={fa.name!r} x "
-                         f"w_format={fw.name!r}; valid: a width of {need}..128 (e.g. 'int32', 'window(32)')")
+    if acc.width < need:
+        raise ValueError(f"acc={acc.name}: narrower than the {need}-bit {what} of a_format={fa.name!r} x "
+                         f"w_format={fw.name!r}; valid: a width of {need}..128 (e.g. 'int{need}', 'int32')")
 
 
 @lru_cache(maxsize=8192)
@@ -329,34 +384,34 @@ def _build_pe(fa: FormatInfo, fw: FormatInfo, acc: Accumulator | None, window, k
 
     if fa.is_block and fw.is_block:
         ua, uw, notes = _common_block(fa, fw)
-        acc = acc or Accumulator("window", 32)
-        if acc.kind == "fp":
+        acc = acc or DEFAULT_FIXED_ACC
+        if isinstance(acc, FloatAcc):
             raise _unsupported(fa, fw, "block dot-product units accumulate in a fixed-point window, not FP")
         if fa.kind == "block_int" and fw.kind == "block_int":
             need = AdderTree(ua.block_size, ua.sig_bits + uw.sig_bits).out_bits
             _check_acc_width(acc, need, "exact segment sum (a+b+ceil(log2 B))", ua, uw)
-            pe = block_dot_int(ua, uw, acc.bits, tech)
+            pe = block_dot_int(ua, uw, acc, tech)
         else:
             _check_acc_width(acc, mxfp_window(ua, uw, window)[0], "aligned product window W_win", ua, uw)
-            pe = block_dot_fp(ua, uw, acc.bits, window, tech)
+            pe = block_dot_fp(ua, uw, acc, window, tech)
         return PEConfig(fa, fw, acc, pe, aq, group, notes=notes)
     if fa.kind == "int" and fw.kind == "int":
-        acc = acc or Accumulator("int", 32)
-        if acc.kind == "fp":
+        acc = acc or DEFAULT_FIXED_ACC
+        if isinstance(acc, FloatAcc):
             raise _unsupported(fa, fw, "integer MACs accumulate in an integer register, not FP")
         _check_acc_width(acc, fa.sig_bits + fw.sig_bits, "product (a+b)", fa, fw)
-        pe = int_mac(fa.sig_bits, fw.sig_bits, acc.bits, tech)
+        pe = int_mac(fa.sig_bits, fw.sig_bits, acc, tech)
         grouped = "group" in (fa.granularity, fw.granularity)
-        resc = group_rescale(acc.bits, tech) if grouped else output_rescale(acc.bits, tech)
+        resc = group_rescale(acc.width, tech) if grouped else output_rescale(acc.width, tech)
         return PEConfig(fa, fw, acc, pe, aq, group, None, resc, grouped)
     if fa.kind == "fp" and fw.kind == "fp":
-        acc = acc or accumulator("fp32")
-        if acc.kind != "fp":
+        acc = acc or DEFAULT_FLOAT_ACC
+        if not isinstance(acc, FloatAcc):
             raise _unsupported(fa, fw, "FP MACs need an FP accumulator (e.g. 'fp32')")
         return PEConfig(fa, fw, acc, fp_mac(fa, fw, acc, tech))
     if fa.kind == "fp" and fw.kind in ("int", "block_int", "block_fp"):
-        acc = acc or accumulator("fp32")
-        if acc.kind != "fp":
+        acc = acc or DEFAULT_FLOAT_ACC
+        if not isinstance(acc, FloatAcc):
             raise _unsupported(fa, fw, "weight-only dequantized GEMMs need an FP accumulator")
         return PEConfig(fa, fw, acc, fp_mac(fa, FP16, acc, tech), dequant=dequant_to_fp16(fw, tech),
                         notes=("weight dequantized to fp16 on the weight-load path",))

@@ -243,8 +243,9 @@ def from_config(config: Any, w: Any = "mxint4", a: Any = "mxint8", *, phase: str
     for lname, K, N, share in llama_linears(d):
         wf, xf = formats.get(lname, (w, a))
         pre = f"hadamard({K})" if (hadamard_down and lname == "down_proj") else None
-        per_layer.append(LinearSpec(lname, K, N, wf, xf, acc=acc, shares_input_with=share, pre_transform=pre,
-                                    lowrank=lowrank))
+        per_layer.append(LinearSpec(lname, K, N, wf, xf, acc=_acc_for(acc, xf), shares_input_with=share,
+                                    pre_transform=pre, lowrank=lowrank))
+    _check_acc_fits(acc, per_layer)
     head = None
     if d["vocab"]:
         hw, hx = formats.get(HEAD_NAME, (HIGH_PRECISION_FORMAT, HIGH_PRECISION_FORMAT))
@@ -253,6 +254,31 @@ def from_config(config: Any, w: Any = "mxint4", a: Any = "mxint8", *, phase: str
                      d["d_head"], (tuple(per_layer),) * d["layers"], phase=phase, batch=batch,
                      seq=seq, context=context or seq, include_attention=include_attention, vocab=d["vocab"],
                      head=head, head_tokens=head_tokens)
+
+
+def _acc_for(acc: Any, x_fmt: Any) -> Any:
+    """A model-wide accumulator for one linear: a fixed-point one (``int24``, ``fixed:24:8``, ...)
+    sizes the integer and block datapaths, a float one (``fp32``, ``fp16``, ``bf16``) the FP
+    datapaths (float activations); a linear of the other kind keeps its unit's default (None)."""
+    if acc is None:
+        return None
+    from hwsim.matmul.datapath import FloatAcc
+
+    from .units import accumulator
+
+    return acc if isinstance(accumulator(acc), FloatAcc) == (describe(x_fmt).kind == "fp") else None
+
+
+def _check_acc_fits(acc: Any, linears) -> None:
+    """``from_config``'s accumulator must size at least one linear (else it was a mistake, e.g. fp32 on
+    MXINT); ``from_quantized`` does not ask it (a study's hardware axis meets every model)."""
+    if acc is not None and linears and all(lin.acc is None for lin in linears):
+        from .units import accumulator
+
+        kind = "float" if accumulator(acc).kind == "float" else "fixed-point"
+        raise ValueError(f"acc={acc!r} fits no linear of the model: a {kind} accumulator sizes "
+                         f"{'FP datapaths (float activations)' if kind == 'float' else 'integer and block datapaths'}"
+                         f"; give a {'fixed-point one (e.g. int32, fixed:24:8)' if kind == 'float' else 'float one (fp32, fp16, bf16)'}")
 
 
 def _field(rec: Any, *names, default=None):
@@ -358,7 +384,7 @@ def from_quantized(desc: Any, config: Any = None, *, phase: str = "prefill", seq
             share = first_of_input.setdefault((li, str(input_key)), short)
             share = None if share == short else share
         wf, xf = _hp(_field(rec, "w_fmt")), _hp(_field(rec, "x_fmt"))
-        default_acc = None if describe(xf).kind == "fp" else acc  # FP datapaths keep their FP accumulator
+        default_acc = _acc_for(acc, xf)  # an accumulator sizes the datapaths of its kind only
         layers[li].append(LinearSpec(short, int(K), int(N), wf, xf,
                                      acc=_field(rec, "acc", default=default_acc), shares_input_with=share,
                                      pre_transform=_record_transform(rec, str(name), int(K)),

@@ -128,8 +128,9 @@ class HardwarePoint(_Point):
     rows x cols PEs with ``dataflow`` ('ws' | 'os' | 'is'); node_nm and library select the
     technology data; sram_kib: ifmap / filter buffers (KiB each; ofmap gets half); dram: DRAM type;
     dram_gbps: bandwidth (GB/s, None = the type's default); clock_mhz (None = the library's);
-    acc: accumulator of the datapath (cost-model grammar: 'int32', 'window(32)', 'fp32', an int
-    width; None = the unit's default). prefill_seq: tokens of the prefill pass; decode_context:
+    acc: accumulator of the datapath (the one grammar of ``hwsim.matmul.datapath.parse_accumulator``:
+    'int32', 'fixed:24:8', 'fp32', an int width, ...; stored canonical, e.g. 24 -> 'int24'; None = the
+    unit's default). prefill_seq: tokens of the prefill pass; decode_context:
     KV length of the decode step; batch: sequences.
     """
 

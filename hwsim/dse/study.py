@@ -191,22 +191,18 @@ def _check_node(v: float) -> float:
 
 
 def _check_acc(v: Any) -> str | None:
-    """An accumulator of the cost-model grammar; an integer width (24 or "24") becomes "int24"."""
+    """A hardware accumulator of the one grammar (``hwsim.matmul.datapath.parse_accumulator``), stored
+    under its canonical name: 24, "24", "int24" and "window(24)" all become "int24"."""
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, (int, str)):
-        raise ValueError(f"expected an accumulator name or an integer width, got {type(v).__name__} {v!r}")
-    s = f"int{v}" if isinstance(v, int) else v.strip().lower()
-    if s.isdigit():
-        s = f"int{s}"
-    from hwsim.cost_models.fmt import accumulator
+        raise ValueError(f"expected an accumulator string or an integer width, got {type(v).__name__} {v!r}")
+    from hwsim.cost_models.units import accumulator
 
     try:
-        accumulator(s)
+        return accumulator(v).name
     except ValueError as exc:
-        raise ValueError(f"accumulator {v!r}: {_one_line(str(exc))}; valid: an integer width, 'int<W>', "
-                         "'window(<W>)', 'fp32', 'fp16', 'bf16'") from None
-    return s
+        raise ValueError(_one_line(str(exc))) from None
 
 
 def _check_datapath_acc(v: Any) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .datapath import OUT_FLOATS, ExactAcc, FixedAcc, Fp32Acc, parse_accumulator
+from .datapath import OUT_FLOATS, ExactAcc, FixedAcc, Fp32Acc, core_accumulator
 from .operands import Prepared, is_torch, prepare
 
 log = logging.getLogger("hwsim.matmul")
@@ -65,8 +65,9 @@ def matmul(a, b, *, accumulator="fp32", out_format=None, mode: str = "exact", ba
     """y = a @ b as a block-scaled datapath computes it (docs/spec/matmul.md).
 
     a: QTensor [..., M, K] blocked along its last axis; b: QTensor [K, N] blocked along axis 0
-    (a [N, K] weight quantized along -1 is passed as ``w_q.T``). accumulator: "fp32" (default),
-    "fixed:W:F[:wrap][:rne]", "exact" or a spec object. out_format: None (fp32; fp64 for "exact"),
+    (a [N, K] weight quantized along -1 is passed as ``w_q.T``). accumulator: a string of the one
+    accumulator grammar (``datapath.parse_accumulator``: "fp32" (default), "fixed:W[:F][:wrap][:rne]",
+    "int<W>", "exact", ...) or a spec object; the core runs fp32, fixed W <= 62 and exact. out_format: None (fp32; fp64 for "exact"),
     "fp32", "bf16", "fp16", "fp64" (exact only) or a block format (returns a QTensor blocked along N).
     mode: "exact" (this core) or "fake" (dequantize, then an fp32 GEMM). backend: "auto", "numba"
     (numpy inputs), "torch", "triton" (CUDA, or CPU with TRITON_INTERPRET=1); "auto" runs the first
@@ -83,7 +84,7 @@ def matmul(a, b, *, accumulator="fp32", out_format=None, mode: str = "exact", ba
         raise ValueError(f"mode={mode!r} is invalid; expected one of {MODES}")
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is invalid; expected one of {BACKENDS}")
-    acc = parse_accumulator(accumulator)
+    acc = core_accumulator(accumulator)
     out = out_format
     if out is None:
         out = "fp64" if isinstance(acc, ExactAcc) else "fp32"

@@ -3,22 +3,25 @@
 import pytest
 
 from hwsim.cost_models import SystolicArray, Technology, build_pe, cost_model, fpga, from_config
-from hwsim.cost_models.fmt import HIGH_PRECISION_FORMAT, accumulator, describe
+from hwsim.cost_models.fmt import HIGH_PRECISION_FORMAT, describe
 from hwsim.cost_models.tech import node_table
+from hwsim.cost_models.units import accumulator
 from hwsim.cost_models.workload import LinearSpec, LowRank
+from hwsim.matmul.datapath import FixedAcc, FloatAcc
 
 
-@pytest.mark.parametrize("acc,kind,bits", [("24", "int", 24), (" INT24 ", "int", 24), ("window(32)", "window", 32),
-                                           (24, "int", 24), ("fp32", "fp", 32)])
-def test_accumulator_grammar(acc, kind, bits):
-    a = accumulator(acc)
-    assert (a.kind, a.bits) == (kind, bits)
+@pytest.mark.parametrize("acc,spec", [("24", FixedAcc(24, 12, "wrap")), (" INT24 ", FixedAcc(24, 12, "wrap")),
+                                      ("window(32)", FixedAcc(32, 16, "wrap")), (24, FixedAcc(24, 12, "wrap")),
+                                      ("fp32", FloatAcc("fp32")), ("fixed:24:8:rne", FixedAcc(24, 8, "saturate", "rne"))])
+def test_accumulator_grammar(acc, spec):
+    """The cost model parses accumulators with hwsim.matmul's one grammar (tests/matmul/test_acc_grammar.py)."""
+    assert accumulator(acc) == spec
 
 
-@pytest.mark.parametrize("acc,match", [("-1", "width must be in 2..128"), ("window(1000)", "width must be in 2..128"),
-                                       ("window(x)", "is not an accumulator; valid: an integer width"),
-                                       ("int", "is not an accumulator"), ("bogus", "is not an accumulator"),
-                                       (1, "2..128"), (True, "valid")])
+@pytest.mark.parametrize("acc,match", [("-1", "width -1 is outside 2..128"), ("window(1000)", "outside 2..128"),
+                                       ("window(x)", "is invalid; valid: 'fp32'"),
+                                       ("int", "is invalid"), ("bogus", "is invalid"),
+                                       (1, "2..128"), (True, "valid"), ("exact", "no hardware to cost")])
 def test_bad_accumulators(acc, match):
     with pytest.raises(ValueError, match=match):
         accumulator(acc)

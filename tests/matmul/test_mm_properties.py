@@ -173,7 +173,11 @@ def test_errors_name_operand_and_expected():
     with pytest.raises(ValueError, match=r"operand a: format 'bf16' is element-only"):
         matmul(F.quantize(rng.standard_normal((2, 64)).astype(np.float32), "bf16"), b4)
     with pytest.raises(ValueError, match="width"):
-        FixedAcc(70, 3)
+        FixedAcc(200, 3)
+    with pytest.raises(ValueError, match=r"'fixed:70:3'.*2\.\.62"):   # a valid spec the core cannot run
+        matmul(a, b4, accumulator="fixed:70:3")
+    with pytest.raises(ValueError, match=r"'fp16'.*fp32 only"):
+        matmul(a, b4, accumulator="fp16")
     with pytest.raises(ValueError, match="accumulator"):
         matmul(a, b4, accumulator="fixed:x")
 
