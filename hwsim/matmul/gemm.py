@@ -511,16 +511,17 @@ def acc_fixed(S, acc, bad, caseP, EA, EBt, dA, dBt, W, F, wrap, rne, ev, NC):
 
 @njit(cache=True, inline="always")
 def _fix_t(sv, sc, isc, rne, C52):
-    """(t, nz, frac(|t|), lost magnitude) of one product for ``acc_fixed_p``."""
+    """(t, nz, frac(|t|), lost magnitude) of one product for ``acc_fixed_p`` (np.floor: a float;
+    numba's math.floor returns an int64, which overflows for the large products of wide shifts)."""
     nz = (sv != 0.0) & (sc == sc)
     tr = sv * sc if nz else 0.0
     at = abs(tr)
-    fr = at - math.floor(at)
+    fr = at - np.floor(at)
     if rne:
         c = math.copysign(C52, tr)
         t = (tr + c) - c if at < C52 else tr
     else:
-        t = math.floor(tr)
+        t = np.floor(tr)
     lost = fr * isc if nz else 0.0
     return t, nz, fr, lost
 
@@ -569,7 +570,7 @@ def acc_fixed_p(S, acc, bad, PA, PBt, IPA, IPBt, W, wrap, rne, has_nan, ev, NC):
                     n_fl += nz & (t == 0.0)
                     maxlost = max(maxlost, np.int64(lost))
                     big = (t < -fhalf) | (t >= fhalf)
-                    tw = t - math.floor(t * iflim) * flim          # t mod 2**W, exact
+                    tw = t - np.floor(t * iflim) * flim          # t mod 2**W, exact
                     sm = a[i] + np.int64(tw)
                     r = ((sm + half) & (lim - 1)) - half
                     st = a[i] + np.int64(t if not big else 0.0)    # the exact sum when t fits

@@ -319,6 +319,8 @@ class QLinear(nn.Module):
         if mode == "exact":
             self.check_exact()
         if accumulator is not None:
+            if acc != self.datapath:
+                self._exact_ops.clear()   # the fp32 and fixed paths keep different operand views
             self.datapath = acc
             self.acc_events = None
         self.mode = mode
