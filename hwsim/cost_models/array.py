@@ -411,12 +411,8 @@ class SystolicArray:
         ps_reads = M64 * N64 * (y_passes - 1)
         acc_bits = cfg.acc.width
 
-        def elem_bits(f: FormatInfo, k):
-            g = f.group if f.group else (k if f.granularity in ("channel", "token") else None)
-            return f.element_bits + ((f.scale_bits + f.zp_bits) / g if g else 0.0)
-
-        if_bits = if_reads * elem_bits(fa, K64)
-        fi_bits = fi_reads * elem_bits(fw, K64)
+        if_bits = if_reads * fa.bits_per_element(K64)   # the format spec's bits per element (scales included)
+        fi_bits = fi_reads * fw.bits_per_element(K64)
         of_bits = (of_writes + ps_reads) * acc_bits
         # ---- 3. DRAM bytes: an operand that does not fit its SRAM half is fetched once per pass
         Dx, Dw, Dout = fa.nbytes(M, K), fw.nbytes(N, K), out.nbytes(M, N)

@@ -1,57 +1,171 @@
-"""The one place where the cost model reads ``hwsim.formats`` specs.
+"""The one place where the cost model reads ``hwsim.formats`` specs: a thin reader.
 
-:func:`describe` turns a format name or spec into a :class:`FormatInfo` of plain integers
-(element bits, significand, exponent range, block size, scale and zero-point bits, ...), using
-only the documented spec accessors (docs/spec/formats.md §1.6: ``element_bits``,
-``significand_bits``, ``exponent_bits``, ``scale_bits``, ``block_size``, ``is_block``,
-``is_integer``, ``bits_per_element``, and the ``elem`` / ``scale`` / ``granularity`` fields).
-Names are never parsed here.
+:func:`describe` wraps a format name or spec in a :class:`FormatInfo`, whose every width is the
+spec's own accessor under the spec's own name (docs/spec/formats.md §1.6): ``element_bits``,
+``significand_bits``, ``exponent_bits``, ``emin`` / ``emax`` of the float element, ``scale_bits``,
+``block_size``, ``bits_per_element``, and the ``elem`` / ``scale`` / ``granularity`` /
+``tensor_scale`` fields. The cost model keeps no second notion of these: what it adds is only
+what hardware needs on top (the unit family ``kind``, the multiplier operand width
+``operand_bits``, the packed footprint ``nbytes`` as ``QTensor.nbytes`` counts it). Names are
+never parsed here.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from typing import Any
 
 KINDS = ("fp", "int", "block_int", "block_fp")
 
 
+def _formats():
+    import hwsim.formats as F
+
+    return F
+
+
 @dataclass(frozen=True)
 class FormatInfo:
-    """Integer view of a format spec (everything the hardware model needs).
+    """A format spec as the hardware model reads it.
+
+    ``spec``: the ``hwsim.formats`` spec (BlockSpec, ScaledIntSpec, FloatElem or IntElem).
+    ``block``: a block size overriding the spec's, for a dot-product unit that reduces over a
+    smaller block than the format's (``units._common_block``; None: the spec's).
 
     kind: ``fp`` (element minifloat / IEEE), ``int`` (scaled integer: tensor/channel/token/group
     scales), ``block_int`` (MXINT, BFP), ``block_fp`` (MXFP, NVFP4).
-    sig_bits: multiplier operand width (int: b incl. sign; float: m+1 without sign).
-    granularity: ``block``/``group``/``channel``/``token``/``tensor`` or None (element formats).
-    group: elements per scale along K (block or group size), None for channel/token/tensor.
     """
 
-    name: str
-    kind: str
-    element_bits: int
-    sig_bits: int
-    exp_bits: int = 0
-    e_min: int = 0
-    e_max: int = 0
-    block_size: int | None = None
-    scale_bits: int = 0
-    scale_pow2: bool = True
-    scale_float: tuple[int, int] | None = None  # (e, m) of a minifloat scale
-    zp_bits: int = 0
-    granularity: str | None = None
-    tensor_scale_bits: int = 0
-    spec: Any = field(default=None, compare=False, hash=False, repr=False)
-    #: integer elements stored as sign and magnitude (BFP), not two's complement
-    signmag: bool = False
+    spec: Any
+    block: int | None = None
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"kind={self.kind!r}; valid: {KINDS}")
-        if self.element_bits < 1 or self.sig_bits < 1:
-            raise ValueError(f"format {self.name!r}: element_bits and sig_bits must be >= 1")
+        F = _formats()
+        if not isinstance(self.spec, (F.BlockSpec, F.ScaledIntSpec, F.FloatElem, F.IntElem)):
+            raise ValueError(f"format={self.spec!r} is not a recognised format spec (block, scaled int, float or "
+                             f"int element)")
+
+    # ---- what the spec says, under its names ----------------------------------------------------
+    @cached_property
+    def name(self) -> str:
+        return self.spec.name
+
+    @cached_property
+    def kind(self) -> str:
+        F = _formats()
+        if isinstance(self.spec, F.BlockSpec):
+            return "block_int" if self.spec.is_integer else "block_fp"
+        return "fp" if isinstance(self.spec, F.FloatElem) else "int"
+
+    @cached_property
+    def element_bits(self) -> int:
+        return int(self.spec.element_bits)
+
+    @cached_property
+    def significand_bits(self) -> int:
+        """The spec's significand bits (floats: m + 1; integers: the magnitude bits)."""
+        return int(self.spec.significand_bits)
+
+    @cached_property
+    def exponent_bits(self) -> int:
+        return int(self.spec.exponent_bits)
+
+    @cached_property
+    def _float_elem(self):
+        F = _formats()
+        e = self.spec.elem if isinstance(self.spec, F.BlockSpec) else self.spec
+        return e if isinstance(e, F.FloatElem) else None
+
+    @cached_property
+    def emin(self) -> int:
+        """Smallest normal exponent of a float element (the spec's ``emin``); 0 for integers."""
+        return int(self._float_elem.emin) if self._float_elem is not None else 0
+
+    @cached_property
+    def emax(self) -> int:
+        """Largest exponent of a float element (the spec's ``emax``); 0 for integers."""
+        return int(self._float_elem.emax) if self._float_elem is not None else 0
+
+    @cached_property
+    def block_size(self) -> int | None:
+        """Elements per scale along K: the block (BlockSpec), the group (group-scaled ints), else None."""
+        if self.block is not None:
+            return self.block
+        F = _formats()
+        if isinstance(self.spec, F.BlockSpec):
+            return int(self.spec.block_size)
+        if isinstance(self.spec, F.ScaledIntSpec) and self.spec.granularity == "group":
+            return int(self.spec.group_size)
+        return None
+
+    @cached_property
+    def scale_bits(self) -> int:
+        return int(getattr(self.spec, "scale_bits", 0))   # a bare IntElem has no scale
+
+    @cached_property
+    def granularity(self) -> str | None:
+        """``block``/``group``/``channel``/``token``/``tensor``, or None for float elements."""
+        F = _formats()
+        if isinstance(self.spec, F.BlockSpec):
+            return "block"
+        if isinstance(self.spec, F.ScaledIntSpec):
+            return self.spec.granularity
+        return "tensor" if isinstance(self.spec, F.IntElem) else None
+
+    @cached_property
+    def scale_pow2(self) -> bool:
+        """True for a power-of-two scale (ExpScale: an exponent adder), or no scale."""
+        return not isinstance(getattr(self.spec, "scale", None), _formats().FloatScale)
+
+    @cached_property
+    def scale_float(self) -> tuple[int, int] | None:
+        """(exponent bits, stored mantissa bits) of a minifloat scale (FloatScale), else None."""
+        sc = getattr(self.spec, "scale", None)
+        return (int(sc.elem.ebits), int(sc.elem.mbits)) if isinstance(sc, _formats().FloatScale) else None
+
+    @cached_property
+    def zp_bits(self) -> int:
+        """Zero-point bits per scale: an asymmetric scaled int stores one at element width."""
+        sym = getattr(self.spec, "symmetric", True) or not isinstance(self.spec, _formats().ScaledIntSpec)
+        return 0 if sym else self.element_bits
+
+    @cached_property
+    def tensor_scale_bits(self) -> int:
+        """Bits of a per-tensor scale (NVFP4's ``tensor_scale`` format), 0 without one."""
+        ts = getattr(self.spec, "tensor_scale", None)
+        return 0 if ts is None else int(_formats().get(ts).element_bits)
+
+    @cached_property
+    def signmag(self) -> bool:
+        """Integer elements stored as sign and magnitude (BFP), not two's complement."""
+        return getattr(getattr(self.spec, "elem", None), "encoding", "twos") == "signmag"
+
+    def bits_per_element(self, k: int | None = None) -> float:
+        """The spec's ``bits_per_element`` for a row of k elements along the scaled axis: element bits +
+        amortised scale and zero-point bits. Per-tensor scales count 0 (their bits amortise over the
+        tensor; ``nbytes`` counts them); channel/token scales need ``k`` (without it: the b + 0 limit)."""
+        F = _formats()
+        if isinstance(self.spec, F.ScaledIntSpec) and self.spec.granularity in ("channel", "token") and k:
+            return self.spec.bits_per_element(shape=(int(k),), axis=-1)
+        if isinstance(self.spec, F.ScaledIntSpec) and self.spec.granularity != "group":
+            return self.spec.bits_per_element()   # tensor, or channel/token without k: b
+        if isinstance(self.spec, F.IntElem):
+            return float(self.element_bits)
+        return self.spec.bits_per_element()
+
+    # ---- what hardware adds ----------------------------------------------------------------------
+    @cached_property
+    def operand_bits(self) -> int:
+        """Width of this format's multiplier operand: an integer's element bits (two's complement,
+        sign included), a float's significand (the sign handled apart)."""
+        return self.element_bits if self.kind in ("int", "block_int") else self.significand_bits
+
+    @property
+    def man_bits(self) -> int:
+        """Stored mantissa bits of a float (significand_bits - 1)."""
+        return self.operand_bits - 1
 
     @property
     def is_float(self) -> bool:
@@ -60,10 +174,6 @@ class FormatInfo:
     @property
     def is_block(self) -> bool:
         return self.kind in ("block_int", "block_fp")
-
-    @property
-    def man_bits(self) -> int:
-        return self.sig_bits - 1
 
     @property
     def group(self) -> int | None:
@@ -87,20 +197,9 @@ class FormatInfo:
             return math.ceil(k / self.block_size) * self.block_size
         return k
 
-    def bpe(self, k: int | None = None) -> float:
-        """Bits per element incl. amortised scales and zero points (no padding, no byte rounding).
-
-        For channel/token scales the slice length ``k`` is needed (without it: the b + 0 limit);
-        per-tensor scales are counted as 0 (their 16/32 bits amortise over the tensor).
-        """
-        if self.granularity in ("block", "group"):
-            return self.element_bits + (self.scale_bits + self.zp_bits) / self.block_size
-        if self.granularity in ("channel", "token") and k:
-            return self.element_bits + (self.scale_bits + self.zp_bits) / k
-        return float(self.element_bits)
-
     def nbytes(self, rows: int, k: int) -> int:
-        """Packed bytes of a rows x k tensor quantized along k (docs/spec/formats.md §5 footprint)."""
+        """Packed bytes of a rows x k tensor quantized along k, counted as ``QTensor.nbytes`` counts
+        them (docs/spec/formats.md §5): padded codes, scales, zero points, the tensor scale."""
         n_codes = rows * self.padded(k)
         if self.granularity == "tensor":
             n_scales = 1
@@ -113,40 +212,19 @@ class FormatInfo:
         return nb
 
 
-def _float_range(elem) -> tuple[int, int, int, int]:
-    """(e, m, e_min, e_max) of a FloatElem-like object."""
-    e, m = int(elem.ebits), int(elem.mbits)
-    bias = int(getattr(elem, "bias", None) if getattr(elem, "bias", None) is not None else 2 ** (e - 1) - 1)
-    specials = getattr(elem, "specials", "ieee")
-    emax = 2 ** e - 2 - bias if specials == "ieee" else 2 ** e - 1 - bias
-    emin = 1 - bias
-    if e == 0:
-        emin = emax = 0
-    return e, m, emin, emax
-
-
-def _scale_info(scale) -> tuple[bool, tuple[int, int] | None]:
-    if scale is None:
-        return True, None
-    inner = getattr(scale, "elem", None)
-    if inner is not None and hasattr(inner, "ebits"):
-        return False, (int(inner.ebits), int(inner.mbits))
-    return True, None
-
-
 def _resolve(fmt: Any):
-    if isinstance(fmt, str):
-        try:
-            import hwsim.formats as F
-        except ImportError as exc:  # pragma: no cover - only before hwsim.formats exists
-            raise ValueError(f"format {fmt!r}: hwsim.formats is not available to resolve names ({exc})") from exc
-        return F.get(fmt)
-    return fmt
+    try:
+        return _formats().get(fmt)
+    except ValueError:
+        raise
+    except Exception as exc:  # e.g. an unhashable or foreign object
+        raise ValueError(f"format={fmt!r} is not a recognised format spec (block, scaled int, float or int "
+                         f"element): {exc}") from None
 
 
 @lru_cache(maxsize=4096)
 def _describe_cached(fmt: Any) -> FormatInfo:
-    return _describe(fmt)
+    return FormatInfo(_resolve(fmt))
 
 
 #: what a high-precision (not quantized) operand is costed as
@@ -173,49 +251,11 @@ def describe(fmt: Any) -> FormatInfo:
         fmt = HIGH_PRECISION_FORMAT
     try:
         return _describe_cached(fmt)
-    except TypeError:  # unhashable duck-typed object
-        return _describe(fmt)
+    except TypeError:  # unhashable object: resolved without the cache
+        return FormatInfo(_resolve(fmt))
 
 
-def _describe(fmt: Any) -> FormatInfo:
-    spec = _resolve(fmt)
-    name = getattr(spec, "name", None) or str(fmt)
-    if getattr(spec, "is_block", False):
-        elem = spec.elem
-        scale_bits = int(spec.scale_bits)
-        pow2, sfloat = _scale_info(getattr(spec, "scale", None))
-        ts = 32 if getattr(spec, "tensor_scale", None) is not None else 0
-        B = int(spec.block_size)
-        if hasattr(elem, "ebits"):
-            e, m, emin, emax = _float_range(elem)
-            return FormatInfo(name, "block_fp", int(spec.element_bits), m + 1, e, emin, emax, B, scale_bits,
-                              pow2, sfloat, 0, "block", ts, spec)
-        b = int(spec.element_bits)
-        signmag = getattr(elem, "encoding", "twos") == "signmag"
-        return FormatInfo(name, "block_int", b, b, 0, 0, 0, B, scale_bits, pow2, sfloat, 0, "block", ts, spec,
-                          signmag)
-    if hasattr(spec, "granularity"):  # ScaledIntSpec
-        b = int(spec.bits)
-        gran = spec.granularity
-        zp = 0 if getattr(spec, "symmetric", True) else b
-        pow2, sfloat = _scale_info(getattr(spec, "scale", None))
-        B = int(spec.group_size) if gran == "group" else None
-        return FormatInfo(name, "int", b, b, 0, 0, 0, B, int(spec.scale_bits), pow2, sfloat, zp, gran, 0, spec)
-    if hasattr(spec, "ebits"):  # FloatElem
-        e, m, emin, emax = _float_range(spec)
-        return FormatInfo(name, "fp", 1 + e + m, m + 1, e, emin, emax, spec=spec)
-    if hasattr(spec, "bits") and hasattr(spec, "signed"):  # bare IntElem
-        b = int(spec.bits)
-        return FormatInfo(name, "int", b, b, granularity="tensor", spec=spec)
-    raise ValueError(f"format={fmt!r} is not a recognised format spec (block, scaled int, float or int element)")
-
-
-def fp_info(name: str, e: int, m: int) -> FormatInfo:
-    """A FormatInfo for an IEEE-style float (used for internal fp16/fp32 datapaths)."""
-    bias = 2 ** (e - 1) - 1
-    return FormatInfo(name, "fp", 1 + e + m, m + 1, e, 1 - bias, 2 ** e - 2 - bias)
-
-
-FP16 = fp_info("fp16", 5, 10)
-FP32 = fp_info("fp32", 8, 23)
-BF16 = fp_info("bf16", 8, 7)
+#: the internal float datapaths (rescalers, dequantizers, the fp16 vector unit), read from hwsim.formats
+FP16 = describe("fp16")
+FP32 = describe("fp32")
+BF16 = describe("bf16")

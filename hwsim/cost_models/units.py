@@ -149,7 +149,7 @@ def block_dot_int(fa: FormatInfo, fw: FormatInfo, acc: Any = 32, tech: Technolog
     the product when the signs differ (a negation of the (a+b-1)-bit product: XORs and a half-adder
     chain, priced as an adder one bit narrower)."""
     B = fa.block_size
-    a, b = fa.sig_bits, fw.sig_bits
+    a, b = fa.operand_bits, fw.operand_bits
     t = tech
     acc = _fixed(acc)
     if fa.signmag or fw.signmag:
@@ -166,8 +166,8 @@ def block_dot_int(fa: FormatInfo, fw: FormatInfo, acc: Any = 32, tech: Technolog
 
 def mxfp_window(fa: FormatInfo, fw: FormatInfo, window: int | None = 32) -> tuple[int, int]:
     """(W_win, delta): product-exponent span delta and the fixed-point window min(pa+pb+delta, window)."""
-    delta = (fa.e_max - fa.e_min) + (fw.e_max - fw.e_min)
-    w = fa.sig_bits + fw.sig_bits + delta
+    delta = (fa.emax - fa.emin) + (fw.emax - fw.emin)
+    w = fa.operand_bits + fw.operand_bits + delta
     return (w if window is None else min(w, window)), delta
 
 
@@ -183,17 +183,17 @@ def block_dot_fp(fa: FormatInfo, fw: FormatInfo, acc: Any = 32, window: int | No
     B = fa.block_size
     t = tech
     acc = _fixed(acc)
-    e = max(fa.exp_bits, fw.exp_bits)
+    e = max(fa.exponent_bits, fw.exponent_bits)
     w_win, delta = mxfp_window(fa, fw, window)
-    pw = fa.sig_bits + fw.sig_bits + 1
+    pw = fa.operand_bits + fw.operand_bits + 1
     tree = AdderTree(B, w_win + 1, tech=t)
     scale, wt = _scale_combine(fa, fw, tree.out_bits, e + 1, t)
-    parts = [("mult", IntMultiplier(fa.sig_bits, fw.sig_bits, False, tech=t), B),
+    parts = [("mult", IntMultiplier(fa.operand_bits, fw.operand_bits, False, tech=t), B),
              ("sign", IntAdder(pw - 1, tech=t), B),
              ("exp_add", IntAdder(e + 1, tech=t), B), ("exp_diff", IntAdder(min(e + 2, clog2(delta + 1)), tech=t), B),
              ("lane_align", BarrelShifter(w_win + 1, max(delta, 1), pw, tech=t), B),
              ("max_exp", MaxTree(B, e + 1, tech=t), 1), ("tree", tree, 1)] + scale + _acc_tail(wt, acc, t)
-    name = f"BlockDotFP(p{fa.sig_bits}e{fa.exp_bits}xp{fw.sig_bits}e{fw.exp_bits},B{B},win{w_win}"
+    name = f"BlockDotFP(p{fa.operand_bits}e{fa.exponent_bits}xp{fw.operand_bits}e{fw.exponent_bits},B{B},win{w_win}"
     return Unit(f"{name},{acc.name})", B,
                 (("block_dot", _c("BlockDotFP", parts, "block_dot", t)),))
 
@@ -203,9 +203,9 @@ def fp_mac(fa: FormatInfo, fw: FormatInfo, acc: Any = DEFAULT_FLOAT_ACC, tech: T
     and mantissa widths are its ``hwsim.formats`` element's."""
     t = tech
     acc = accumulator(acc)
-    e = max(fa.exp_bits, fw.exp_bits)
+    e = max(fa.exponent_bits, fw.exponent_bits)
     m = max(fa.man_bits, fw.man_bits)
-    parts = [("mult", FPMultiplier(e, m, tech=t), 1), ("acc_add", FPAdder(acc.exp_bits, acc.man_bits, tech=t), 1),
+    parts = [("mult", FPMultiplier(e, m, tech=t), 1), ("acc_add", FPAdder(acc.exponent_bits, acc.man_bits, tech=t), 1),
              ("acc_reg", Register(acc.width, tech=t), 1)]
     return Unit(f"FPMAC(e{e}m{m},{acc.name})", 1, (("mac", _c("FPMAC", parts, "mac", t)),))
 
@@ -217,10 +217,10 @@ def fp_mac(fa: FormatInfo, fw: FormatInfo, acc: Any = DEFAULT_FLOAT_ACC, tech: T
 def dequant_to_fp16(fw: FormatInfo, tech: Technology | None = None) -> Unit:
     """DequantToFP16: zero-point subtract (if any) + IntToFP(b -> fp16) + FPMultiplier(fp16)."""
     t = tech
-    b = fw.sig_bits if fw.kind != "block_fp" else fw.element_bits
+    b = fw.operand_bits if fw.kind != "block_fp" else fw.element_bits
     parts = [("zero_point", IntAdder(fw.element_bits, tech=t), 1 if fw.zp_bits else 0),
-             ("to_fp16", IntToFP(b, FP16.exp_bits, FP16.man_bits, tech=t), 1),
-             ("scale_mult", FPMultiplier(FP16.exp_bits, FP16.man_bits, tech=t), 1)]
+             ("to_fp16", IntToFP(b, FP16.exponent_bits, FP16.man_bits, tech=t), 1),
+             ("scale_mult", FPMultiplier(FP16.exponent_bits, FP16.man_bits, tech=t), 1)]
     return Unit(f"DequantToFP16({fw.name})", 1, (("dequant", _c("DequantToFP16", parts, "dequant", t)),))
 
 
@@ -230,7 +230,7 @@ def act_quant_pow2(fa: FormatInfo, tech: Technology | None = None) -> Unit:
     B, b = fa.block_size, fa.element_bits
     per_block = [("amax", MaxTree(B, 15, tech=t), 1), ("exp_sub", IntAdder(9, tech=t), 1)]
     per_elem = [("shift", BarrelShifter(12, b + 2, tech=t), 1), ("round", IntAdder(b, tech=t), 1),
-                ("clamp", Comparator(b, tech=t), 1), ("rebias", IntAdder(max(fa.exp_bits, 1), tech=t),
+                ("clamp", Comparator(b, tech=t), 1), ("rebias", IntAdder(max(fa.exponent_bits, 1), tech=t),
                                                        1 if fa.kind == "block_fp" else 0)]
     return Unit(f"ActQuantPow2({fa.name})", 1, (("quantize", _c("quantize", per_elem, "quantize", t)),
                                                 ("scale", _c("scale", per_block, "scale", t))))
@@ -247,10 +247,10 @@ def act_quant_scaled(fa: FormatInfo, group: int, tech: Technology | None = None)
     t = tech
     n_trees = 2 if fa.zp_bits else 1
     g = max(int(group), 1)
-    per_group = [("reciprocal", FPReciprocal(FP16.exp_bits, FP16.man_bits, tech=t), 1)]
+    per_group = [("reciprocal", FPReciprocal(FP16.exponent_bits, FP16.man_bits, tech=t), 1)]
     per_elem = [("amax_compare", Comparator(15, tech=t), n_trees), ("amax_select", Mux2(15, tech=t), n_trees),
-                ("scale_mult", FPMultiplier(FP16.exp_bits, FP16.man_bits, tech=t), 1),
-                ("to_int", FPToInt(FP16.exp_bits, FP16.man_bits, fa.element_bits, tech=t), 1)]
+                ("scale_mult", FPMultiplier(FP16.exponent_bits, FP16.man_bits, tech=t), 1),
+                ("to_int", FPToInt(FP16.exponent_bits, FP16.man_bits, fa.element_bits, tech=t), 1)]
     return Unit(f"ActQuantScaled({fa.name},G{g})", 1, (("quantize", _c("quantize", per_elem, "quantize", t)),
                                                         ("scale", _c("scale", per_group, "scale", t))))
 
@@ -258,17 +258,17 @@ def act_quant_scaled(fa: FormatInfo, group: int, tech: Technology | None = None)
 def output_rescale(acc_bits: int = 32, tech: Technology | None = None) -> Unit:
     """OutputRescale: IntToFP(acc -> fp32) + 2 FPMultiplier(fp32); one action per output."""
     t = tech
-    parts = [("to_fp32", IntToFP(acc_bits, FP32.exp_bits, FP32.man_bits, tech=t), 1),
-             ("scale_mult", FPMultiplier(FP32.exp_bits, FP32.man_bits, tech=t), 2)]
+    parts = [("to_fp32", IntToFP(acc_bits, FP32.exponent_bits, FP32.man_bits, tech=t), 1),
+             ("scale_mult", FPMultiplier(FP32.exponent_bits, FP32.man_bits, tech=t), 2)]
     return Unit(f"OutputRescale(int{acc_bits})", 1, (("rescale", _c("OutputRescale", parts, "rescale", t)),))
 
 
 def group_rescale(acc_bits: int = 32, tech: Technology | None = None) -> Unit:
     """GroupRescale: IntToFP + FPMultiplier + FPAdder(fp32) per (group, output)."""
     t = tech
-    parts = [("to_fp32", IntToFP(acc_bits, FP32.exp_bits, FP32.man_bits, tech=t), 1),
-             ("scale_mult", FPMultiplier(FP32.exp_bits, FP32.man_bits, tech=t), 1),
-             ("acc_add", FPAdder(FP32.exp_bits, FP32.man_bits, tech=t), 1)]
+    parts = [("to_fp32", IntToFP(acc_bits, FP32.exponent_bits, FP32.man_bits, tech=t), 1),
+             ("scale_mult", FPMultiplier(FP32.exponent_bits, FP32.man_bits, tech=t), 1),
+             ("acc_add", FPAdder(FP32.exponent_bits, FP32.man_bits, tech=t), 1)]
     return Unit(f"GroupRescale(int{acc_bits})", 1, (("rescale", _c("GroupRescale", parts, "rescale", t)),))
 
 
@@ -341,7 +341,7 @@ def _common_block(fa: FormatInfo, fw: FormatInfo) -> tuple[FormatInfo, FormatInf
         raise _unsupported(fa, fw, f"block sizes {fa.block_size} and {fw.block_size}: neither divides the other")
     note = (f"block sizes differ ({fa.block_size} vs {fw.block_size}): dot-product units over {small} elements, "
             f"the larger block's scale reused by {large // small} units")
-    return replace(fa, block_size=small), replace(fw, block_size=small), (note,)
+    return replace(fa, block=small), replace(fw, block=small), (note,)
 
 
 def build_pe(a_format: Any, w_format: Any, acc: Any = None, window: int | None = 32,
@@ -388,7 +388,7 @@ def _build_pe(fa: FormatInfo, fw: FormatInfo, acc: Accumulator | None, window, k
         if isinstance(acc, FloatAcc):
             raise _unsupported(fa, fw, "block dot-product units accumulate in a fixed-point window, not FP")
         if fa.kind == "block_int" and fw.kind == "block_int":
-            need = AdderTree(ua.block_size, ua.sig_bits + uw.sig_bits).out_bits
+            need = AdderTree(ua.block_size, ua.operand_bits + uw.operand_bits).out_bits
             _check_acc_width(acc, need, "exact segment sum (a+b+ceil(log2 B))", ua, uw)
             pe = block_dot_int(ua, uw, acc, tech)
         else:
@@ -399,8 +399,8 @@ def _build_pe(fa: FormatInfo, fw: FormatInfo, acc: Accumulator | None, window, k
         acc = acc or DEFAULT_FIXED_ACC
         if isinstance(acc, FloatAcc):
             raise _unsupported(fa, fw, "integer MACs accumulate in an integer register, not FP")
-        _check_acc_width(acc, fa.sig_bits + fw.sig_bits, "product (a+b)", fa, fw)
-        pe = int_mac(fa.sig_bits, fw.sig_bits, acc, tech)
+        _check_acc_width(acc, fa.operand_bits + fw.operand_bits, "product (a+b)", fa, fw)
+        pe = int_mac(fa.operand_bits, fw.operand_bits, acc, tech)
         grouped = "group" in (fa.granularity, fw.granularity)
         resc = group_rescale(acc.width, tech) if grouped else output_rescale(acc.width, tech)
         return PEConfig(fa, fw, acc, pe, aq, group, None, resc, grouped)

@@ -121,7 +121,7 @@ class ModelSpec:
     kv_fmt: Any = "fp16"
     vocab: int = 0
     not_costed: tuple[str, ...] = ()
-    #: KV-cache storage bits per element (scales included); None: ``describe(kv_fmt).bpe()``
+    #: KV-cache storage bits per element (scales included); None: ``describe(kv_fmt).bits_per_element()``
     kv_bits: float | None = None
     head: LinearSpec | None = None
     head_tokens: str = "last"
@@ -143,7 +143,7 @@ class ModelSpec:
     @property
     def kv_bpe(self) -> float:
         """Bits per element of the KV cache."""
-        return float(self.kv_bits) if self.kv_bits is not None else describe(self.kv_fmt).bpe()
+        return float(self.kv_bits) if self.kv_bits is not None else describe(self.kv_fmt).bits_per_element()
 
     @property
     def M(self) -> int:

@@ -102,13 +102,17 @@ class FloatAcc:
         return _formats().get(self.format)
 
     @property
-    def exp_bits(self) -> int:
+    def exponent_bits(self) -> int:
         return int(self.spec.exponent_bits)
 
     @property
+    def significand_bits(self) -> int:
+        return int(self.spec.significand_bits)
+
+    @property
     def man_bits(self) -> int:
-        """Stored mantissa bits (``hwsim.formats``: significand_bits - 1)."""
-        return int(self.spec.significand_bits) - 1
+        """Stored mantissa bits (significand_bits - 1)."""
+        return self.significand_bits - 1
 
     @property
     def width(self) -> int:

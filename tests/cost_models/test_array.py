@@ -107,7 +107,7 @@ BPE = {"mxfp8_e4m3": 8.25, "mxint8": 8.25, "mxfp6_e3m2": 6.25, "mxfp4": 4.25, "m
 
 @pytest.mark.parametrize("fmt", sorted(BPE))
 def test_bpe_table(fmt):
-    assert describe(fmt).bpe() == BPE[fmt]
+    assert describe(fmt).bits_per_element() == BPE[fmt]
 
 
 @settings(max_examples=40, deadline=None)

@@ -68,8 +68,8 @@ def test_spec_fields_and_codes():
     assert FixedAcc(24, 8, "WRAP", "RNE") == a                       # strings are coerced to the enums
     assert FixedAcc(24) == FixedAcc(24, 12) == parse_accumulator("fixed:24")
     f16 = parse_accumulator("fp16")
-    assert (f16.kind, f16.width, f16.exp_bits, f16.man_bits) == ("float", 16, 5, 10)   # read from hwsim.formats
-    assert (FloatAcc("bf16").exp_bits, FloatAcc("bf16").man_bits, FloatAcc().width) == (8, 7, 32)
+    assert (f16.kind, f16.width, f16.exponent_bits, f16.significand_bits, f16.man_bits) == ("float", 16, 5, 11, 10)
+    assert (FloatAcc("bf16").exponent_bits, FloatAcc("bf16").man_bits, FloatAcc().width) == (8, 7, 32)
     assert ExactAcc().kind == "exact"
     import hwsim.formats as F
 

@@ -272,7 +272,7 @@ def _fpop_model(p, tech):
     from ..components import FPAdder, FPMultiplier
 
     f = _fmt(p["fmt"])
-    return (FPMultiplier if p["op"] == "mul" else FPAdder)(f.exp_bits, f.man_bits, tech=tech)
+    return (FPMultiplier if p["op"] == "mul" else FPAdder)(f.exponent_bits, f.man_bits, tech=tech)
 
 
 # ------------------------------------------------------------------------ MAC / dot-product units
@@ -331,7 +331,7 @@ def _dot_build(p):
                              f"{p['acc']}-bit accumulator window")
     s = max(fa.scale_bits, fw.scale_bits)
     if fa.kind == "block_int":
-        dot.block_dot_int(m, fa.sig_bits, fw.sig_bits, B, s, p["acc"], signmag=_is_signmag(fa),
+        dot.block_dot_int(m, fa.operand_bits, fw.operand_bits, B, s, p["acc"], signmag=_is_signmag(fa),
                           arch=p.get("arch", "baugh_wooley"))
     else:
         scale = fa.spec.scale.elem if fa.scale_float else None
@@ -340,7 +340,7 @@ def _dot_build(p):
 
 
 def _int_elements(f, shape, rng):
-    b = f.sig_bits
+    b = f.operand_bits
     if _is_signmag(f):
         return rng.integers(0, 1 << b, shape)            # any sign-magnitude code
     lim = (1 << (b - 1)) - 1
@@ -379,11 +379,11 @@ def _dot_expect(p, inp, state):
     if fa.kind == "block_int":
         def val(v, f):
             if _is_signmag(f):
-                mag = v & ((1 << (f.sig_bits - 1)) - 1)
-                return np.where(v >> (f.sig_bits - 1) & 1, -mag, mag)
+                mag = v & ((1 << (f.operand_bits - 1)) - 1)
+                return np.where(v >> (f.operand_bits - 1) & 1, -mag, mag)
             return v
         total = (val(inp["x"], fa) * val(inp["w"], fw)).sum(axis=1)
-        wt = fa.sig_bits + fw.sig_bits - (1 if _is_signmag(fa) else 0) + arith.clog2(B)
+        wt = fa.operand_bits + fw.operand_bits - (1 if _is_signmag(fa) else 0) + arith.clog2(B)
         blk = inp["xs"] + inp["ws"]
     else:
         ea, eb = fa.spec.elem, fw.spec.elem
@@ -416,7 +416,7 @@ def _dot_model(p, tech):
 
     fa, fw = _dot_formats(p)
     if "lanes" in p:
-        fa, fw = replace(fa, block_size=_lanes(p, fa)), replace(fw, block_size=_lanes(p, fa))
+        fa, fw = replace(fa, block=_lanes(p, fa)), replace(fw, block=_lanes(p, fa))
     return build_pe(fa, fw, acc=f"window({p['acc']})", window=p.get("window", 32), tech=tech).pe
 
 

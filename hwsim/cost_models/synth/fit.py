@@ -139,7 +139,7 @@ def _fp_units(units: list[dict], op: str) -> tuple[list[tuple[int, int]], np.nda
     from ..fmt import describe
 
     fps = _by_family(units, "fp", op=op)
-    em = [(describe(u["params"]["fmt"]).exp_bits, describe(u["params"]["fmt"]).man_bits) for u in fps]
+    em = [(describe(u["params"]["fmt"]).exponent_bits, describe(u["params"]["fmt"]).man_bits) for u in fps]
     return em, np.array([u["transistors"] for u in fps], dtype=float)
 
 

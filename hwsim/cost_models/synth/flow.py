@@ -89,7 +89,7 @@ def _weight(spec: UnitSpec) -> float:
     if spec.family == "fp":
         from ..fmt import describe
 
-        return describe(p["fmt"]).sig_bits ** 2
+        return describe(p["fmt"]).operand_bits ** 2
     if spec.family in ("adder_tree", "max_tree"):
         return p["inputs"] * p["w"] / 4
     return 10.0

@@ -29,7 +29,7 @@ def is_validated(spec: UnitSpec) -> bool:
     from ..laws import kappa_weight
 
     f = describe(spec.p["fmt"])
-    return kappa_weight(f.exp_bits, f.man_bits) == 0.0
+    return kappa_weight(f.exponent_bits, f.man_bits) == 0.0
 
 
 def specs_of(counts: dict) -> list[tuple[UnitSpec, dict]]:
