@@ -41,6 +41,10 @@ def _model(s, fp):
     return ["cost", "model", "--phase", "decode", "--seq", "16", "--acc", s] + (["--a", "none", "--w", "none"] if fp else [])
 
 
+def _units(s, fp):
+    return ["cost", "units", "--acc", s] + (["--a", "fp16", "--w", "fp16"] if fp else ["--a", "mxint8", "--w", "mxint4"])
+
+
 # (string, what the exact core says: None = runs, else a piece of its refusal)
 VALID = [
     ("int32", None), ("int24", None), (" INT24 ", None), ("24", None), ("window(32)", None), ("fixed:24", None),
@@ -62,12 +66,16 @@ def test_every_cli_and_the_study_file_take_the_same_strings(capsys, text, core):
     else:
         assert rc == 1 and "Traceback" not in err and core in err and repr(spec.name) in err
     # hwsim cost gemm / model --acc, and the study file's hardware acc
-    for argv in (_gemm(text, fp), _model(text, fp)):
+    for argv in (_gemm(text, fp), _model(text, fp), _units(text, fp)):
         rc, out, err = _run(capsys, argv)
         if spec.kind == "exact":
             assert rc == 1 and "no hardware to cost" in err and "Traceback" not in err, argv
         else:
             assert rc == 0, (argv, err)
+    if core is None:  # exact mode's accumulator in a study file (hwsim.quant's key), stored canonical too
+        pts = Study.from_dict({"study": {"name": "t"}, "accuracy": {"recipes": "rtn", "w": "mxint4", "x": "mxint8",
+                                                                    "modes": ["exact"], "accumulators": [text]}})
+        assert [p.accumulator for p in pts.accuracy_points()] == [str(spec)]
     study = {"study": {"name": "t"}, "accuracy": {"recipes": "rtn"}, "hardware": {"acc": text}}
     if spec.kind == "exact":
         with pytest.raises(StudyError, match="no hardware to cost"):
@@ -89,7 +97,7 @@ INVALID = ["bogus", "fixed:x", "int", "window(3", "fixed:24:8:wrap:saturate", "i
 
 @pytest.mark.parametrize("text", INVALID)
 def test_invalid_strings_fail_the_same_way_everywhere(capsys, text):
-    for argv in (_matmul(text), _gemm(text, False), _model(text, False)):
+    for argv in (_matmul(text), _gemm(text, False), _model(text, False), _units(text, False)):
         rc, out, err = _run(capsys, argv)
         assert rc in (1, 2), argv
         assert err.startswith("hwsim: error: ") and "Traceback" not in err and err.count("\n") == 1, err
