@@ -340,9 +340,9 @@ def format_table(results: list[dict[str, Any]]) -> str:
         tot = r.get("acc_events_total")
         if r.get("mode") == "exact":
             lines.append(f"exact mode [{r['recipe']}]: accumulator {r.get('accumulator', 'fp32')}"
-                         + (f"; events over the evaluation: {_events_text(tot)} in "
+                         + (f"; events over the evaluation: {_events_text(tot)}; "
                             f"{sum(1 for e in r['acc_events'].values() if e['saturations'] + e['wraps'])} of "
-                            f"{len(r['acc_events'])} layers with overflows" if tot else ""))
+                            f"{len(r['acc_events'])} layers overflowed (per layer: --json)" if tot else ""))
     for r in results:
         lines.append(f"time per stage [{r['recipe']}] (s): " + ", ".join(
             f"{k}={v:.1f}" for k, v in r["times"].items()))
