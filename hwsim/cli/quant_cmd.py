@@ -40,8 +40,9 @@ def register(subparsers) -> None:
     p.add_argument("--rank", type=int_at_least(0), default=None, help="rank k of the low-rank branch")
     p.add_argument("--mode", choices=("fake", "exact"), default=None, help="emulation mode (default fake)")
     p.add_argument("--accumulator", default=None, metavar="SPEC",
-                   help="exact mode's accumulator: fp32 (default), exact, or fixed:W:F[:saturate|:wrap][:truncate|:rne] "
-                        "(e.g. fixed:24:8:saturate:rne); its events (saturations, wraps, bits lost) are reported per layer")
+                   help="exact mode's accumulator: fp32 (default), exact, fixed:W[:F][:saturate|:wrap][:truncate|:rne] "
+                        "(e.g. fixed:24:8:saturate:rne) or int<W>; its events (saturations, wraps, bits lost) are "
+                        "reported per layer")
     p.add_argument("--calib", default="austen", help="calibration corpus (austen, brown, wikitext2, file:PATH)")
     p.add_argument("--n-calib", type=int_at_least(1), default=32, help="calibration sequences (default 32)")
     p.add_argument("--calib-len", type=int_at_least(1), default=512, help="tokens per calibration sequence (default 512)")

@@ -30,7 +30,7 @@ import torch.nn.functional as Fn
 from torch import nn
 
 __all__ = ["QLinear", "QLinearRecord", "LowRankRecord", "fmt_name", "resolve_format", "bits_per_element",
-           "MODES", "ActQuantCache", "check_accumulator", "ACCUMULATOR_FORMS"]
+           "MODES", "ActQuantCache", "check_accumulator"]
 
 MODES = ("fake", "exact")
 
@@ -41,21 +41,27 @@ def _formats():
     return F
 
 
-#: the accumulator strings exact mode accepts (``hwsim.matmul.parse_accumulator``'s grammar)
-ACCUMULATOR_FORMS = "'fp32', 'exact', or 'fixed:W:F[:saturate|:wrap][:truncate|:rne]' (e.g. 'fixed:24:8:saturate:rne')"
+def _acc_forms() -> str:
+    from hwsim.matmul.datapath import ACCUMULATOR_FORMS, CORE_MAX_WIDTH
+
+    return f"{ACCUMULATOR_FORMS}; exact mode runs 'fp32', 'exact' and fixed-point registers of W <= {CORE_MAX_WIDTH}"
 
 
 def check_accumulator(acc: Any, what: str = "accumulator"):
-    """The accumulator spec of ``acc`` (a string of the matmul grammar or a spec object), parsed by
-    ``hwsim.matmul.parse_accumulator``; a ValueError names ``what``, the value and the valid forms."""
-    from hwsim.matmul.datapath import parse_accumulator
+    """The accumulator spec of ``acc`` for exact mode: a string of the one grammar
+    (``hwsim.matmul.datapath.parse_accumulator``) or a spec object, refused when the exact core
+    cannot run it (``core_accumulator``: fp16/bf16, W > 62). A ValueError names ``what``, the value
+    and the valid forms."""
+    from hwsim.matmul.datapath import core_accumulator
 
     try:
-        return parse_accumulator(acc)
+        return core_accumulator(acc)
     except ValueError as exc:
-        msg = str(exc)
-        why = "" if msg.startswith("accumulator=") else f" ({msg})"
-        raise ValueError(f"{what}: {acc!r} is not a valid accumulator{why}; valid: {ACCUMULATOR_FORMS}") from None
+        msg = str(exc).split("; valid: ")[0]           # the parser's reason, without its list of forms
+        head = f"accumulator={acc!r} is invalid"
+        why = msg[len(head):].lstrip(": ") if msg.startswith(head) else msg
+        why = f" ({why})" if why else ""
+        raise ValueError(f"{what}: {acc!r} is not a valid accumulator{why}; valid: {_acc_forms()}") from None
 
 
 def resolve_format(fmt, what: str = "format"):
