@@ -1,7 +1,7 @@
 """TesseraQ's CPU budget on SmolLM2-135M end to end (issue 10): wall time and peak memory.
 
 Quantizes every decoder linear with ``quantize_model(model, "tesseraq", calib)`` (the stage's
-``budget="cpu"``: the 10-stage schedule, 50 Adam steps per stage, batch 2) on ``--n-calib`` x
+``budget="cpu"``: the 10-stage schedule, 5 Adam steps per stage, batch 2) on ``--n-calib`` x
 ``--calib-len`` calibration tokens, and prints the wall time split by stage (capture/propagate,
 training), the time per training step, the peak resident memory of the process (ru_maxrss) and,
 with ``--eval``, the perplexity of the result next to RTN's. Times exclude model load and

@@ -309,7 +309,7 @@ def tesseraq_block(block_fn: Callable[[torch.Tensor], torch.Tensor],
 # ------------------------------------------------------------------------------------------------
 
 #: training budgets of the stage's ``budget`` option (docs/spec/algorithms.md §4.6, "Budgets"):
-#: "cpu" (10-stage schedule x 50 steps, batch 2; SmolLM2-135M in minutes on 2 cores) and "paper"
+#: "cpu" (10-stage schedule x 5 steps, batch 2; SmolLM2-135M in about 5 minutes on 2 cores) and "paper"
 #: (20 stages x 250 steps, batch 4, fp16 autocast on CUDA); the AWQ initialisation of the paper is
 #: the ``awq`` transform before this stage (``awq+tesseraq``)
 BUDGETS = ("cpu", "paper")
