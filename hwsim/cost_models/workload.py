@@ -269,6 +269,37 @@ def _acc_for(acc: Any, x_fmt: Any) -> Any:
     return acc if isinstance(accumulator(acc), FloatAcc) == (describe(x_fmt).kind == "fp") else None
 
 
+def _record_acc(rec: Any, x_fmt: Any, default: Any) -> Any:
+    """The accumulator one record's linear is costed with (docs/cost_models.md, "Accumulators"):
+
+    1. the record's own ``acc`` (a cost-model field), when given;
+    2. else, for a linear evaluated in exact mode (``mode == "exact"``), the ``accumulator`` it was
+       evaluated with, when the cost model can price it on that datapath: a fixed-point one
+       (``fixed:W:F...``, ``int<W>``) on integer and block datapaths, a float one on FP datapaths
+       (float activations). The exact core's ``fp32`` on an integer or block datapath (block sums
+       added in fp32; the cost model has no FP accumulator for integer units) and ``exact`` (no
+       hardware) are not priced, so rule 3 applies to them;
+    3. else ``default``: the hardware point's accumulator for datapaths of its kind
+       (:func:`_acc_for`), or None (the unit's default: int32, fp32 on FP datapaths).
+
+    So cost follows the accumulator the accuracy was measured with; a fake-mode record (which
+    carries ``accumulator="fp32"``, fake mode's fp32 sum) is costed as before.
+    """
+    explicit = _field(rec, "acc")
+    if explicit is not None:
+        return explicit
+    if _field(rec, "mode") == "exact":
+        measured = _field(rec, "accumulator")
+        if measured is not None:
+            from hwsim.matmul.datapath import ExactAcc, parse_accumulator
+
+            if not isinstance(parse_accumulator(measured), ExactAcc):
+                fits = _acc_for(measured, x_fmt)
+                if fits is not None:
+                    return fits
+    return default
+
+
 def _check_acc_fits(acc: Any, linears) -> None:
     """``from_config``'s accumulator must size at least one linear (else it was a mistake, e.g. fp32 on
     MXINT); ``from_quantized`` does not ask it (a study's hardware axis meets every model)."""
@@ -331,14 +362,16 @@ def from_quantized(desc: Any, config: Any = None, *, phase: str = "prefill", seq
     HIGH_PRECISION_FORMAT), ``input_key`` (records with equal keys read one input, quantized once;
     default: k/v share q's input, up shares gate's), ``pre_transform`` ('none', 'hadamard' of
     ``pre_transform_size``, or 'hadamard(m)'), ``lowrank`` (None or ``rank``, ``a_fmt``, ``b_fmt``,
-    ``xa_fmt``, ``xab_fmt``), optional ``acc``. A record named ``lm_head`` gives
+    ``xa_fmt``, ``xab_fmt``), optional ``acc``, ``mode`` and ``accumulator`` (exact mode's: sizes
+    the linear's datapath when the cost model can price it, before ``acc=``; :func:`_record_acc`). A record named ``lm_head`` gives
     the head's formats (without one the head is costed in HIGH_PRECISION_FORMAT, as hwsim.quant
     leaves it; ``head_tokens``: :data:`HEAD_TOKENS`); other records outside the decoder layers are
     listed in ``ModelSpec.not_costed``. Attention records (``kind ==
     "attention"``, ``hwsim.quant.attention.AttentionRecord``) give the KV cache's ``kv_bits`` per
     element (mean over layers) and its K format as ``kv_fmt``. ``acc`` sets the accumulator of
-    every linear whose record has none and whose activations are not a float element format
-    (FP datapaths keep their FP accumulator). The config comes from ``config`` or ``desc.config``.
+    every linear whose record names none it can be costed with (no ``acc``, no priceable
+    exact-mode ``accumulator``) and whose activations are not a float element format (FP
+    datapaths keep their FP accumulator). The config comes from ``config`` or ``desc.config``.
     """
     cfg = config if config is not None else _get(desc, "config")
     if cfg is None:
@@ -386,14 +419,14 @@ def from_quantized(desc: Any, config: Any = None, *, phase: str = "prefill", seq
         wf, xf = _hp(_field(rec, "w_fmt")), _hp(_field(rec, "x_fmt"))
         default_acc = _acc_for(acc, xf)  # an accumulator sizes the datapaths of its kind only
         layers[li].append(LinearSpec(short, int(K), int(N), wf, xf,
-                                     acc=_field(rec, "acc", default=default_acc), shares_input_with=share,
+                                     acc=_record_acc(rec, xf, default_acc), shares_input_with=share,
                                      pre_transform=_record_transform(rec, str(name), int(K)),
                                      act_quant=_field(rec, "x_fmt") is not None, lowrank=_record_lowrank(rec)))
     head = None
     if d["vocab"]:
         hw, hx = (_field(head_rec, "w_fmt"), _field(head_rec, "x_fmt")) if head_rec is not None else (None, None)
         head = LinearSpec(HEAD_NAME, d["hidden"], d["vocab"], _hp(hw), _hp(hx), act_quant=hx is not None,
-                          acc=_field(head_rec, "acc") if head_rec is not None else None)
+                          acc=_record_acc(head_rec, _hp(hx), None) if head_rec is not None else None)
     return ModelSpec(d["name"], d["layers"], d["hidden"], d["intermediate"], d["heads"], d["kv_heads"], d["d_head"],
                      _interned(tuple(v) for _, v in sorted(layers.items())), phase=phase, batch=batch, seq=seq,
                      head=head, head_tokens=head_tokens,

@@ -37,7 +37,9 @@ OFMAP_FRACTION = 0.5
 
 def accelerator(hw: HardwarePoint) -> SystolicArray:
     """The systolic array of a hardware point (technology, SRAM, DRAM, clock); the accumulator
-    ``hw.acc`` is set per linear by :func:`cost_metrics` (integer and block datapaths only)."""
+    ``hw.acc`` is set per linear by :func:`cost_metrics` (integer and block datapaths only; a linear
+    evaluated in exact mode with a fixed-point accumulator is costed with that one instead:
+    ``hwsim.cost_models.workload._record_acc``)."""
     tech = Technology(library=hw.library, node_nm=hw.node_nm, dram_type=hw.dram, dram_bandwidth_gbps=hw.dram_gbps,
                       f_clk_hz=None if hw.clock_mhz is None else hw.clock_mhz * 1e6)
     kib = hw.sram_kib * BYTES_PER_KIB
