@@ -136,7 +136,28 @@ def check_arguments(args):
                              dram=args.dram, prefill_seq=args.prefill_seq, decode_context=args.decode_context)
     for w in accelerator(hardware).tech.warnings:  # validates the accelerator; an extrapolated node is said
         print(f"hwsim: warning: --node {args.node:g}: {w}", file=sys.stderr)
+    _check_costed_accumulator(rec)
     return hardware
+
+
+def _check_costed_accumulator(rec) -> None:
+    """In exact mode the cost follows the accumulator (docs/cost_models.md): one the cost model
+    refuses on the recipe's default (activation, weight) pair is an error before any work."""
+    if rec.mode != "exact" or rec.accumulator == "fp32":
+        return
+    from hwsim.cost_models import build_pe
+    from hwsim.cost_models.workload import _hp, _record_acc
+
+    lay = rec.layer
+    x, w = _hp(lay.x), _hp(lay.w)
+    acc = _record_acc({"mode": "exact", "accumulator": rec.accumulator}, x, None)
+    if acc is None:
+        return
+    try:
+        build_pe(x, w, acc)
+    except ValueError as exc:
+        raise ValueError(f"--accumulator {rec.accumulator!r}: the cost model cannot size it on "
+                         f"{lay.w or 'none'} x {lay.x or 'none'} ({exc}); give a wider accumulator or --no-cost") from None
 
 
 def _check_accumulator_flag(value: str) -> None:

@@ -132,3 +132,21 @@ def test_set_mode_records_carry_what_is_costed(mx):
     set_mode(m, "exact", accumulator="fixed:20:10:saturate")
     accs = _accs(model_records(m), m.config, acc="int32")
     assert set(accs) == {"fixed:20:10"}
+
+
+def test_hwsim_quantize_refuses_an_unpriceable_accumulator_before_any_work(capsys):
+    from hwsim.cli import main
+
+    argv = ["quantize", "--model", "smollm2-135m", "--recipe", "rtn", "--w", "mxint4", "--a", "mxint8",
+            "--mode", "exact", "--accumulator", "fixed:16:8"]
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert "--accumulator 'fixed:16:8'" in err and "17-bit exact segment sum" in err and "--no-cost" in err
+
+
+def test_hwsim_quantize_accepts_what_the_cost_model_prices():
+    from hwsim.cli.quant_cmd import _check_costed_accumulator, build_recipe
+
+    for w, a, acc in (("mxint4", "mxint8", "fixed:20:4"), ("int4_ch", "int8_tok", "fixed:16:8"),
+                      ("mxint4", "mxint8", "fp32"), ("mxint4", "mxint8", "exact")):
+        _check_costed_accumulator(build_recipe("rtn", w=w, a=a, mode="exact", accumulator=acc))
