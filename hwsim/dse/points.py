@@ -63,7 +63,9 @@ class AccuracyPoint(_Point):
     preset default, "none" = high precision). rank: low-rank k (None = preset default; 0 = none).
     mode: "fake" or "exact" emulation. accumulator: exact mode's accumulator in ``hwsim.matmul``'s
     grammar, canonical name ("fp32", "fixed:24:8:rne", "exact"); the default "fp32" is left out of
-    ``key``, so points written before this field existed keep their keys.
+    ``key``, so points written before this field existed keep their keys. qsur: also measure the
+    QSUR of every quantizer input before and after the recipe's transforms and store its summary
+    (``hwsim.quant.qsur``); False is left out of ``key`` like the default accumulator.
     """
 
     KIND = "accuracy"
@@ -83,12 +85,15 @@ class AccuracyPoint(_Point):
     rank: int | None = None
     mode: str = "fake"
     accumulator: str = "fp32"
+    qsur: bool = False
 
     @cached_property
     def key(self) -> str:
         d = self.to_dict()
         if d["accumulator"] == "fp32":
             del d["accumulator"]
+        if not d["qsur"]:
+            del d["qsur"]
         return config_key(self.KIND, d)
 
     @property
@@ -118,6 +123,8 @@ class AccuracyPoint(_Point):
             parts.append(self.mode)
         if self.accumulator != "fp32":
             parts.append(f"acc={self.accumulator}")
+        if self.qsur:
+            parts.append("qsur")
         return " ".join(parts)
 
 

@@ -30,7 +30,7 @@ import traceback
 import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from .costing import ModelCoster
 from .points import AccuracyPoint, DesignPoint, HardwarePoint, config_key
@@ -231,8 +231,9 @@ def evaluate_accuracy(point: AccuracyPoint | dict, *, progress: bool = False,
             model = copy.deepcopy(fp_model)
             stats_entry = _fp_stats(point, recipe)
             kinds_before = stats_entry[0].kinds() if stats_entry else set()
+            qsur, on_transformed = _qsur_hooks(point, recipe, model, tok, calib)
             report = quantize_model(model, recipe, calib, progress=progress,
-                                    fp_stats=stats_entry[0] if stats_entry else None)
+                                    fp_stats=stats_entry[0] if stats_entry else None, on_transformed=on_transformed)
             if stats_entry:
                 _save_fp_stats(stats_entry, kinds_before)
             WORK["quantizations"] += 1
@@ -266,6 +267,7 @@ def evaluate_accuracy(point: AccuracyPoint | dict, *, progress: bool = False,
                    if acc_total else {}),
                 "n_quantized": report.n_quantized, "scored_tokens": res.scored_tokens,
                 "protocol": res.protocol.as_dict(), "fallbacks": report.events[:MAX_WARNINGS],
+                **qsur_summary(qsur),
             }
             out["model_config"] = model.config.to_dict()
             out.update(status="ok", error="", traceback="")
@@ -280,6 +282,41 @@ def evaluate_accuracy(point: AccuracyPoint | dict, *, progress: bool = False,
     out["timings"] = timings
     out["wall_s"] = time.perf_counter() - t_start
     return out
+
+
+def _qsur_hooks(point: AccuracyPoint, recipe, model, tok, calib):
+    """({"before": rows, "after": rows} filled during quantization, the ``on_transformed`` hook), or
+    ({}, None) unless ``point.qsur``. Measured on the calibration sequences (the point's own
+    calibration set when the recipe needs none); "before" runs here, on the unquantized model;
+    without transform stages "after" is "before"."""
+    if not point.qsur:
+        return {}, None
+    from hwsim.quant.calibrate import as_token_ids
+    from hwsim.quant.qsur import qsur_table
+
+    ids = as_token_ids(calib if calib is not None else _calibration(point, tok))
+    tables = {"before": qsur_table(model, ids)}
+
+    def after(m, adapter):
+        tables["after"] = qsur_table(m, ids, adapter=adapter) if recipe.transforms else tables["before"]
+    return tables, after
+
+
+def qsur_summary(tables: Mapping[str, list]) -> dict[str, Any]:
+    """Study metrics of QSUR tables (``hwsim.quant.qsur.qsur_table`` rows before/after the
+    transforms): ``qsur_before``/``qsur_after`` (mean QSUR^(1/d) over every layer with a value) and
+    ``qsur_groups`` ({group: [mean before, mean after]}); {} without tables."""
+    if not tables:
+        return {}
+
+    def mean(rows, group=None):
+        vals = [r["qsur"] for r in rows if r["qsur"] is not None and group in (None, r["group"])]
+        return sum(vals) / len(vals) if vals else None
+
+    before, after = tables["before"], tables.get("after", tables["before"])
+    groups = list(dict.fromkeys(r["group"] for r in before))
+    return {"qsur_before": mean(before), "qsur_after": mean(after),
+            "qsur_groups": {g: [mean(before, g), mean(after, g)] for g in groups}}
 
 
 def _held_out_tokens(tok, point: AccuracyPoint):

@@ -8,7 +8,7 @@ A study file has four tables (every list-valued field also accepts a scalar; lis
 
     [study]      name (required, [A-Za-z0-9_.-]+), description, db, report_dir
     [protocol]   model, eval_corpus, calib_corpus, seq_len, n_tokens, n_calib, calib_len, seed
-    [accuracy]   recipes, modes, accumulators, ranks, and EITHER a grid (w, x, lowrank_fmt) OR
+    [accuracy]   recipes, modes, accumulators, ranks, qsur, and EITHER a grid (w, x, lowrank_fmt) OR
                  [[accuracy.settings]] (name, w, x, lowrank_fmt, rank: zipped bundles);
                  [[accuracy.point]] explicit points (AccuracyPoint fields + an optional name);
                  [[accuracy.exclude]] drops grid points matching all given fields
@@ -316,6 +316,7 @@ class _AccuracyPointSpec(_Model):
     rank: Rank | None = None
     mode: Mode = _ACC_DEFAULTS["mode"]
     accumulator: DatapathAcc = _ACC_DEFAULTS["accumulator"]
+    qsur: bool = _ACC_DEFAULTS["qsur"]
 
 
 class _AccuracyExclude(_Model):
@@ -334,12 +335,15 @@ class _AccuracyExclude(_Model):
     rank: ExclValue = None
     mode: ExclValue = None
     accumulator: ExclValue = None
+    qsur: ExclValue = None
 
 
 class _Accuracy(_Model):
     recipes: _as_list(RecipeName) = []
     modes: _as_list(Mode) = [_ACC_DEFAULTS["mode"]]
     accumulators: _as_list(DatapathAcc) = [_ACC_DEFAULTS["accumulator"]]
+    #: measure QSUR before/after the transforms on every grid point (AccuracyPoint.qsur)
+    qsur: bool = _ACC_DEFAULTS["qsur"]
     ranks: _as_list(Rank | None) = [None]
     w: _as_list(Fmt | None) | None = None
     x: _as_list(Fmt | None) | None = None
@@ -633,7 +637,7 @@ def _expand_accuracy(spec: _StudyFile) -> tuple[list[_Candidate], list[_Candidat
                             if mode != "exact":
                                 accum = "fp32"   # fake mode sums in fp32: the duplicates collapse
                             pt = _accuracy_point({**p, "recipe": recipe, **fmts, "rank": rank, "mode": mode,
-                                                  "accumulator": accum})
+                                                  "accumulator": accum, "qsur": acc.qsur})
                             grid.append(_Candidate(pt, "accuracy", name, False))
     first = {f: getattr(proto, f)[0] for f in PROTOCOL_FIELDS}
     explicit = []

@@ -229,7 +229,7 @@ def test_two_exclusions_drop_either_match():
     assert [p.recipe for p in s.accuracy_points()] == ["l2qer"]
     assert _problems({"accuracy": {"recipes": "rtn", "exclude": [{}]}}) == [
         "accuracy.exclude[0]: empty exclusion (it would drop every point); give at least one of model, eval_corpus, "
-        "calib_corpus, seq_len, n_tokens, n_calib, calib_len, seed, recipe, w, x, lowrank_fmt, rank, mode, accumulator"]
+        "calib_corpus, seq_len, n_tokens, n_calib, calib_len, seed, recipe, w, x, lowrank_fmt, rank, mode, accumulator, qsur"]
     probs = _problems({"accuracy": {"recipes": "rtn", "exclude": [{"recipes": "rtn", "x": {"a": 1}}]}})
     assert len(probs) == 2  # in file order
     assert probs[0].startswith("accuracy.exclude[0].recipes: unknown key 'recipes'; did you mean 'recipe'?")
