@@ -5,7 +5,8 @@ CPU:  .venv/bin/python benchmarks/bench_matmul.py                 (1024^3 by def
 GPU:  .venv/bin/python benchmarks/bench_matmul.py --gpu           (Triton + torch backends vs bf16 matmul,
                                                                    4096^3, plus a 512^3 bit-equality check)
 CPU backends (exact mode, fp32 accumulator unless "fake"):
-  numba  numpy QTensors, backend="numba" (the tiled numba kernel)
+  numba-tiled  numpy QTensors, backend="numba-tiled" (the tiled numba kernel)
+  numba  numpy QTensors, backend="numba" (the per-output reference kernels; not in the default list)
   torch  torch CPU QTensors, backend="torch" (the batched-GEMM path)
   auto   numpy QTensors, backend="auto" (what matmul() picks on CPU: the batched-GEMM path)
   fake   torch QTensors, mode="fake" (dequantize + fp32 GEMM; not bit-exact)
@@ -73,6 +74,18 @@ def _bits(y):
     return np.where(np.isnan(y), np.uint32(0x7FC00000), u)
 
 
+def _pair(text):
+    """("mxint8", "mxint4") from "mxint8xmxint4": the split at the "x" where both sides are formats."""
+    for i, ch in enumerate(text):
+        if ch == "x" and 0 < i < len(text) - 1:
+            try:
+                F.get(text[:i]), F.get(text[i + 1:])
+            except ValueError:
+                continue
+            return text[:i], text[i + 1:]
+    raise SystemExit(f"--pairs: {text!r} is not two format names joined by 'x'")
+
+
 def run_cpu(shapes, pairs, reps, backends):
     rows = []
     for (M, K, N) in shapes:
@@ -84,7 +97,8 @@ def run_cpu(shapes, pairs, reps, backends):
             a, wq = F.quantize(x, fa), F.quantize(w, fb)
             b = wq.T
             ta, tb = _to_torch_q(a), _to_torch_q(wq).T
-            cases = {"numba": lambda: matmul(a, b, backend="numba"),
+            cases = {"numba-tiled": lambda: matmul(a, b, backend="numba-tiled"),
+                     "numba": lambda: matmul(a, b, backend="numba"),
                      "torch": lambda: matmul(ta, tb, backend="torch"),
                      "auto": lambda: matmul(a, b),
                      "fake": lambda: matmul(ta, tb, mode="fake")}
@@ -101,7 +115,7 @@ def run_cpu(shapes, pairs, reps, backends):
                                  gflops=2 * M * N * K / t / 1e9, baseline="torch fp32 matmul",
                                  baseline_seconds=t_base, ratio=t_base / t,
                                  bit_equal_exact_backends=bool(same)))
-                print(f"{M}x{K}x{N} {fa}x{fb:12s} {be:6s} {t*1e3:9.2f} ms  {2*M*N*K/t/1e9:8.2f} GFLOP/s  "
+                print(f"{M}x{K}x{N} {fa}x{fb:12s} {be:11s} {t*1e3:9.2f} ms  {2*M*N*K/t/1e9:8.2f} GFLOP/s  "
                       f"ratio to torch fp32 ({t_base*1e3:.2f} ms) = {t_base / t:.3f}", flush=True)
     return rows
 
@@ -147,10 +161,12 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=None, help="square M=K=N (default 1024 CPU, 4096 GPU)")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--pairs", default=None, help="comma list like mxint8xmxint8,mxint4xmxint8")
-    ap.add_argument("--backends", default="numba,torch,auto,fake")
+    ap.add_argument("--backends", default="numba-tiled,torch,auto,fake",
+                    help="comma list of numba-tiled, numba, torch, auto, fake (numba: the per-output reference "
+                         "kernels, slow at 1024^3)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
-    pairs = PAIRS[:3] if args.pairs is None else [tuple(p.split("x", 1)) for p in args.pairs.split(",")]
+    pairs = PAIRS[:3] if args.pairs is None else [_pair(p) for p in args.pairs.split(",")]
     if args.gpu:
         if not torch.cuda.is_available():
             raise SystemExit("--gpu: no CUDA device visible to torch")

@@ -2,7 +2,7 @@
 
 ``matmul(a, b, accumulator="fp32", out_format=None, mode="exact", backend="auto", bias=None)``
 computes what an MX/BFP/NVFP4/scaled-int dot-product datapath computes, bit for bit, on the numba
-reference (numpy), the torch backend (CPU/CUDA) or the Triton GPU path.
+reference or the tiled numba kernel (numpy), the torch backend (CPU/CUDA) or the Triton GPU path.
 
 The specs (``datapath``: accumulators, ``DatapathSpec``) import no kernel: ``hwsim.cost_models``
 reads them without loading numba. The kernels' names are imported on first use.

@@ -13,7 +13,7 @@ from .operands import Prepared, is_torch, prepare
 
 log = logging.getLogger("hwsim.matmul")
 
-BACKENDS = ("auto", "numba", "torch", "triton")
+BACKENDS = ("auto", "numba", "numba-tiled", "torch", "triton")
 MODES = ("exact", "fake")
 
 
@@ -70,10 +70,12 @@ def matmul(a, b, *, accumulator="fp32", out_format=None, mode: str = "exact", ba
     "int<W>", "exact", ...) or a spec object; the core runs fp32, fixed W <= 62 and exact. out_format: None (fp32; fp64 for "exact"),
     "fp32", "bf16", "fp16", "fp64" (exact only) or a block format (returns a QTensor blocked along N).
     mode: "exact" (this core) or "fake" (dequantize, then an fp32 GEMM). backend: "auto", "numba"
-    (numpy inputs), "torch", "triton" (CUDA, or CPU with TRITON_INTERPRET=1); "auto" runs the first
+    (numpy inputs, the per-output reference kernels), "numba-tiled" (numpy inputs, the tiled fp32
+    kernel: fp32 accumulator, segment sums of at most 53 bits, codes of at most 8 bits; a ValueError
+    otherwise), "torch", "triton" (CUDA, or CPU with TRITON_INTERPRET=1); "auto" runs the first
     backend of ``AUTO_CUDA`` / ``AUTO_CPU`` that covers the pair and accumulator (Triton, then the
-    batched-GEMM path, then torch on CUDA; the GEMM path, then numba for numpy and torch for torch
-    tensors on CPU). All backends give the same bits. bias: fp32 [N].
+    batched-GEMM path, then torch on CUDA; the GEMM path, then the tiled numba kernel, then numba for
+    numpy and torch for torch tensors on CPU). All backends give the same bits. bias: fp32 [N].
     operand_cache: an ``OperandCache`` for ``b`` (a layer's weight used with many ``a``): B's
     conversions are kept in it across calls (pass the same ``b`` object each time).
     events: an ``AccEvents`` to which a fixed-point accumulator's events (saturations, wraps, bits
@@ -107,6 +109,8 @@ def matmul(a, b, *, accumulator="fp32", out_format=None, mode: str = "exact", ba
     if backend == "numba" and lib == "torch":
         raise ValueError("backend='numba' needs numpy operands; got torch tensors (use backend='torch')")
     _check_acc_support(p, acc, backend)
+    if backend in _OWN and not any(backend_module(m).covers(p, acc) for m in _OWN[backend]):
+        raise ValueError(_not_covered(p, acc, backend))
     y = _dispatch(p, acc, out, bias, backend, lib, events if isinstance(acc, FixedAcc) else None)
     if lib == "numpy" and is_torch(y):
         y = _np(y)
@@ -137,13 +141,17 @@ def _np(x):
 # Each backend is a module with NAME, covers(p, acc) -> bool and run(p, acc, out, bias) -> [M, N]
 # array or None (common.py). Modules are imported on first use, so that torch and triton load only
 # when a path needs them.
-_MODULES = {"numba": "reference", "gemm": "gemm", "torch": "torch_backend", "triton": "triton_backend"}
+_MODULES = {"numba": "reference", "numba-tiled": "tiled_backend", "gemm": "gemm", "torch": "torch_backend",
+            "triton": "triton_backend"}
 
-# The preference lists (docs/spec/matmul.md §8): the first backend that covers the problem runs; one
-# whose run() returns None (NaN/Inf element codes, found while converting) passes to the next.
-AUTO_CUDA = ("triton", "gemm", "torch")      # backend="auto", CUDA tensors
-AUTO_CPU = ("gemm", "numba", "torch")        # backend="auto", numpy or CPU torch operands
-EXPLICIT = {"numba": ("numba",), "torch": ("gemm", "torch"), "triton": ("triton", "gemm", "torch")}
+# The preference lists (docs/matmul.md, Backends): the first backend that covers the problem runs;
+# one whose run() returns None (NaN/Inf element codes, found while converting) passes to the next.
+AUTO_CUDA = ("triton", "gemm", "torch")                   # backend="auto", CUDA tensors
+AUTO_CPU = ("gemm", "numba-tiled", "numba", "torch")      # backend="auto", numpy or CPU torch operands
+EXPLICIT = {"numba": ("numba",), "numba-tiled": ("numba-tiled",), "torch": ("gemm", "torch"),
+            "triton": ("triton", "gemm", "torch")}
+# Explicit backends without a fallback: a problem none of their modules covers is a ValueError.
+_OWN = {"numba-tiled": ("numba-tiled",)}
 
 
 def backend_module(name: str):
@@ -178,6 +186,8 @@ def _dispatch(p: Prepared, acc, out, bias, backend: str, lib: str, events=None):
             if events is not None and name != "gemm":
                 _uncounted(events, p)
             return y
+    if backend in _OWN:
+        raise ValueError(_not_covered(p, acc, backend, "its element codes hold NaN/Inf (found while converting)"))
     # only ExactAcc, and fixed-point sums wider than 62 bits, of torch operands get here
     warnings.warn(f"the torch backend delegates accumulator={acc.name!r} for {p.facts_a.spec.name} x "
                   f"{p.facts_b.spec.name} to the numba reference", stacklevel=3)
@@ -187,6 +197,31 @@ def _dispatch(p: Prepared, acc, out, bias, backend: str, lib: str, events=None):
         _uncounted(events, p)
     y = backend_module("numba").run(_to_numpy(p), acc, out, None if bias is None else _np(bias))
     return torch.as_tensor(y, device=p.a.codes.device)
+
+
+def covering_backends(p: Prepared, acc) -> list[str]:
+    """The explicit ``backend=`` names whose own kernels cover this operand pair and accumulator
+    (numba: numpy operands; torch: the GEMM path or the per-segment torch backend; Triton only for
+    CUDA tensors; the fallbacks an explicit backend passes to are not counted)."""
+    own = {"numba": ("numba",), "numba-tiled": ("numba-tiled",), "torch": ("gemm", "torch")}
+    if p.is_torch and p.a.codes.is_cuda:
+        own["triton"] = ("triton",)
+    return [name for name, mods in own.items() if any(backend_module(m).covers(p, acc) for m in mods)]
+
+
+def _not_covered(p: Prepared, acc, backend: str, why: str = "") -> str:
+    """The ValueError text for an explicit backend that does not cover the problem."""
+    lib = "numpy"
+    if p.is_torch:
+        lib = "CUDA torch" if p.a.codes.is_cuda else "CPU torch"
+    problem = (f"{p.facts_a.spec.name} x {p.facts_b.spec.name} (segment sums of {p.sum_bits} bits) with "
+               f"accumulator={acc.name!r} on {lib} operands")
+    what = {"numba-tiled": "numpy operands, the fp32 accumulator, segment sums of at most 53 bits and "
+                           "element codes of at most 8 bits without NaN/Inf (no asymmetric ints)"}.get(backend)
+    others = [b for b in covering_backends(p, acc) if b != backend]
+    return (f"backend={backend!r} does not cover {problem}" + (f": {why}" if why else "")
+            + (f"; it covers {what}" if what else "")
+            + f"; backends that cover it: {', '.join(others) or 'none'} (or backend='auto')")
 
 
 def _uncounted(events, p: Prepared) -> None:

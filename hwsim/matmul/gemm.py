@@ -43,12 +43,11 @@ from numba import njit
 
 from hwsim.formats.bits import POW2_F32, bitlen
 
-from .common import epilogue, exact_float_matmul, tile_epi_g
+from .common import epilogue, exact_float_matmul, scale_wide, split32, tile_epi_g
 from .datapath import FixedAcc, Fp32Acc
 from .events import N_EV, AccEvents
 from .operands import (HALF_NAN, Prepared, codes_np, element_lut, exp_stats, fill_cols, fill_rows,
                        pow2_f64, seg_nonzero)
-from .reference import _scale_wide, _split
 
 NAME = "gemm"
 CHUNK_BYTES_CPU = 1 << 22          # one [Jc, Mc, Nc] GEMM output chunk per CPU thread
@@ -617,8 +616,8 @@ def fixed_out(acc, bad, F, pow2):
             elif fast and -(np.int64(1) << 53) < v < (np.int64(1) << 53):
                 out[m, n] = np.float32(np.float64(v) * sc)
             else:
-                h, lo = _split(v)
-                out[m, n] = _scale_wide(h, lo, -F, pow2)
+                h, lo = split32(v)
+                out[m, n] = scale_wide(h, lo, -F, pow2)
     return out, nan
 
 

@@ -1,14 +1,11 @@
-"""numba CPU reference of the block-scaled matmul core (docs/spec/matmul.md §8.1).
+"""numba CPU reference of the block-scaled matmul core (docs/spec/matmul.md §8.1; backend "numba").
 
 Kernels take the integer view built by ``operands.prepare``: prange over output rows m, segments
-in increasing j, exact int64 (or two-limb) segment sums, the exact two-step ldexp, and the fp32 /
-fixed / exact accumulators. No fastmath; powers of two come from a bit-built table.
-
-``mm_fp32_tiled`` is the fast form of the fp32 accumulator for pairs whose segment sums are exact in
-fp32 (bound <= 2**24) or fp64 (<= 2**53) and whose codes hold no NaN/Inf: register tiles of 8 rows,
-an 8-step unrolled K loop vectorized over N, integer-valued float sums (exact in any order, so that
-part alone may use FMA contraction), then P^_j and acc <- RNE32(acc + P^_j) per segment in
-increasing j, compiled without fastmath.
+in increasing j, exact int64 (or two-limb) segment sums, the exact two-step ldexp (``common``), and
+the fp32 / fixed / exact accumulators. No fastmath; powers of two come from a bit-built table.
+Every output is computed by these per-output kernels (``mm_kernel``, ``mm_exact_kernel``, and
+``mm_fp32_rows``, the row form vectorized over N for int32 sums); the tiled fp32 kernel is a
+backend of its own (``tiled_backend``, "numba-tiled") that computes the same bits.
 """
 
 from __future__ import annotations
@@ -18,22 +15,16 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from hwsim.formats.bits import POW2_F32, POW2_ZERO, bitlen, pow2_f64
+from hwsim.formats.bits import POW2_F32
 
-from .common import epilogue, tile_epi_g
+from .common import M32, epilogue, ldexp_small, scale_wide, split32, wide_magnitude
 from .datapath import ExactAcc, FixedAcc
 from .exact_acc import BASE, NLIMB, limb_add, limb_mul, limb_round
-from .operands import HALF_NAN, Prepared, codes_np, element_lut, fill_cols, fill_rows
+from .operands import HALF_NAN, Prepared
 
 NAME = "numba"
-M32 = (1 << 32) - 1
 
 ACC_FP32, ACC_FIXED = 0, 1
-
-
-@njit(cache=True, inline="always")
-def _pow2(pow2, e):
-    return pow2[e + POW2_ZERO]
 
 
 @njit(cache=True, inline="always")
@@ -48,80 +39,6 @@ def _acc_add(A, t, lim, wrap):
     if s < -half_lim:
         return -half_lim
     return s
-
-
-@njit(cache=True)
-def _round_shift(hi, lo, r):
-    """RNE((hi*2**32 + lo) / 2**r) for hi >= 0, 0 <= lo < 2**32, r >= 0 (result < 2**62)."""
-    if r == 0:
-        return (hi << 32) + lo
-    if r < 32:
-        q = (hi << (32 - r)) | (lo >> r)
-        rem = lo & ((1 << r) - 1)
-        half = 1 << (r - 1)
-        gt = rem > half
-        tie = rem == half
-    elif r < 94:
-        s = r - 32
-        q = hi >> s if s < 63 else 0
-        if s == 0:
-            gt = lo > (1 << 31)
-            tie = lo == (1 << 31)
-        elif s < 63:
-            remhi = hi & ((1 << s) - 1)
-            halfhi = 1 << (s - 1)
-            gt = remhi > halfhi or (remhi == halfhi and lo > 0)
-            tie = remhi == halfhi and lo == 0
-        else:
-            gt = False
-            tie = False
-    else:
-        return 0
-    if gt or (tie and (q & 1) == 1):
-        q += 1
-    return q
-
-
-@njit(cache=True)
-def _ldexp_small(sf, E, pow2):
-    """RNE32(sf * 2**E) for an exact fp32 integer |sf| < 2**24 (two-step exact ldexp)."""
-    E1 = min(max(E, -126), 127)
-    E2 = E - E1
-    if E2 < -149:
-        return np.float32(0.0) * sf
-    if E2 > 127:
-        E2 = 127
-    return np.float32(np.float32(sf * _pow2(pow2, E1)) * _pow2(pow2, E2))
-
-
-@njit(cache=True, inline="always")
-def _wide_magnitude(hi, lo):
-    """(negative, |S| high limb, |S| low limb, bit length of |S|) of S = hi*2**32 + lo."""
-    neg = hi < 0
-    if neg:
-        if lo != 0:
-            lo = (1 << 32) - lo
-            hi = -hi - 1
-        else:
-            hi = -hi
-    return neg, hi, lo, (bitlen(hi) + 32 if hi > 0 else bitlen(lo))
-
-
-@njit(cache=True)
-def _scale_wide(hi, lo, E, pow2):
-    """RNE32((hi*2**32 + lo) * 2**E) for a signed two-limb integer (0 <= lo < 2**32), one rounding."""
-    neg, hi, lo, n = _wide_magnitude(hi, lo)
-    if hi == 0 and lo == 0:
-        return np.float32(0.0)
-    r = max(n - 24, -149 - E, 0)
-    m = _round_shift(hi, lo, r)
-    v = _ldexp_small(np.float32(m), E + r, pow2)
-    return -v if neg else v
-
-
-@njit(cache=True, inline="always")
-def _split(S):
-    return S >> 32, S & M32
 
 
 @njit(cache=True)
@@ -242,7 +159,7 @@ def _shift_mag(hm, lm, r):
 @njit(cache=True)
 def _fixed_add_wide(A, hi, lo, X, W, F, wrap, rne):
     """_fixed_add for a two-limb segment sum S = hi*2**32 + lo (|S| < 2**72)."""
-    neg, hm, lm, n = _wide_magnitude(hi, lo)
+    neg, hm, lm, n = wide_magnitude(hi, lo)
     if n <= 61:
         return _fixed_add(A, (hi << 32) + lo, X, W, F, wrap, rne)
     sh = X + F
@@ -308,20 +225,20 @@ def mm_kernel(kA, kB, L, J, caseP, EA, EB, dA, dB, segsp, has_sp, wide, acc_kind
                         p = np.float32(0.0)
                     elif caseP:
                         if wide:
-                            p = _scale_wide(hi, lo, E, pow2)
+                            p = scale_wide(hi, lo, E, pow2)
                         elif -(1 << 24) < S < (1 << 24):
-                            p = _ldexp_small(np.float32(S), E, pow2)
+                            p = ldexp_small(np.float32(S), E, pow2)
                         else:
-                            h, l = _split(S)
-                            p = _scale_wide(h, l, E, pow2)
+                            h, l = split32(S)
+                            p = scale_wide(h, l, E, pow2)
                     else:
                         if wide:
-                            sf = _scale_wide(hi, lo, 0, pow2)
+                            sf = scale_wide(hi, lo, 0, pow2)
                         elif -(1 << 24) < S < (1 << 24):
                             sf = np.float32(S)
                         else:
-                            h, l = _split(S)
-                            sf = _scale_wide(h, l, 0, pow2)
+                            h, l = split32(S)
+                            sf = scale_wide(h, l, 0, pow2)
                         p = np.float32(sf * sig)
                     acc = np.float32(acc + p)
                 else:
@@ -343,8 +260,8 @@ def mm_kernel(kA, kB, L, J, caseP, EA, EB, dA, dB, segsp, has_sp, wide, acc_kind
             elif bad:
                 out[m, n] = np.float32(np.nan)
             else:
-                h, l = _split(A)
-                out[m, n] = _scale_wide(h, l, -F, pow2)
+                h, l = split32(A)
+                out[m, n] = scale_wide(h, l, -F, pow2)
     return out
 
 
@@ -377,10 +294,10 @@ def mm_fp32_rows(kA, kBt, L, J, caseP, EA, EBt, dA, dBt, pow2):
                     elif s == 0:
                         p = np.float32(0.0)
                     elif -(1 << 24) < s < (1 << 24):
-                        p = _ldexp_small(np.float32(s), E, pow2)
+                        p = ldexp_small(np.float32(s), E, pow2)
                     else:
-                        h, l = _split(s)
-                        p = _scale_wide(h, l, E, pow2)
+                        h, l = split32(s)
+                        p = scale_wide(h, l, E, pow2)
                     acc[n] = np.float32(acc[n] + p)
             else:
                 da = dA[m, j]
@@ -395,164 +312,12 @@ def mm_fp32_rows(kA, kBt, L, J, caseP, EA, EBt, dA, dBt, pow2):
                         if -(1 << 24) < s < (1 << 24):
                             sf = np.float32(s)
                         else:
-                            h, l = _split(s)
-                            sf = _scale_wide(h, l, 0, pow2)
+                            h, l = split32(s)
+                            sf = scale_wide(h, l, 0, pow2)
                         p = np.float32(sf * sig)
                     acc[n] = np.float32(acc[n] + p)
         out[m, :] = acc
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Tiled Fp32Acc kernel: exact float segment sums on register tiles, in-order fp32 accumulation
-# ---------------------------------------------------------------------------------------------
-
-TILE_T = 8          # K steps per unrolled pass (segments are zero-padded to a multiple of it)
-TILE_R = 8          # rows of A per register tile (leftover rows run one at a time)
-
-
-@njit(cache=True, inline="always")
-def _row8(a, o):
-    return (a[o], a[o + 1], a[o + 2], a[o + 3], a[o + 4], a[o + 5], a[o + 6], a[o + 7])
-
-
-@njit(cache=True, inline="always")
-def _cols8(Bt, tc, n0, n1):
-    return (Bt[tc, n0:n1], Bt[tc + 1, n0:n1], Bt[tc + 2, n0:n1], Bt[tc + 3, n0:n1],
-            Bt[tc + 4, n0:n1], Bt[tc + 5, n0:n1], Bt[tc + 6, n0:n1], Bt[tc + 7, n0:n1])
-
-
-@njit(cache=True, inline="always")
-def _dot8(s, q, b, i):
-    s = s + q[0] * b[0][i]
-    s = s + q[1] * b[1][i]
-    s = s + q[2] * b[2][i]
-    s = s + q[3] * b[3][i]
-    s = s + q[4] * b[4][i]
-    s = s + q[5] * b[5][i]
-    s = s + q[6] * b[6][i]
-    s = s + q[7] * b[7][i]
-    return s
-
-
-# Integer-valued float arithmetic below a 2**24 (fp32) / 2**53 (fp64) bound is exact whatever the
-# order or contraction, so only these two functions allow FMA contraction ("contract"); the scale
-# multiply and the accumulator (_tile_epi_*) are compiled without any fastmath flag.
-@njit(cache=True, fastmath={"contract"})
-def _tile_sums8(A, Bt, S, m0, n0, nn, tc):
-    """S[r, i] += sum_{t < 8} A[m0 + r, tc + t] * Bt[tc + t, n0 + i] for r < 8, i < nn."""
-    b = _cols8(Bt, tc, n0, n0 + nn)
-    q0 = _row8(A[m0], tc)
-    q1 = _row8(A[m0 + 1], tc)
-    q2 = _row8(A[m0 + 2], tc)
-    q3 = _row8(A[m0 + 3], tc)
-    q4 = _row8(A[m0 + 4], tc)
-    q5 = _row8(A[m0 + 5], tc)
-    q6 = _row8(A[m0 + 6], tc)
-    q7 = _row8(A[m0 + 7], tc)
-    s0, s1, s2, s3, s4, s5, s6, s7 = S[0], S[1], S[2], S[3], S[4], S[5], S[6], S[7]
-    for i in range(nn):
-        s0[i] = _dot8(s0[i], q0, b, i)
-        s1[i] = _dot8(s1[i], q1, b, i)
-        s2[i] = _dot8(s2[i], q2, b, i)
-        s3[i] = _dot8(s3[i], q3, b, i)
-        s4[i] = _dot8(s4[i], q4, b, i)
-        s5[i] = _dot8(s5[i], q5, b, i)
-        s6[i] = _dot8(s6[i], q6, b, i)
-        s7[i] = _dot8(s7[i], q7, b, i)
-
-
-@njit(cache=True, fastmath={"contract"})
-def _tile_sums1(A, Bt, S, m0, n0, nn, tc):
-    """One-row form of _tile_sums8."""
-    b = _cols8(Bt, tc, n0, n0 + nn)
-    q0 = _row8(A[m0], tc)
-    s0 = S[0]
-    for i in range(nn):
-        s0[i] = _dot8(s0[i], q0, b, i)
-
-
-@njit(cache=True)
-def _tile_epi_p(acc, s, pa, pb, nn):
-    """Case P: acc <- RNE32(acc + RNE32(S * 2**EA * 2**EB)). pa, pb are exact float64 powers of two
-    (NaN for a NaN scale), so S * pa * pb is exact in float64 and the cast rounds once."""
-    for i in range(nn):
-        acc[i] = np.float32(acc[i] + np.float32((np.float64(s[i]) * pa) * pb[i]))
-
-
-@njit(parallel=True, cache=True)
-def mm_fp32_tiled(A, Bt, Lp, J, M, caseP, PA, PBt, dA, dBt, NT):
-    """fp32 [M, N] Fp32Acc result from integer-valued float views.
-
-    A [M, J*Lp] and Bt [J*Lp, N] (same float dtype; segment j occupies columns/rows j*Lp ..
-    j*Lp + Lp - 1, zero-padded). Case P: PA [M, J], PBt [J, N] float64 powers of two (NaN for NaN
-    scales); case G: dA [M, J], dBt [J, N] fp32 decoded scales. Tasks are (N tile, row group)."""
-    N = Bt.shape[1]
-    out = np.empty((M, N), np.float32)
-    ntn = (N + NT - 1) // NT
-    g8 = M // TILE_R
-    ng = g8 + (M - TILE_R * g8)
-    for task in prange(ntn * ng):
-        nt = task // ng
-        g = task - nt * ng
-        if g < g8:
-            m0 = g * TILE_R
-            R = TILE_R
-        else:
-            m0 = g8 * TILE_R + (g - g8)
-            R = 1
-        n0 = nt * NT
-        nn = min(N, n0 + NT) - n0
-        acc = np.zeros((R, nn), np.float32)
-        S = np.empty((R, nn), A.dtype)
-        for j in range(J):
-            S[:, :] = 0
-            for tc in range(j * Lp, j * Lp + Lp, TILE_T):
-                if R == TILE_R:
-                    _tile_sums8(A, Bt, S, m0, n0, nn, tc)
-                else:
-                    _tile_sums1(A, Bt, S, m0, n0, nn, tc)
-            for r in range(R):
-                if caseP:
-                    _tile_epi_p(acc[r], S[r], PA[m0 + r, j], PBt[j, n0:n0 + nn], nn)
-                else:
-                    tile_epi_g(acc[r], S[r], dA[m0 + r, j], dBt[j, n0:n0 + nn], nn)
-        out[m0:m0 + R, n0:n0 + nn] = acc
-    return out
-
-
-def pow2_or_nan(E: np.ndarray) -> np.ndarray:
-    """2**E (float64, exact) for segment exponents; NaN for the NaN-scale sentinel."""
-    nan = E >= HALF_NAN
-    return np.where(nan, np.nan, pow2_f64(np.where(nan, 0, E)))
-
-
-def run_fp32_tiled(p: Prepared, NT: int = 1024):
-    """Fp32Acc result through ``mm_fp32_tiled``, or None when the pair or the codes are outside it
-    (segment sums wider than 53 bits, codes wider than 8 bits, asymmetric ints, NaN/Inf codes)."""
-    if p.sum_bits > 53:
-        return None
-    la, lb = element_lut(p.facts_a), element_lut(p.facts_b)
-    ca, cb = codes_np(p, "a"), codes_np(p, "b")
-    if la is None or lb is None or ca is None or cb is None:
-        return None
-    dt = np.float32 if p.sum_bits <= 24 else np.float64
-    M, N, J, L = p.M, p.N, p.J, p.L
-    Lp = -(-L // TILE_T) * TILE_T
-    A = np.empty((M, J * Lp), dt)
-    if fill_rows(ca, la[0], la[1], np.ones((M, J)), L, Lp, p.K, J, A):
-        return None
-    Bt = np.empty((J * Lp, N), dt)
-    if fill_cols(cb, lb[0], lb[1], np.ones((N, J)), L, Lp, p.K, J, Bt):
-        return None
-    z64 = np.zeros((1, 1), np.float64)
-    z32 = np.zeros((1, 1), np.float32)
-    NT = max(16, min(NT, N))
-    if p.case == "P":
-        PA = pow2_or_nan(p.EA)
-        PBt = np.ascontiguousarray(pow2_or_nan(p.EB).T)
-        return mm_fp32_tiled(A, Bt, Lp, J, M, True, PA, PBt, z32, z32, NT)
-    return mm_fp32_tiled(A, Bt, Lp, J, M, False, z64, z64, p.dA, np.ascontiguousarray(p.dB.T), NT)
 
 
 @njit(parallel=True, cache=True)
@@ -682,13 +447,9 @@ def _narrow(p: Prepared):
     return p.kA, p.kB
 
 
-def run_fp32_fixed(p: Prepared, acc, tiled: bool = True) -> np.ndarray:
-    """fp32 [M, N] accumulator values (before the tensor scale and bias), numba. ``tiled=False``
-    skips ``mm_fp32_tiled`` (the per-output kernels then compute the same bits; tests compare both)."""
-    if tiled and not isinstance(acc, FixedAcc):
-        y = run_fp32_tiled(p)
-        if y is not None:
-            return y
+def run_fp32_fixed(p: Prepared, acc) -> np.ndarray:
+    """fp32 [M, N] accumulator values (before the tensor scale and bias), numba, per output (the
+    tiled backend ``tiled_backend.run_fp32`` computes the same bits; tests compare both)."""
     segsp, has_sp = _dummy_specials(p)
     caseP, EA, EB, dA, dB = _scale_args(p)
     wide = p.sum_bits > 62

@@ -1,9 +1,9 @@
 """Fast CPU paths against the per-output reference kernels, bit for bit.
 
-The fast paths are the tiled numba kernel (``reference.run_fp32_tiled``) and the torch backend's
-batched-GEMM path (``gemm.run_fp32``: numba converters + BLAS + numba epilogue on CPU, and its
+The fast paths are the tiled numba backend (``tiled_backend.run_fp32``, "numba-tiled") and the torch
+backend's batched-GEMM path (``gemm.run_fp32``: numba converters + BLAS + numba epilogue on CPU, and its
 "portable" torch-only form, which is the code CUDA runs). The reference is ``mm_kernel`` /
-``mm_fp32_rows`` (``reference.run_fp32_fixed(..., tiled=False)``) and the per-segment torch path
+``mm_fp32_rows`` (``reference.run_fp32_fixed``, backend "numba") and the per-segment torch path
 (``torch_backend.run_fp32_fixed``). Each regime also asserts which GEMM variant it
 reaches (fp32 fold, fp64 fold, case G), so that every branch is exercised.
 """
@@ -16,7 +16,7 @@ import torch
 
 import hwsim.formats as F
 from hwsim.matmul import matmul
-from hwsim.matmul import gemm, reference, torch_backend
+from hwsim.matmul import gemm, reference, tiled_backend, torch_backend
 from hwsim.matmul.datapath import Fp32Acc
 from hwsim.matmul.operands import element_lut, prepare
 
@@ -67,9 +67,9 @@ def fast_paths(a, b):
     g_nt, g_nn = _gemm_b_layouts(p)
     gp_nt, gp_nn = _gemm_b_layouts(pt, portable=True)
     out = {
-        "reference": reference.run_fp32_fixed(p, Fp32Acc(), tiled=False),
+        "reference": reference.run_fp32_fixed(p, Fp32Acc()),
         "torch-per-segment": torch_backend.run_fp32_fixed(pt, Fp32Acc()),
-        "numba-tiled": reference.run_fp32_tiled(p),
+        "numba-tiled": tiled_backend.run_fp32(p),
         "gemm(numpy, NT)": g_nt, "gemm(numpy, NN)": g_nn,
         "gemm(torch)": gemm.run_fp32(pt),
         "gemm(portable, NT)": gp_nt, "gemm(portable, NN)": gp_nn,
@@ -168,8 +168,8 @@ def test_element_specials_fall_back():
         b = make_operand(fb, "b", 5, 64, np.random.default_rng(2), allow_specials=True)
         p = prepare(a, b)
         assert p.has_specials
-        assert reference.run_fp32_tiled(p) is None and gemm.run_fp32(p) is None
-        ref = bits(reference.run_fp32_fixed(p, Fp32Acc(), tiled=False))
+        assert tiled_backend.run_fp32(p) is None and gemm.run_fp32(p) is None
+        ref = bits(reference.run_fp32_fixed(p, Fp32Acc()))
         np.testing.assert_array_equal(bits(matmul(a, b)), ref)
         np.testing.assert_array_equal(bits(matmul(to_torch(a), to_torch(b))), ref)
 
@@ -183,7 +183,7 @@ def test_gemm_chunking(monkeypatch):
         for M, N in [(5, 6), (2, 600)]:
             a = make_operand(fa, "a", M, 130, rng, scale_lo=100, scale_hi=150)
             b = make_operand(fb, "b", N, 130, rng, scale_lo=100, scale_hi=150)
-            cases.append((prepare(a, b), bits(reference.run_fp32_fixed(prepare(a, b), Fp32Acc(), tiled=False))))
+            cases.append((prepare(a, b), bits(reference.run_fp32_fixed(prepare(a, b), Fp32Acc()))))
     for budget, rows in ((gemm.CHUNK_BYTES_CPU, gemm.CHUNK_ROWS), (1, 1), (6 * 8 * 3, 2)):
         monkeypatch.setattr(gemm, "CHUNK_BYTES_CPU", budget)
         monkeypatch.setattr(gemm, "CHUNK_ROWS", rows)
