@@ -9,7 +9,7 @@ import torch
 
 import hwsim.formats as F
 from hwsim.quant.algorithms import gptq_quantize, output_error
-from hwsim.quant.algorithms.gptq import prepare_hessian, resolve_act_order
+from hwsim.quant.algorithms.gptq import prepare_hessian, resolve_act_order, upper_factor_of_inverse
 
 D64 = torch.float64
 
@@ -137,6 +137,27 @@ def test_act_order_auto_follows_the_scales():
     assert info.act_order and info.perm is not None
     _, info = gptq_quantize(W.float(), R, "int4_g32_asym", return_info=True)
     assert not info.act_order and info.perm is None
+
+
+@pytest.mark.parametrize("n", [1, 5, 64, 300])
+def test_upper_factor_of_inverse_is_the_textbook_factor(n):
+    """One reversed Cholesky + one triangular solve equal chol_upper(cholesky_inverse(chol(H)))
+    (the reference GPTQ's three calls) to a few float64 ulps, and UᵀU H = I."""
+    g = torch.Generator().manual_seed(n)
+    X = torch.randn(4 * n + 16, n, generator=g, dtype=D64) * torch.exp(torch.randn(n, generator=g, dtype=D64))
+    H = X.T @ X / X.shape[0]
+    H += 0.01 * torch.diagonal(H).mean() * torch.eye(n, dtype=D64)
+    U = upper_factor_of_inverse(H)
+    textbook = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    assert torch.equal(U, torch.triu(U)) and bool((torch.diagonal(U) > 0).all())
+    eps = torch.finfo(D64).eps
+    cond = float(torch.linalg.cond(H))
+    assert float((U - textbook).abs().max()) <= 64 * n * eps * cond * float(textbook.abs().max())
+    assert float((U.T @ U @ H - torch.eye(n, dtype=D64)).abs().max()) <= 64 * n * eps * cond
+
+
+def test_upper_factor_of_inverse_fails_on_an_indefinite_matrix():
+    assert upper_factor_of_inverse(torch.diag(torch.tensor([1.0, -1.0], dtype=D64))) is None
 
 
 def test_prepared_hessian_is_reused_and_checked():

@@ -1,0 +1,46 @@
+"""The upper-triangle Gram accumulation behind R_xx (hwsim.quant.calibrate.gram_upper, issue 17)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hwsim.quant.calibrate import GRAM_BLOCK, Rxx, gram_upper, symmetrize_upper
+
+
+@pytest.mark.parametrize("d", [7, 2 * GRAM_BLOCK, 2 * GRAM_BLOCK + 1, 3 * GRAM_BLOCK + 50])
+def test_integer_inputs_give_xtx_exactly(d):
+    """Small integers: every float32 product and partial sum is exact, so the blocks must land
+    in the right places to the bit (a misplaced or missing block cannot pass)."""
+    g = torch.Generator().manual_seed(d)
+    x = torch.randint(-8, 9, (300, d), generator=g).to(torch.float32)
+    out = torch.zeros(d, d, dtype=torch.float64)
+    gram_upper(x, out)
+    full = symmetrize_upper(out)
+    assert torch.equal(full, x.double().T @ x.double())
+    assert torch.equal(full, full.T)
+
+
+def test_float_inputs_within_the_float32_bound_and_symmetric():
+    g = torch.Generator().manual_seed(0)
+    n, d = 1000, 3 * GRAM_BLOCK + 17
+    x = torch.randn(n, d, generator=g) * torch.exp(torch.randn(d, generator=g))
+    r = Rxx(d)
+    for part in x.split(256):
+        r.update(part)
+    got = r.finalize()
+    ref = x.double().T @ x.double() / n
+    bound = n * 2.0 ** -24 * (x.double().abs().T @ x.double().abs()) / n  # γ_n of fp32 dot products
+    assert bool(((got - ref).abs() <= bound).all())
+    assert torch.equal(got, got.T)
+
+
+def test_sink_weight_scales_the_first_position_in_every_block():
+    g = torch.Generator().manual_seed(1)
+    d = 2 * GRAM_BLOCK + 40
+    x = torch.randint(-4, 5, (3, 10, d), generator=g).to(torch.float32)
+    r = Rxx(d, sink_weight=16.0)
+    r.update(x)
+    first, rest = x[:, 0, :].double(), x[:, 1:, :].reshape(-1, d).double()
+    want = (rest.T @ rest + 16.0 * first.T @ first) / (27 + 16.0 * 3)
+    assert torch.equal(r.finalize(), want)
