@@ -1,8 +1,10 @@
-"""GPTQ on SmolLM2 against the attention-sink (BOS) weight of R_xx (issue 17): held-out perplexity
-on both shipped corpora at W4A8 and weight-only 3-bit, for each ``--weights`` value, with RTN.
+"""A recipe using R_xx (GPTQ by default, ``--recipe qera-exact`` ...) on SmolLM2 against the
+attention-sink (BOS) weight of R_xx (issue 17): held-out perplexity on both shipped corpora at W4A8
+and weight-only 3-bit, for each ``--weights`` value, with RTN.
 
     .venv/bin/python benchmarks/sink_weight.py                      # weights 1,16,64,256
     .venv/bin/python benchmarks/sink_weight.py --weights 1,64 --corpora brown --settings W4A8
+    .venv/bin/python benchmarks/sink_weight.py --recipe qera-exact --weights 1,16
 
 Each corpus calibrates on its calibration split and is evaluated on its evaluation split (text
 the calibration never saw); GPTQ with act-order "auto" and sequential statistics, 16 x 512
@@ -29,6 +31,7 @@ def main(argv=None) -> int:
     p.add_argument("--n-calib", type=int, default=16)
     p.add_argument("--calib-len", type=int, default=512)
     p.add_argument("--n-tokens", type=int, default=2048)
+    p.add_argument("--recipe", default="gptq", help="the recipe whose R_xx is weighted (default gptq)")
     args = p.parse_args(argv)
 
     import torch
@@ -43,7 +46,7 @@ def main(argv=None) -> int:
         fp = None
         for sname in args.settings.split(","):
             row = table.setdefault((corpus, sname), {})
-            for label, recipe, sw in [("rtn", "rtn", None)] + [(f"{w:g}", "gptq", w) for w in weights]:
+            for label, recipe, sw in [("rtn", "rtn", None)] + [(f"{w:g}", args.recipe, w) for w in weights]:
                 t = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -56,7 +59,7 @@ def main(argv=None) -> int:
                 print(f"[{corpus} {sname}] {recipe} sink_weight {label}: ppl {row[label]:.3f} "
                       f"({time.perf_counter() - t:.0f} s)", flush=True)
     labels = ["fp", "rtn"] + [f"{w:g}" for w in weights]
-    print("\n| corpus | setting | fp | RTN | " + " | ".join(f"GPTQ sink {w:g}" for w in weights) + " |")
+    print("\n| corpus | setting | fp | RTN | " + " | ".join(f"{args.recipe} sink {w:g}" for w in weights) + " |")
     print("|---" * (len(labels) + 2) + "|")
     for (corpus, sname), row in table.items():
         best = min(weights, key=lambda w: row[f"{w:g}"])

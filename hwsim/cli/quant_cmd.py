@@ -56,7 +56,8 @@ def register(subparsers) -> None:
     p.add_argument("--opt", action="append", default=[], metavar="STAGE.KEY=VALUE",
                    help="stage option, repeatable, e.g. gptq.act_order=false (values parsed as JSON, else strings)")
     p.add_argument("--sink-weight", type=float, default=None,
-                   help="weight of each calibration sequence's first (BOS, attention-sink) position in R_xx (default 1)")
+                   help="weight of each calibration sequence's first (BOS, attention-sink) position in the statistics "
+                        "(default: 16 in R_xx, 1 in AWQ's; docs/quant_algorithms.md)")
     p.add_argument("--list-recipes", action="store_true",
                    help="list the recipe presets and the registered stages with their options, and exit")
     hw = p.add_argument_group("accelerator the quantized model is costed on (hwsim.cost_models)")

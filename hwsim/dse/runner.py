@@ -152,7 +152,7 @@ def _fp_stats(point: AccuracyPoint, recipe):
     from hwsim.quant.calibrate import FpStatsCache
 
     key = config_key("fp-stats", {"calib": point.calib_key, "transforms": list(recipe.transforms),
-                                  "batch": recipe.calib_batch_size, "sink_weight": recipe.sink_weight,
+                                  "batch": recipe.calib_batch_size, "sink_weight": recipe.sink_weight_for("rxx"),
                                   "hwsim": versions()["hwsim"], "torch": torch.__version__})
     if key not in _FP_STATS:
         path = cache_dir("dse", "stats", f"{key}.pt")

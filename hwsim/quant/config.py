@@ -80,6 +80,14 @@ class AttentionConfig:
         return any(getattr(self, f) is not None for f in ("q", "k", "v", "p"))
 
 
+#: the sink weight of each statistic when the recipe sets none, chosen by held-out perplexity on
+#: SmolLM2 and both shipped corpora (docs/quant_algorithms.md "Attention sink (BOS) weight"):
+#: R_xx (GPTQ, QERA-exact, OSTQuant's final GPTQ) 16, best or within 0.2 ppl of the best in all
+#: 8 GPTQ / QERA-exact cells; AWQ's activation statistic 1 (its best on SmolLM2 is 0, but 0
+#: drops a token from the statistic, so it stays an explicit choice)
+SINK_WEIGHT_DEFAULTS = {"rxx": 16.0, "awq": 1.0}
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A validated-on-use quantization recipe; build presets with ``get_recipe(name, ...)``.
@@ -98,13 +106,22 @@ class Recipe:
     accumulator: str = "fp32"
     stats_source: str = "fp"
     calib_batch_size: int = 2
-    #: weight of each calibration sequence's first position (BOS, the attention sink) in R_xx
-    #: (docs/spec/algorithms.md §2.2 with a position weight; 1 = every token counts once; issue 17)
-    sink_weight: float = 1.0
+    #: weight of each calibration sequence's first position (BOS, the attention sink) in the
+    #: statistics (docs/spec/algorithms.md §2.2 with a position weight; 1 = every token counts
+    #: once; issue 17). None: each statistic's measured default (``SINK_WEIGHT_DEFAULTS``).
+    sink_weight: float | None = None
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     seed: int = 0
     #: attention-side quantizers (Q/K after RoPE, V, P), installed on the quantized model
     attention: AttentionConfig = AttentionConfig()
+
+    def sink_weight_for(self, use: str) -> float:
+        """The sink weight of statistic ``use`` ("rxx", "awq"): the recipe's, else its default."""
+        if self.sink_weight is not None:
+            return float(self.sink_weight)
+        if use not in SINK_WEIGHT_DEFAULTS:
+            raise ValueError(f"sink_weight_for: use {use!r} is not valid; valid: {', '.join(SINK_WEIGHT_DEFAULTS)}")
+        return SINK_WEIGHT_DEFAULTS[use]
 
     # -- stage queries -------------------------------------------------------------------------
     def _of_kind(self, kind: str) -> tuple[str, ...]:
@@ -186,7 +203,7 @@ class Recipe:
             accumulator=d.get("accumulator", "fp32"),
             stats_source=d.get("stats_source", "fp"),
             calib_batch_size=int(d.get("calib_batch_size", 2)),
-            sink_weight=float(d.get("sink_weight", 1.0)),
+            sink_weight=None if d.get("sink_weight") is None else float(d["sink_weight"]),
             options={k: dict(v) for k, v in d.get("options", {}).items()},
             seed=int(d.get("seed", 0)),
             attention=AttentionConfig(**d.get("attention", {})),
@@ -486,8 +503,10 @@ def validate_recipe(recipe: Recipe) -> Recipe:
         raise ValueError(f"recipe {recipe.name!r}: stats_source {recipe.stats_source!r} is not valid; valid: "
                          f"{', '.join(STATS_SOURCES)}")
     sw = recipe.sink_weight
-    if isinstance(sw, bool) or not isinstance(sw, (int, float)) or not sw >= 0 or sw != sw or sw == float("inf"):
-        raise ValueError(f"recipe {recipe.name!r}: sink_weight must be a finite number >= 0, got {sw!r}")
+    if sw is not None and (isinstance(sw, bool) or not isinstance(sw, (int, float)) or not sw >= 0 or sw != sw
+                           or sw == float("inf")):
+        raise ValueError(f"recipe {recipe.name!r}: sink_weight must be a finite number >= 0 (or none: each "
+                         f"statistic's default), got {sw!r}")
     if int(recipe.calib_batch_size) < 1:
         raise ValueError(f"recipe {recipe.name!r}: calib_batch_size must be >= 1, got {recipe.calib_batch_size}")
     check_layer_config(recipe.layer, recipe, "layer")

@@ -362,7 +362,7 @@ def _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, 
     if calib_pass not in CALIB_PASSES:
         raise ValueError(f"calib_pass must be one of {CALIB_PASSES}, got {calib_pass!r}")
     bs = int(recipe.calib_batch_size)
-    sw = float(recipe.sink_weight)
+    sw = recipe.sink_weight_for("rxx")
     tag = f"{recipe.name}:{recipe.stats_source}"
     if recipe.stats_source == "fp" and fp_stats is not None and all(fp_stats.covers(g, kinds) for _, g, _ in plan):
         for _bidx, group, items in _progress(plan, progress, f"quantize[{recipe.name}]"):
@@ -452,7 +452,7 @@ def _block_streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, re
     stage = get_stage(recipe.rounding)
     opts = recipe.stage_options(recipe.rounding)
     bs = int(recipe.calib_batch_size)
-    sw = float(recipe.sink_weight)
+    sw = recipe.sink_weight_for("rxx")
     tag = f"{recipe.name}:fp"
     t0 = time.perf_counter()
     binp = capture_block_inputs(model, ids, adapter=adapter, batch_size=bs)
@@ -597,7 +597,7 @@ def _provenance(calib, ids, recipe) -> dict[str, Any]:
     prov: dict[str, Any] = {}
     if ids is not None:
         prov.update({"n_seq": int(ids.shape[0]), "seq_len": int(ids.shape[1]), "batch_size": recipe.calib_batch_size,
-                     "sink_weight": recipe.sink_weight,
+                     "sink_weight": recipe.sink_weight_for("rxx"),
                      "stats_source": recipe.stats_source})
     meta = getattr(calib, "provenance", None) or getattr(calib, "meta", None)
     if callable(meta):

@@ -302,9 +302,32 @@ def test_sink_weight_is_a_validated_recipe_field():
 
     r = get_recipe("gptq", sink_weight=64.0)
     assert Recipe.from_dict(r.to_dict()).sink_weight == 64.0
-    assert get_recipe("gptq").sink_weight == 1.0
+    assert r.sink_weight_for("rxx") == r.sink_weight_for("awq") == 64.0
+    d = get_recipe("gptq")  # unset: each statistic's measured default
+    assert d.sink_weight is None and Recipe.from_dict(d.to_dict()).sink_weight is None
+    assert (d.sink_weight_for("rxx"), d.sink_weight_for("awq")) == (16.0, 1.0)
+    validate_recipe(d)
     with pytest.raises(ValueError, match="sink_weight"):
         validate_recipe(get_recipe("gptq", sink_weight=-1.0))
+    with pytest.raises(ValueError, match="valid: rxx, awq"):
+        d.sink_weight_for("mean_sq")
+
+
+def test_gptq_default_weights_the_sink_16_in_r_xx():
+    """The pipeline's R_xx uses SINK_WEIGHT_DEFAULTS["rxx"] when the recipe sets none."""
+    from hwsim.quant import get_recipe, quantize_model, quantized_linears
+    from hwsim.quant.testing import tiny_model
+
+    ids = torch.randint(0, 128, (4, 16), generator=torch.Generator().manual_seed(3))
+
+    def weights(**kw):
+        m = tiny_model("llama")
+        quantize_model(m, get_recipe("gptq", layer={"w": "int3_g32_asym"}, **kw), ids, progress=False)
+        return [lin.weight.clone() for _n, lin in quantized_linears(m)]
+
+    default, w16, w1 = weights(), weights(sink_weight=16.0), weights(sink_weight=1.0)
+    assert all(torch.equal(a, b) for a, b in zip(default, w16))
+    assert not all(torch.equal(a, b) for a, b in zip(default, w1))
 
 
 def test_saturation_raise_exponent_keeps_the_lower_objective():
