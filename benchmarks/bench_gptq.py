@@ -49,6 +49,10 @@ def _run(args, label, calib_pass, rounder, recipe="gptq", keep=False):
         model.config.num_hidden_layers = args.blocks
     calib = data.calibration_set(tok, args.calib, n=args.n_calib, seq_len=args.calib_len, seed=0)
     rec = with_formats(get_recipe(recipe), w=args.w, a=args.a)
+    if args.calib_batch:
+        import dataclasses
+
+        rec = dataclasses.replace(rec, calib_batch_size=args.calib_batch)
     if recipe == "gptq" and rounder != "auto":
         import dataclasses
 
@@ -76,6 +80,8 @@ def main(argv=None) -> int:
     ap.add_argument("--calib", default="brown")
     ap.add_argument("--n-calib", type=int, default=32)
     ap.add_argument("--calib-len", type=int, default=512)
+    ap.add_argument("--calib-batch", type=int, default=0,
+                    help="calibration sequences per block pass (0 = the recipe's calib_batch_size)")
     ap.add_argument("--blocks", type=int, default=0, help="quantize only the first N blocks (0 = all)")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     ap.add_argument("--old", action="store_true", help="also run the old path and print the ratio")

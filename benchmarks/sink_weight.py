@@ -32,6 +32,8 @@ def main(argv=None) -> int:
     p.add_argument("--calib-len", type=int, default=512)
     p.add_argument("--n-tokens", type=int, default=2048)
     p.add_argument("--recipe", default="gptq", help="the recipe whose R_xx is weighted (default gptq)")
+    p.add_argument("--act-order", default="auto", choices=("auto", "true", "false"),
+                   help="GPTQ's act_order option (default auto: on for these static-scale formats)")
     args = p.parse_args(argv)
 
     import torch
@@ -41,6 +43,10 @@ def main(argv=None) -> int:
 
     print("command:", " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]), flush=True)
     weights = [float(w) for w in args.weights.split(",")]
+    act_order = {"auto": "auto", "true": True, "false": False}[args.act_order]
+
+    def opts(recipe):
+        return {"gptq": {"act_order": act_order}} if "gptq" in recipe else None
     table: dict = {}
     for corpus in args.corpora.split(","):
         fp = None
@@ -52,7 +58,8 @@ def main(argv=None) -> int:
                     warnings.simplefilter("ignore")
                     res = run_quantize(args.model, recipe, calib=corpus, eval_corpus=corpus, n_calib=args.n_calib,
                                        calib_len=args.calib_len, n_tokens=args.n_tokens, progress=False,
-                                       fp_result=fp, hardware=None, sink_weight=sw, **SETTINGS[sname])
+                                       fp_result=fp, hardware=None, sink_weight=sw, options=opts(recipe),
+                                       **SETTINGS[sname])
                 fp = res.pop("_fp_result")
                 row["fp"] = res["fp"]["ppl"]
                 row[label] = res["quant"]["ppl"]
