@@ -36,6 +36,8 @@ def main(argv=None) -> int:
     p.add_argument("--calib-len", type=int, default=256)
     p.add_argument("--budget", default="cpu", choices=("cpu", "paper"))
     p.add_argument("--iters", type=int, default=None, help="Adam steps per stage (default: the budget's)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate of the rounding logits (default: the budget's)")
+    p.add_argument("--scale-lr", type=float, default=None, help="learning rate of the DST parameters (default: the budget's)")
     p.add_argument("--blocks", type=int, default=0, help="only the first N decoder blocks (0: all)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--eval", default=None, help="also evaluate perplexity on this corpus, with RTN for reference")
@@ -62,7 +64,8 @@ def main(argv=None) -> int:
 
     model, tok = load()
     calib = data.calibration_set(tok, args.calib, n=args.n_calib, seq_len=args.calib_len, seed=0)
-    opts = {"budget": args.budget} | ({"iters_per_stage": args.iters} if args.iters is not None else {})
+    opts = {"budget": args.budget} | {k: v for k, v in (("iters_per_stage", args.iters), ("lr", args.lr),
+                                                        ("scale_lr", args.scale_lr)) if v is not None}
     rec = with_formats(get_recipe("tesseraq", options={"tesseraq": opts}), w=args.w, a=args.a)
     topts = stage_options(**rec.stage_options("tesseraq"))
     n_blocks = len(model.model.layers)
@@ -77,7 +80,7 @@ def main(argv=None) -> int:
     print(f"TesseraQ {args.budget} budget on {args.model} ({n_blocks} blocks), W={args.w} X={args.a}, "
           f"calib {args.calib} {args.n_calib}x{args.calib_len}, {args.threads} threads, load avg {load_avg:.1f}")
     print(f"  schedule {len(topts.taus)} stages x {topts.iters_per_stage} steps x batch {topts.batch_size}: "
-          f"{steps} training steps")
+          f"{steps} training steps, lr {topts.lr:g}, scale_lr {topts.scale_lr:g}")
     print(f"  wall {wall:.1f} s (target < 360 s); " + ", ".join(f"{k} {v:.1f} s" for k, v in rep.timings.items()
                                                                  if k != "total"))
     print(f"  {1e3 * rep.timings.get('round', wall) / max(steps, 1):.1f} ms per training step (incl. hardening "

@@ -309,9 +309,9 @@ def tesseraq_block(block_fn: Callable[[torch.Tensor], torch.Tensor],
 # ------------------------------------------------------------------------------------------------
 
 #: training budgets of the stage's ``budget`` option (docs/spec/algorithms.md §4.6, "Budgets"):
-#: "cpu" (10-stage schedule x 5 steps, batch 2; SmolLM2-135M in about 5 minutes on 2 cores) and "paper"
-#: (20 stages x 250 steps, batch 4, fp16 autocast on CUDA); the AWQ initialisation of the paper is
-#: the ``awq`` transform before this stage (``awq+tesseraq``)
+#: "cpu" (10-stage schedule x 5 steps, batch 2, lr 2e-2; SmolLM2-135M in about 5 minutes on 2
+#: cores) and "paper" (20 stages x 250 steps, batch 4, lr 1e-3, fp16 autocast on CUDA); the AWQ
+#: initialisation of the paper is the ``awq`` transform before this stage (``awq+tesseraq``)
 BUDGETS = ("cpu", "paper")
 
 
@@ -343,7 +343,7 @@ TESSERAQ_OPTIONS = (
            check=_number(0, integer=True), valid="None or an int >= 0"),
     Option("batch_size", None, "sequences per step (None: the budget's)", check=_number(1, integer=True),
            valid="None or an int >= 1"),
-    Option("lr", None, "learning rate of the rounding logits (None: 1e-3)", check=_number(0, open_lo=True),
+    Option("lr", None, "learning rate of the rounding logits (None: cpu 2e-2, paper 1e-3)", check=_number(0, open_lo=True),
            valid="None or a number > 0"),
     Option("scale_lr", None, "learning rate of the DST parameters (None: 1e-3)", check=_number(0, open_lo=True),
            valid="None or a number > 0"),
