@@ -2,7 +2,12 @@
 
 Calibrated on austen (8 x 256 tokens), evaluated on brown: text the calibration never saw. W4A8 =
 weights ``mxint4``, activations ``mxint8``; W3 = weights ``mxint3``, activations in full precision.
-GPTQ runs with the defaults (act_order "auto": on for these static block scales).
+GPTQ runs with the defaults (act_order "auto": on for these static block scales). Default run:
+W4A8 on the first 4 of the 30 blocks (GPTQ and RTN alike, the other blocks in full precision;
+measured brown ppl: rtn 49.401, gptq 45.603; 32 s on 2 shared cores).
+``--runslow``: W4A8 and W3 on all 30 blocks (about 70 s each on 2 shared cores); W3 on real
+SmolLM2 layers is covered by default in
+test_gptq.py::test_real_block_gptq_objective_below_rtn_and_act_order_not_worse[mxint3].
 """
 
 import time
@@ -12,28 +17,32 @@ import pytest
 from smollm2_fixtures import CALIB_LEN, EVAL, N_CALIB, one_thread, zoo  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.model
+N_BLOCKS = 30
 
 
-@pytest.mark.parametrize("w,a", [("mxint4", "mxint8"), ("mxint3", None)])
-def test_gptq_beats_rtn_on_held_out_text(zoo, w, a):
+@pytest.mark.parametrize("w,a,blocks", [("mxint4", "mxint8", 4),
+                                        pytest.param("mxint4", "mxint8", N_BLOCKS, marks=pytest.mark.slow),
+                                        pytest.param("mxint3", None, N_BLOCKS, marks=pytest.mark.slow)])
+def test_gptq_beats_rtn_on_held_out_text(zoo, w, a, blocks):
     from hwsim.eval.perplexity import evaluate
     from hwsim.quant import get_recipe, quantize_model, with_formats
 
     models, tok, calib = zoo
+    skip = ("lm_head",) + tuple(f"model.layers.{i}.*" for i in range(blocks, N_BLOCKS))
     ppl, secs = {}, {}
     for name in ("rtn", "gptq"):
         model, _ = models.load("smollm2-135m", progress=False)
-        rec = with_formats(get_recipe(name), w=w, a=a or "none")
+        rec = with_formats(get_recipe(name, skip=skip), w=w, a=a or "none")
         t = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             rep = quantize_model(model, rec, calib if name == "gptq" else None, progress=False)
         secs[name] = round(time.perf_counter() - t, 1)
-        assert rep.n_quantized == 30 * 7
+        assert rep.n_quantized == blocks * 7
         if name == "gptq":
-            assert rep.resolved["gptq"]["act_order"] == {"true": 210}
+            assert rep.resolved["gptq"]["act_order"] == {"true": blocks * 7}
         ppl[name] = evaluate(model, tok, "brown", "eval", **EVAL).ppl
         del model
-    print(f"SmolLM2-135M W={w} X={a}: calib austen {N_CALIB}x{CALIB_LEN}, brown eval 512 tokens: "
+    print(f"SmolLM2-135M W={w} X={a}, {blocks} blocks: calib austen {N_CALIB}x{CALIB_LEN}, brown eval 512 tokens: "
           f"ppl {({k: round(v, 3) for k, v in ppl.items()})}, quantize s {secs}")
     assert ppl["gptq"] < ppl["rtn"]
