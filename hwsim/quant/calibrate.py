@@ -135,8 +135,8 @@ def gram_upper(x: torch.Tensor, out: torch.Tensor, scale: float = 1.0,
     The blocks below the diagonal are not touched (about half the flops of a full xᵀx, the work
     a BLAS ``syrk`` saves); ``symmetrize_upper`` completes the matrix.
     """
-    d = x.shape[1]
-    if d <= 2 * block:
+    n, d = x.shape
+    if d <= 2 * block or n < block:  # small: one product (the blocks would cost more than they save)
         out += scale * (x.T @ x).to(torch.float64).cpu()
         return
     for i in range(0, d, block):
@@ -170,13 +170,11 @@ class Rxx(_Stat):
 
     def update(self, x):
         if self.sink_weight != 1.0 and x.dim() == 3:
+            # every position once, then the first positions (sink_weight - 1) more times: no copy
+            # of the other positions, one small product
             first = self._check(x[:, 0, :]).to(self.outer_dtype)
-            x = self._check(x[:, 1:, :]).to(self.outer_dtype)
-            gram_upper(x, self.sum)
-            gram_upper(first, self.sum, self.sink_weight)
-            self.n += x.shape[0] + first.shape[0]
-            self.weight += x.shape[0] + self.sink_weight * first.shape[0]
-            return
+            gram_upper(first, self.sum, self.sink_weight - 1.0)
+            self.weight += (self.sink_weight - 1.0) * first.shape[0]
         x = self._check(x).to(self.outer_dtype)
         gram_upper(x, self.sum)
         self.n += x.shape[0]
