@@ -10,16 +10,7 @@ import sys
 
 import pytest
 
-from hwsim.cli import build_parser, main
-
-
-def _run(capsys, argv: list[str]) -> tuple[int, str, str]:
-    try:
-        rc = main(argv)
-    except SystemExit as exc:  # argparse's usage errors
-        rc = exc.code
-    out = capsys.readouterr()
-    return rc, out.out, out.err
+from hwsim.cli import build_parser
 
 
 def _not_a_checkpoint(tmp_path) -> str:
@@ -84,9 +75,9 @@ def _id(argv: list) -> str:
 
 
 @pytest.mark.parametrize("argv,code,expect", CASES, ids=[_id(c[0]) for c in CASES])
-def test_bad_input(capsys, tmp_path, argv, code, expect):
+def test_bad_input(run_cli, tmp_path, argv, code, expect):
     argv = [a(tmp_path) if callable(a) else a for a in argv]
-    rc, out, err = _run(capsys, argv)
+    rc, out, err = run_cli(argv)
     assert rc == code, (rc, out, err)
     assert "Traceback" not in err and "Traceback" not in out
     for e in expect:
@@ -110,8 +101,8 @@ def test_bad_input(capsys, tmp_path, argv, code, expect):
      ["utilization w/ stalls", "DRAM stalls excluded", " ms\n", " mJ\n", " mm²\n"], []),
     (["cost", "gemm", "--M", "8", "--K", "64", "--N", "8", "--acc", "17"], ["energy"], []),  # the narrowest valid
 ])
-def test_valid_inputs_that_used_to_fail_or_mislead(capsys, argv, stdout, stderr):
-    rc, out, err = _run(capsys, argv)
+def test_valid_inputs_that_used_to_fail_or_mislead(run_cli, argv, stdout, stderr):
+    rc, out, err = run_cli(argv)
     assert rc == 0, err
     for s in stdout:
         assert s in out

@@ -14,19 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwsim.cli import main
 from hwsim.cost_models import SystolicArray, build_pe, cost_model, from_config
 from hwsim.dse.study import Study, StudyError
 from hwsim.matmul.datapath import FixedAcc, FloatAcc, parse_accumulator
-
-
-def _run(capsys, argv):
-    try:
-        rc = main(argv)
-    except SystemExit as exc:
-        rc = exc.code
-    out = capsys.readouterr()
-    return rc, out.out, out.err
 
 
 def _matmul(s):
@@ -55,11 +45,11 @@ VALID = [
 
 
 @pytest.mark.parametrize("text,core", VALID, ids=[v[0] for v in VALID])
-def test_every_cli_and_the_study_file_take_the_same_strings(capsys, text, core):
+def test_every_cli_and_the_study_file_take_the_same_strings(run_cli, text, core):
     spec = parse_accumulator(text)
     fp = isinstance(spec, FloatAcc)
     # hwsim matmul --accumulator
-    rc, out, err = _run(capsys, _matmul(text))
+    rc, out, err = run_cli(_matmul(text))
     if core is None:
         assert rc == 0, err
         assert f"/{spec.name}->" in out
@@ -67,7 +57,7 @@ def test_every_cli_and_the_study_file_take_the_same_strings(capsys, text, core):
         assert rc == 1 and "Traceback" not in err and core in err and repr(spec.name) in err
     # hwsim cost gemm / model --acc, and the study file's hardware acc
     for argv in (_gemm(text, fp), _model(text, fp), _units(text, fp)):
-        rc, out, err = _run(capsys, argv)
+        rc, out, err = run_cli(argv)
         if spec.kind == "exact":
             assert rc == 1 and "no hardware to cost" in err and "Traceback" not in err, argv
         else:
@@ -85,10 +75,10 @@ def test_every_cli_and_the_study_file_take_the_same_strings(capsys, text, core):
         assert hw.acc == str(spec) and parse_accumulator(hw.acc) == spec
 
 
-def test_the_cost_cli_names_the_spec_it_costed(capsys):
-    rc, out, _ = _run(capsys, _gemm("fixed:24:8:saturate:rne", False))
+def test_the_cost_cli_names_the_spec_it_costed(run_cli):
+    rc, out, _ = run_cli(_gemm("fixed:24:8:saturate:rne", False))
     assert rc == 0 and "BlockDotInt(8x4,B32,fixed:24:8:rne)" in out
-    rc, out, _ = _run(capsys, _gemm("window(24)", False))
+    rc, out, _ = run_cli(_gemm("window(24)", False))
     assert rc == 0 and "BlockDotInt(8x4,B32,int24)" in out
 
 
@@ -96,9 +86,9 @@ INVALID = ["bogus", "fixed:x", "int", "window(3", "fixed:24:8:wrap:saturate", "i
 
 
 @pytest.mark.parametrize("text", INVALID)
-def test_invalid_strings_fail_the_same_way_everywhere(capsys, text):
+def test_invalid_strings_fail_the_same_way_everywhere(run_cli, text):
     for argv in (_matmul(text), _gemm(text, False), _model(text, False), _units(text, False)):
-        rc, out, err = _run(capsys, argv)
+        rc, out, err = run_cli(argv)
         assert rc in (1, 2), argv
         assert err.startswith("hwsim: error: ") and "Traceback" not in err and err.count("\n") == 1, err
         assert repr(text) in err and "'fixed:W[:F][:saturate|:wrap][:truncate|:rne]'" in err and "'int<W>'" in err

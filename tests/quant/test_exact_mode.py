@@ -321,17 +321,6 @@ def test_study_accumulator_keys(tmp_path):
     assert AccuracyPoint(mode="exact", accumulator="fixed:24:8").label.endswith("exact acc=fixed:24:8")
 
 
-def _cli(capsys, argv):
-    from hwsim.cli import main
-
-    try:
-        rc = main(argv)
-    except SystemExit as exc:
-        rc = exc.code
-    out = capsys.readouterr()
-    return rc, out.out, out.err
-
-
 CLI_CASES = [
     (["quantize", "--mode", "exact", "--accumulator", "fixed:24:x"], ["--accumulator", "'fixed:24:x'", "fixed:W"]),
     (["quantize", "--mode", "exact", "--accumulator", "int"], ["--accumulator", "'int'", "'fp32', 'exact'"]),
@@ -343,8 +332,8 @@ CLI_CASES = [
 
 
 @pytest.mark.parametrize("argv,needles", CLI_CASES, ids=[" ".join(c[0][1:]) for c in CLI_CASES])
-def test_quantize_cli_accumulator_errors(capsys, argv, needles):
-    rc, out, err = _cli(capsys, argv)
+def test_quantize_cli_accumulator_errors(run_cli, argv, needles):
+    rc, out, err = run_cli(argv)
     assert rc == 1, (rc, out, err)
     assert "Traceback" not in err
     for n in needles:
