@@ -109,7 +109,7 @@ def matmul(a, b, *, accumulator="fp32", out_format=None, mode: str = "exact", ba
     if backend == "numba" and lib == "torch":
         raise ValueError("backend='numba' needs numpy operands; got torch tensors (use backend='torch')")
     _check_acc_support(p, acc, backend)
-    if backend in _OWN and not any(backend_module(m).covers(p, acc) for m in _OWN[backend]):
+    if backend in _NO_FALLBACK and not any(backend_module(m).covers(p, acc) for m in OWN_KERNELS[backend]):
         raise ValueError(_not_covered(p, acc, backend))
     y = _dispatch(p, acc, out, bias, backend, lib, events if isinstance(acc, FixedAcc) else None)
     if lib == "numpy" and is_torch(y):
@@ -148,10 +148,13 @@ _MODULES = {"numba": "reference", "numba-tiled": "tiled_backend", "gemm": "gemm"
 # one whose run() returns None (NaN/Inf element codes, found while converting) passes to the next.
 AUTO_CUDA = ("triton", "gemm", "torch")                   # backend="auto", CUDA tensors
 AUTO_CPU = ("gemm", "numba-tiled", "numba", "torch")      # backend="auto", numpy or CPU torch operands
-EXPLICIT = {"numba": ("numba",), "numba-tiled": ("numba-tiled",), "torch": ("gemm", "torch"),
-            "triton": ("triton", "gemm", "torch")}
-# Explicit backends without a fallback: a problem none of their modules covers is a ValueError.
-_OWN = {"numba-tiled": ("numba-tiled",)}
+# Each explicit backend's own kernels, and the fallbacks it passes to (none: a problem its kernels
+# do not cover is a ValueError).
+OWN_KERNELS = {"numba": ("numba",), "numba-tiled": ("numba-tiled",), "torch": ("gemm", "torch"),
+               "triton": ("triton",)}
+_FALLBACKS = {"triton": ("gemm", "torch")}
+EXPLICIT = {name: mods + _FALLBACKS.get(name, ()) for name, mods in OWN_KERNELS.items()}
+_NO_FALLBACK = ("numba-tiled",)
 
 
 def backend_module(name: str):
@@ -186,7 +189,7 @@ def _dispatch(p: Prepared, acc, out, bias, backend: str, lib: str, events=None):
             if events is not None and name != "gemm":
                 _uncounted(events, p)
             return y
-    if backend in _OWN:
+    if backend in _NO_FALLBACK:
         raise ValueError(_not_covered(p, acc, backend, "its element codes hold NaN/Inf (found while converting)"))
     # only ExactAcc, and fixed-point sums wider than 62 bits, of torch operands get here
     warnings.warn(f"the torch backend delegates accumulator={acc.name!r} for {p.facts_a.spec.name} x "
@@ -203,10 +206,9 @@ def covering_backends(p: Prepared, acc) -> list[str]:
     """The explicit ``backend=`` names whose own kernels cover this operand pair and accumulator
     (numba: numpy operands; torch: the GEMM path or the per-segment torch backend; Triton only for
     CUDA tensors; the fallbacks an explicit backend passes to are not counted)."""
-    own = {"numba": ("numba",), "numba-tiled": ("numba-tiled",), "torch": ("gemm", "torch")}
-    if p.is_torch and p.a.codes.is_cuda:
-        own["triton"] = ("triton",)
-    return [name for name, mods in own.items() if any(backend_module(m).covers(p, acc) for m in mods)]
+    cuda = p.is_torch and p.a.codes.is_cuda
+    return [name for name, mods in OWN_KERNELS.items() if (name != "triton" or cuda)
+            and any(backend_module(m).covers(p, acc) for m in mods)]
 
 
 def _not_covered(p: Prepared, acc, backend: str, why: str = "") -> str:

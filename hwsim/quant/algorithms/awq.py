@@ -43,9 +43,10 @@ Block by block on the **full-precision trajectory** of the calibration ids (the 
    scale over blocks) and element formats without scales are not clipped (event).
 
 Tokens: every calibration token counts once in ``a``, the α loss and the clip errors, except
-each sequence's first position (BOS, the attention sink), which weighs the recipe's ``sink_weight``
-(when unset: 1, ``SINK_WEIGHT_DEFAULTS["awq"]``; the same knob as for R_xx, docs/quant.md). SmolLM2's sink dominates the α loss:
-``sink_weight=0`` is what makes its scaling pay off (docs/quant_algorithms.md, measured).
+each sequence's first position (BOS, the attention sink), which weighs the recipe's
+``sink_weight`` (when unset: ``SINK_WEIGHT_DEFAULTS["awq"]``, 1; the same knob as for R_xx,
+docs/quant.md). SmolLM2's sink dominates the α loss: ``sink_weight=0`` is what makes its scaling
+pay off (docs/quant_algorithms.md, measured).
 
 Events (``ctx.events``): ``awq_alpha`` per group (layer = the group's input key, value
 ``{alpha, loss, loss_rtn, losses}``), ``awq_clip`` per clipped linear (value ``{mean_ratio,
@@ -580,9 +581,7 @@ def awq(model: nn.Module, calib: Any, recipe, *, adapter: ModelAdapter | None = 
     events = events if events is not None else []
     ids = as_token_ids(calib, model_vocab_size(model))
     bs = int(batch_size or getattr(recipe, "calib_batch_size", 2) or 2)
-    if sink_weight is None:
-        sink_weight = recipe.sink_weight_for("awq") if hasattr(recipe, "sink_weight_for") else 1.0
-    sw = float(sink_weight)
+    sw = float(recipe.sink_weight_for("awq") if sink_weight is None else sink_weight)
     if not (math.isfinite(sw) and sw >= 0):
         raise ValueError(f"awq: sink_weight must be a finite number >= 0, got {sw!r}")
     binp = capture_block_inputs(model, ids, adapter=ad, batch_size=bs)
