@@ -44,3 +44,25 @@ def test_sink_weight_scales_the_first_position_in_every_block():
     first, rest = x[:, 0, :].double(), x[:, 1:, :].reshape(-1, d).double()
     want = (rest.T @ rest + 16.0 * first.T @ first) / (27 + 16.0 * 3)
     assert torch.equal(r.finalize(), want)
+
+
+@pytest.mark.parametrize("gram_rows", [1, 16, 25, 4096])
+def test_buffered_updates_and_sink_rows_give_the_weighted_gram_exactly(monkeypatch, gram_rows):
+    """Calls of 10 rows through a buffer of ``gram_rows`` (flushed before overflowing, bypassed by
+    calls at least as large, emptied at finalize), with the first positions weighted 16x: small
+    integers make every sum exact, so a lost, doubled or misplaced row cannot pass."""
+    from hwsim.quant import calibrate
+
+    monkeypatch.setattr(calibrate, "GRAM_ROWS", gram_rows)
+    g = torch.Generator().manual_seed(2)
+    d = 2 * GRAM_BLOCK + 9
+    xs = [torch.randint(-4, 5, (2, 5, d), generator=g).to(torch.float32) for _ in range(5)]
+    r = Rxx(d, sink_weight=16.0)
+    for x in xs:
+        r.update(x)
+    X = torch.cat(xs)
+    first, rest = X[:, 0, :].double(), X[:, 1:, :].reshape(-1, d).double()
+    want = (rest.T @ rest + 16.0 * first.T @ first) / (40 + 16.0 * 10)
+    assert r.n == 50
+    assert torch.equal(r.finalize(), want)
+    assert torch.equal(r.finalize(), want)  # finalize twice: the same matrix

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from hwsim.quant import calibrate
 from hwsim.quant.calibrate import MeanAbsLqer, MeanSq, Rxx, StatsCollector, as_token_ids, collect_stats
 from hwsim.quant.model import get_adapter
 from hwsim.quant.testing import tiny_model
@@ -32,7 +33,9 @@ def test_mean_abs_lqer_hand_computed():
     torch.testing.assert_close(s2.finalize(), s3.finalize())
 
 
-def test_rxx_and_mean_sq_match_float64():
+@pytest.mark.parametrize("gram_rows", [14, 4096])
+def test_rxx_and_mean_sq_match_float64(monkeypatch, gram_rows):
+    monkeypatch.setattr(calibrate, "GRAM_ROWS", gram_rows)
     g = torch.Generator().manual_seed(0)
     xs = [torch.randn(7, 5, generator=g) for _ in range(3)]
     X = torch.cat(xs).double()
@@ -41,8 +44,11 @@ def test_rxx_and_mean_sq_match_float64():
     for x in xs:
         r.update(x)
         m.update(x)
-    ref = (xs[0].double().T @ xs[0].double() + xs[1].double().T @ xs[1].double()
-           + xs[2].double().T @ xs[2].double()) / X.shape[0]
+    # Rxx buffers rows and multiplies when the next call would overflow GRAM_ROWS (and at
+    # finalize): 14 rows -> the products of [x0; x1] and of x2, summed in that order; 4096 -> one
+    # product of all 21 rows
+    parts = [X[:14], X[14:]] if gram_rows == 14 else [X]
+    ref = sum(p.T @ p for p in parts) / X.shape[0]
     # bit for bit: Rxx(outer_dtype=float64) runs these very float64 products (same shapes and layouts)
     # and sums them in the same order; float64 sums of float32 products may round, so only the same
     # computation is equal bit for bit (the full X.T @ X below is another one: a tolerance)

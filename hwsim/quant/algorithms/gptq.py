@@ -98,21 +98,31 @@ class PreparedHessian:
 
 
 def upper_factor_of_inverse(H: torch.Tensor) -> torch.Tensor | None:
-    """U upper triangular with UᵀU = H⁻¹ (H symmetric positive definite [n, n]), or None when the
-    Cholesky factorisation fails.
+    """U upper triangular with UᵀU = H⁻¹ (H symmetric positive definite [n, n], float64 on CPU),
+    or None when the Cholesky factorisation fails.
 
     The reference GPTQ computes chol_upper(cholesky_inverse(chol(H))): three O(n³) LAPACK calls,
     of which torch's ``cholesky_inverse`` is slow (0.9 s at n = 1536 on 2 cores). Here one
-    Cholesky of the reversed matrix and one triangular solve: with J the reversal permutation,
+    Cholesky of the reversed matrix and one triangular inverse: with J the reversal permutation,
     J H J = L Lᵀ gives H⁻¹ = (J L⁻ᵀ J)(J L⁻¹ J), and J L⁻¹ J is upper triangular with a positive
-    diagonal, so it is chol_upper(H⁻¹) (unique). The two agree to a few float64 ulps
-    (tests/quant/test_gptq.py).
+    diagonal, so it is chol_upper(H⁻¹) (unique). L⁻¹ is LAPACK's ``dtrtri`` (n³/3 flops, a third
+    of a triangular solve against the identity: 122 → 43 ms at n = 1536 on one thread). The result
+    agrees with the textbook factor to a few float64 ulps × cond(H) (tests/quant/test_gptq.py).
     """
+    from scipy.linalg.lapack import dtrtri
+
+    from ..threads import single_thread_blas
+
     L, info = torch.linalg.cholesky_ex(H.flip((0, 1)))
     if int(info) != 0:
         return None
-    eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
-    return torch.linalg.solve_triangular(L, eye, upper=False).flip((0, 1))
+    # L [n, n] is C-ordered: L.numpy().T is the Fortran-ordered upper Lᵀ, no copy; its inverse
+    # (L⁻¹)ᵀ, read back through .T, is L⁻¹ in C order
+    with single_thread_blas():
+        inv_t, info = dtrtri(L.numpy().T, lower=0, overwrite_c=1)
+    if info != 0:
+        return None
+    return torch.from_numpy(inv_t.T).flip((0, 1))
 
 
 def _inverse_factor(H: torch.Tensor, percdamp: float, events: list, layer: str | None):

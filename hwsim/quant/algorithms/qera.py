@@ -15,7 +15,6 @@ can cost accuracy) the full SVD of M is used instead and the fall-back is record
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from ..stages import Option, register_stage
+from ..threads import single_thread_blas
 from .common import (DampingWarning, as_tensor, check_channel_vector, check_finite, check_problem,
                      output_error, record)
 from .lowrank import (Reconstruction, Timer, diag_residual, finish, lowrank_from_scaled,
@@ -114,29 +114,6 @@ def _cholesky_ladder(R: torch.Tensor, events: list[dict], layer: str | None):
                      f"{DAMPING_LADDER[-1]:g}·mean(diag R); R is not a valid second moment")
 
 
-_BLAS_CONTROLLER = None  # threadpoolctl.ThreadpoolController, built on first use
-
-
-@contextlib.contextmanager
-def _scipy_blas_single_thread():
-    """Run the BLAS libraries loaded in the process (scipy's and numpy's OpenBLAS) with one thread
-    inside the block, restored afterwards (threadpoolctl; torch's own pool is untouched).
-
-    Measured on a shared 2-core machine: OpenBLAS worker threads alternating with torch's own
-    thread pool made ``dsyevr`` calls 3–10x slower and erratic (up to seconds). One thread is
-    stable; on an idle machine it is ~1.6x slower than two (0.63 s vs 0.38 s at 2048).
-    """
-    global _BLAS_CONTROLLER
-    from threadpoolctl import ThreadpoolController
-
-    import scipy.linalg  # noqa: F401  (loads scipy's BLAS before the controller looks)
-
-    if _BLAS_CONTROLLER is None:
-        _BLAS_CONTROLLER = ThreadpoolController()
-    with _BLAS_CONTROLLER.limit(limits=1, user_api="blas"):
-        yield
-
-
 #: Block size below which the triangular product / Gram matrix are plain matmuls.
 _BLOCK_LEAF = 256
 
@@ -225,7 +202,7 @@ def gram_topk(M: torch.Tensor, k: int):
     G = _gram_upper(M if right else M.T)  # upper triangle of MᵀM (or M Mᵀ) only
     # G.numpy().T is the Fortran-ordered view scipy wants; its lower triangle, the one read
     # (lower=True), is G's upper triangle. No copy is made; G is overwritten.
-    with _scipy_blas_single_thread():
+    with single_thread_blas():
         lam, Z = scipy.linalg.eigh(G.cpu().numpy().T, lower=True, overwrite_a=True,
                                    check_finite=False, subset_by_index=[m - q, m - 1],
                                    driver="evr")
