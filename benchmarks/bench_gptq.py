@@ -9,8 +9,9 @@ linear). Both give the same weights bit for bit (tests/quant/test_gptq.py); this
 
 Also prints QERA-exact's calibration (``stats_source="fp"``: R_xx of every input in one pass).
 
-Times exclude model load and evaluation. The machine's load average is printed with the result:
-on shared cores the numbers scale with the load.
+Times exclude model load and evaluation. The machine's load average is printed with the result
+(on shared cores the numbers scale with the load), and a reference GEMM's speed before and after
+(on an idle machine the numbers scale with it).
 
     .venv/bin/python benchmarks/bench_gptq.py                       # 32 x 512 tokens, mxint4 x mxint8
     .venv/bin/python benchmarks/bench_gptq.py --old --blocks 3      # ratio to the old path on 3 blocks
@@ -33,6 +34,29 @@ def _threads_from_argv(argv) -> None:
 
 
 _threads_from_argv(sys.argv)
+
+
+#: the reference GEMM of ``_machine_gflops``: float32 [n, n] x [n, n]
+REFERENCE_GEMM_N = 2048
+
+
+def _machine_gflops(repeats: int = 7) -> float:
+    """float32 GEMM speed of this machine now (GFLOP/s, median of ``repeats``, torch's threads):
+    printed before and after the runs, because the same code's wall time follows it (the 2-core
+    machines hwsim is measured on vary by ±20 % over an hour with nothing else running)."""
+    import statistics
+
+    import torch
+
+    n = REFERENCE_GEMM_N
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
 
 
 def _run(args, label, calib_pass, rounder, recipe="gptq", keep=False):
@@ -95,6 +119,7 @@ def main(argv=None) -> int:
     configure_threads(args.threads)
     print(f"GPTQ {args.model} W={args.w} X={args.a} calib {args.calib} {args.n_calib} x {args.calib_len}, "
           f"blocks={args.blocks or 'all'}, torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}")
+    print(f"reference GEMM ({REFERENCE_GEMM_N}^3 float32): {_machine_gflops():.0f} GFLOP/s", flush=True)
     t_new, w_new = _run(args, "new (piecewise, torch)", "auto", "auto", keep=args.old)
     if args.old:
         t_old, w_old = _run(args, "old (full passes, numpy)", "full", "numpy", keep=True)
@@ -102,6 +127,7 @@ def main(argv=None) -> int:
         print(f"old / new = {t_old / t_new:.2f}x; weights identical: {same}")
     if not args.no_qera:
         _run(args, "qera-exact (fp stats)", "auto", "auto", recipe="qera-exact")
+    print(f"reference GEMM after: {_machine_gflops():.0f} GFLOP/s", flush=True)
     return 0
 
 

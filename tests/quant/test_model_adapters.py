@@ -76,14 +76,16 @@ def test_head_slices_rebuild_attention_output(kind):
     assert sum(q.weight[lay.q_rows(j)].shape[0] for j in range(lay.n_heads)) == q.out_features
 
 
+@pytest.mark.parametrize("layers", [2, 5])
 @pytest.mark.parametrize("kind", TINY_KINDS)
-def test_block_forward_reproduces_model(kind):
+def test_block_forward_reproduces_model(kind, layers):
     """Block by block on the captured mini-batches (2 + 1 sequences) = the model on the same
     mini-batches, bit for bit. The reference runs the model on those mini-batches, not on all 3
     sequences at once: that would be a GEMM with other row counts (M = 36 vs 24 and 12), whose
     fp32 summation order BLAS may choose differently (CPU, threads), so only equal shapes make the
-    two computations the same."""
-    model = tiny_model(kind)
+    two computations the same. With 5 layers, blocks 1-3 pass their input through while their
+    context is captured: a wrong or missing context (Gemma-3's sliding layers) cannot pass."""
+    model = tiny_model(kind, layers=layers)
     ad = get_adapter(model)
     ids = torch.randint(0, 128, (3, 12), generator=torch.Generator().manual_seed(0))
     bs = 2
@@ -97,7 +99,8 @@ def test_block_forward_reproduces_model(kind):
         outs.append(ad.lm_head()(ad.final_norm()(h)))    # per mini-batch, as the model did
     logits = torch.cat(outs)
     assert torch.equal(logits, ref)
-    assert not any(blk._forward_pre_hooks for blk in ad.blocks())
+    assert not any(blk._forward_pre_hooks or blk._forward_hooks for blk in ad.blocks())
+    assert not any("forward" in blk.__dict__ for blk in ad.blocks())  # the pass-through is gone
 
 
 @pytest.mark.parametrize("kind", TINY_KINDS)

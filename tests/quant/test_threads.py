@@ -68,22 +68,23 @@ def test_numba_layer_is_workqueue_unless_the_user_chose(env, expected):
     assert out.stdout.strip().splitlines()[-1] == expected
 
 
-def test_small_factorisations_run_on_one_torch_thread(monkeypatch):
+@pytest.mark.parametrize("dim,threads", [(64, 1), (T.CHOLESKY_THREADS_DIM - 1, 1), (T.CHOLESKY_THREADS_DIM, 2)])
+def test_cholesky_runs_on_one_thread_below_the_large_dimension(monkeypatch, dim, threads):
     import hwsim.quant.algorithms.gptq as G
 
     seen = []
-    real = G._inverse_factor
+    real = torch.linalg.cholesky_ex
 
     def spy(*a, **k):
         seen.append(torch.get_num_threads())
         return real(*a, **k)
 
-    monkeypatch.setattr(G, "_inverse_factor", spy)
+    monkeypatch.setattr(torch.linalg, "cholesky_ex", spy)
     n0 = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        G.prepare_hessian(torch.eye(64, dtype=torch.float64))
-        assert seen == [1] and torch.get_num_threads() == 2
+        G.prepare_hessian(torch.eye(dim, dtype=torch.float64))
+        assert seen == [threads] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(n0)
     assert T.torch_threads_for(T.SMALL_DIM + 1) == torch.get_num_threads()

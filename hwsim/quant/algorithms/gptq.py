@@ -53,7 +53,8 @@ class GPTQInfo:
     runtime_s: wall time in seconds.
     w_err_fro: ‖W − W̃‖_F (W after dead-input zeroing).
     objective: tr((W − W̃) H (W − W̃)ᵀ) under the H given (undamped), GPTQ's calibration
-        objective (= J(0) of docs/spec/algorithms.md §4.0 when H = R).
+        objective (= J(0) of docs/spec/algorithms.md §4.0 when H = R); for float32 weights the
+        product D·H runs in float32 (relative error of order 1e-6, ``PreparedHessian.objective``).
     act_order: whether act_order was used (the resolved value of ``act_order="auto"``).
     static_groups: whether integer groups were static (False for lazy groups and non-group formats).
     t_factor_s, t_sweep_s: time in the Hessian factorisation (0 when reused) and in the sweep.
@@ -95,6 +96,22 @@ class PreparedHessian:
     act_order: bool
     t_factor_s: float = 0.0
     claimed: bool = False  # the factorisation time was reported by a first user
+    _H_float32: torch.Tensor | None = None  # H_given in float32, made by the first float32 objective
+
+    def objective(self, W0: torch.Tensor, Q: torch.Tensor) -> tuple[float, float]:
+        """(tr(D H Dᵀ), ‖D‖_F) of D = W0 − Q [out, in] under the undamped H_given.
+
+        The product runs in the weights' dtype: float32 in the pipeline (half the time of float64;
+        D and H rounded to float32 give a relative error of order 1e-6), float64 for float64
+        weights; the sums run in float64 and ‖D‖_F is exact (float64 difference)."""
+        D64 = W0.to(torch.float64) - Q.to(torch.float64)
+        fro = float(torch.linalg.vector_norm(D64))
+        if W0.dtype == torch.float32:
+            if self._H_float32 is None:
+                self._H_float32 = self.H_given.to(torch.float32)
+            D = W0 - Q.to(torch.float32)
+            return float(torch.sum(D * (D @ self._H_float32), dtype=torch.float64)), fro
+        return float(torch.sum(D64 * (D64 @ self.H_given))), fro
 
 
 def upper_factor_of_inverse(H: torch.Tensor) -> torch.Tensor | None:
@@ -111,9 +128,10 @@ def upper_factor_of_inverse(H: torch.Tensor) -> torch.Tensor | None:
     """
     from scipy.linalg.lapack import dtrtri
 
-    from ..threads import single_thread_blas
+    from ..threads import cholesky_threads_for, single_thread_blas, torch_threads
 
-    L, info = torch.linalg.cholesky_ex(H.flip((0, 1)))
+    with torch_threads(cholesky_threads_for(H.shape[0])):
+        L, info = torch.linalg.cholesky_ex(H.flip((0, 1)))
     if int(info) != 0:
         return None
     # L [n, n] is C-ordered: L.numpy().T is the Fortran-ordered upper Lᵀ, no copy; its inverse
@@ -133,7 +151,7 @@ def _inverse_factor(H: torch.Tensor, percdamp: float, events: list, layer: str |
         Hd = H.clone()
         Hd.diagonal().add_(p * mean_diag)
         U = upper_factor_of_inverse(Hd)
-        if U is not None and bool(torch.isfinite(U).all()):
+        if U is not None and bool(torch.isfinite(U.sum())):  # any inf/NaN makes the sum non-finite
             return U, p
         if attempt < DAMP_RETRIES:
             record(events, "gptq", layer, "damping_retry", p * 10,
@@ -202,10 +220,7 @@ def prepare_hessian(H, *, damp: float = 0.01, act_order: bool = False, layer: st
     if act_order:
         perm = torch.argsort(torch.diagonal(H), descending=True, stable=True)
         H = H[perm][:, perm]
-    from ..threads import torch_threads, torch_threads_for
-
-    with torch_threads(torch_threads_for(H.shape[0])):
-        U, p_used = _inverse_factor(H, float(damp), events, layer)
+    U, p_used = _inverse_factor(H, float(damp), events, layer)
     return PreparedHessian(H_given, dead, n_dead, perm, U, p_used, events, float(damp), bool(act_order),
                            timer.elapsed())
 
@@ -302,8 +317,7 @@ def gptq_quantize(W, H, fmt, *, block_size: int = 128, damp: float = 0.01,
         invperm = torch.argsort(perm)
         Q = Q[:, invperm]
     saturation_event(events, layer, n_sat)
-    D = W0.to(torch.float64) - Q.to(torch.float64)
-    objective = float(torch.sum(D * (D @ prepared.H_given)))
+    objective, w_err_fro = prepared.objective(W0, Q)
     sat_choice = "clamp"
     n_raised = 0
     if saturation == "raise_exponent" and n_sat and tr is not None and fg.kind == "block":
@@ -316,12 +330,11 @@ def gptq_quantize(W, H, fmt, *, block_size: int = 128, damp: float = 0.01,
                 Q2, losses2, sats2 = _sweep_torch(W2, Hinv, [fg2], tr2, order, block_size, dtype)
             if perm is not None:
                 Q2 = Q2[:, invperm]
-            D2 = W0.to(torch.float64) - Q2.to(torch.float64)
-            obj2 = float(torch.sum(D2 * (D2 @ prepared.H_given)))
+            obj2, fro2 = prepared.objective(W0, Q2)
             events.append({"stage": "gptq", "layer": layer, "kind": "raise_exponent", "value": n_raised,
                            "objective_clamp": objective, "objective_raised": obj2})
             if obj2 < objective:
-                Q, loss, n_sat, fg, D, objective = Q2, losses2[0], sats2[0], fg2, D2, obj2
+                Q, loss, n_sat, fg, w_err_fro, objective = Q2, losses2[0], sats2[0], fg2, fro2, obj2
                 sat_choice = "raise_exponent"
     qt = fg.qtensor()
     from .rtn import to_torch_qtensor
@@ -332,7 +345,7 @@ def gptq_quantize(W, H, fmt, *, block_size: int = 128, damp: float = 0.01,
     info = GPTQInfo(qtensor=qt, loss=loss, percdamp=prepared.percdamp, saturated=n_sat,
                     dead_columns=prepared.n_dead, perm=None if perm is None else tuple(perm.tolist()),
                     events=tuple(events), runtime_s=timer.elapsed(),
-                    w_err_fro=float(torch.linalg.vector_norm(D)), objective=objective,
+                    w_err_fro=w_err_fro, objective=objective,
                     act_order=act_order, static_groups=static, t_factor_s=t_factor, t_sweep_s=t_sweep,
                     saturation=sat_choice, raised_blocks=n_raised if sat_choice == "raise_exponent" else 0)
     return Q, info
@@ -410,12 +423,11 @@ def gptq_quantize_many(Ws, H, fmt, *, block_size: int = 128, damp: float = 0.01,
         events = [dict(e) for e in prepared.events]
         saturation_event(events, l, sats[k])
         Qk = Q[ra:rb]
-        D = W0[ra:rb].to(torch.float64) - Qk.to(torch.float64)
+        objective, w_err_fro = prepared.objective(W0[ra:rb], Qk)
         info = GPTQInfo(qtensor=to_torch_qtensor(fg.qtensor()), loss=losses[k], percdamp=prepared.percdamp,
                         saturated=sats[k], dead_columns=prepared.n_dead,
                         perm=None if perm is None else tuple(perm.tolist()), events=tuple(events),
-                        runtime_s=share, w_err_fro=float(torch.linalg.vector_norm(D)),
-                        objective=float(torch.sum(D * (D @ prepared.H_given))), act_order=act_order,
+                        runtime_s=share, w_err_fro=w_err_fro, objective=objective, act_order=act_order,
                         static_groups=static, t_factor_s=t_factor if k == 0 else 0.0,
                         t_sweep_s=t_sweep)
         out.append((Qk.to(torch.float64 if Ws[k].dtype == torch.float64 else torch.float32), info))
