@@ -134,3 +134,47 @@ def test_exact_mode_close_to_fake():
     S = xq.abs() @ qw.dequantize().abs().double().T + lin.bias.abs().double()
     err = (e0(x) - f0(x)).abs().double()
     assert (err <= (_gamma(2 + 2) + _gamma(48 + 2)) * S).all()
+
+
+# ---- dense_linear: the float32 product behind the fake-mode forward --------------------------
+
+def test_dense_linear_agrees_with_torch_linear_within_the_float32_bound(monkeypatch):
+    """oneDNN and torch's linear sum the same products in orders neither defines: each is within
+    γ_K·|x|·|w|ᵀ of the exact result (K = in_features), so they differ by at most twice that."""
+    from hwsim.quant import qlinear as QL
+
+    if QL._ONEDNN_LINEAR is None:
+        pytest.skip("this torch build has no oneDNN linear")
+    calls = []
+    real = QL._ONEDNN_LINEAR
+    monkeypatch.setattr(QL, "_ONEDNN_LINEAR", lambda *a: calls.append(1) or real(*a))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, QL.ONEDNN_MIN_ROWS, 576, generator=g)
+    w = torch.randn(192, 576, generator=g)
+    b = torch.randn(192, generator=g)
+    got = QL.dense_linear(x, w, b)
+    exact = torch.nn.functional.linear(x.double(), w.double(), b.double())
+    k = x.shape[-1] + 1
+    bound = k * 2.0 ** -24 * (torch.nn.functional.linear(x.double().abs(), w.double().abs(), b.double().abs()))
+    assert calls and got.shape == (2, QL.ONEDNN_MIN_ROWS, 192) and got.dtype == torch.float32
+    assert bool(((got.double() - exact).abs() <= bound).all())
+
+
+@pytest.mark.parametrize("case", ["grad", "small", "float64", "padded"])
+def test_dense_linear_keeps_torch_linear_where_onednn_does_not_apply(case):
+    """Calls that need a gradient, small calls, other dtypes and strided weights are torch's
+    linear, bit for bit, and gradients flow (oneDNN's linear has no backward)."""
+    from hwsim.quant import qlinear as QL
+
+    g = torch.Generator().manual_seed(1)
+    rows = 8 if case == "small" else QL.ONEDNN_MIN_ROWS
+    dt = torch.float64 if case == "float64" else torch.float32
+    x = torch.randn(rows, 64, generator=g, dtype=dt)
+    w = torch.randn(32, 64, generator=g, dtype=dt, requires_grad=case == "grad")
+    if case == "padded":  # rows padded to 80 columns: oneDNN would take its naive kernel
+        w = torch.randn(32, 80, generator=g)[:, :64]
+    got = QL.dense_linear(x, w)
+    assert torch.equal(got.detach(), torch.nn.functional.linear(x, w).detach())
+    if case == "grad":
+        got.sum().backward()
+        torch.testing.assert_close(w.grad, x.sum(0).expand(32, 64))
