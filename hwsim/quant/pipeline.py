@@ -21,7 +21,7 @@ from .calibrate import (FpStatsCache, LayerStats, StatsCollector, StopForward, _
                         make_layer_stats, stat_bytes)
 from .config import Recipe, get_recipe, validate_recipe
 from .model import LinearGroup, ModelAdapter, get_adapter, set_module
-from .qlinear import ActQuantCache, QLinear, _to_torch
+from .qlinear import ActQuantCache, QLinear, _to_torch, dense_linears
 from .stages import TransformContext, get_stage
 
 __all__ = ["quantize_model", "QuantReport", "quantize_linear", "quantized_linears", "model_records"]
@@ -385,7 +385,8 @@ def _streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, report, 
         def run_block(hook_groups, stop=None):
             t = time.perf_counter()
             outs = []
-            with StatsCollector(hook_groups, kinds, batch_size=bs, state_tag=tag, sink_weight=sw) as col:
+            with StatsCollector(hook_groups, kinds, batch_size=bs, state_tag=tag, sink_weight=sw) as col, \
+                    dense_linears(block):
                 if stop is not None:
                     col.stop_at(stop)
                 for h in hs:
@@ -469,7 +470,7 @@ def _block_streamed(model, adapter, recipe, plan, ids, kinds, quantize_group, re
         todo = by_block.get(i, [])
         t = time.perf_counter()
         with StatsCollector([g for g, _ in todo] if kinds else [], kinds, batch_size=bs, state_tag=tag,
-                            sink_weight=sw) as col:
+                            sink_weight=sw) as col, dense_linears(block):
             targets = [adapter.block_forward(block, h, binp.context(i, h)) for h in hs_fp]
         stats = col.stats
         report.add_time("calibrate", time.perf_counter() - t)

@@ -22,7 +22,9 @@ changes); the activation is quantized once per forward and shared by the linears
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -63,6 +65,26 @@ def dense_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None
             or (b is not None and (b.dtype != torch.float32 or b.device.type != "cpu"))):
         return Fn.linear(x, w, b)
     return _ONEDNN_LINEAR(x, w, b, "none", [], "")
+
+
+def _dense_forward(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return dense_linear(x, linear.weight, linear.bias)
+
+
+@contextmanager
+def dense_linears(module: nn.Module):
+    """Inside the block, every plain ``nn.Linear`` under ``module`` computes through
+    ``dense_linear`` (the full-precision block passes of calibration: QERA-exact's statistics,
+    TesseraQ's targets). Hooks still run; the instances' own ``forward`` is restored on exit,
+    also after an error."""
+    swapped = [m for m in module.modules() if type(m) is nn.Linear and "forward" not in m.__dict__]
+    for m in swapped:
+        m.forward = partial(_dense_forward, m)
+    try:
+        yield module
+    finally:
+        for m in swapped:
+            del m.forward
 
 __all__ = ["QLinear", "QLinearRecord", "LowRankRecord", "fmt_name", "resolve_format", "bits_per_element",
            "MODES", "ActQuantCache", "check_accumulator"]

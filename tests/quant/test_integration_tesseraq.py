@@ -4,7 +4,7 @@ Calibrated on austen (8 x 256 tokens), evaluated on brown (text the calibration 
 small training budget (the 10-stage schedule, ITERS Adam steps per stage, batch 2) so that the
 test stays in CI's time. Default run: W3 = ``int3_g128_asym`` weight-only on the first 4 of the 30
 blocks (TesseraQ and RTN alike, the other blocks stay in full precision; measured brown ppl: rtn
-54.19, tesseraq 47.60, fp about 44.8; 72 s on 2 shared cores) and W4A8 = ``mxint4`` x ``mxint8``
+54.19, tesseraq 48.47, fp about 44.8; 72 s on 2 shared cores) and W4A8 = ``mxint4`` x ``mxint8``
 on the same 4 blocks. ``--runslow``: both on all 30 blocks (W3 3.5 min).
 """
 

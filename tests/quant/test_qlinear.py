@@ -178,3 +178,26 @@ def test_dense_linear_keeps_torch_linear_where_onednn_does_not_apply(case):
     if case == "grad":
         got.sum().backward()
         torch.testing.assert_close(w.grad, x.sum(0).expand(32, 64))
+
+
+def test_dense_linears_routes_plain_linears_and_restores_them(monkeypatch):
+    """Inside ``dense_linears(block)`` every plain nn.Linear of the block calls dense_linear (its
+    hooks still run); on exit, also after an error, no instance keeps a forward of its own."""
+    from hwsim.quant import qlinear as QL
+    from hwsim.quant.testing import tiny_model
+
+    model = tiny_model("llama")
+    block = model.model.layers[0]
+    linears = [m for m in block.modules() if type(m) is nn.Linear]
+    seen, hooked = [], []
+    real = QL.dense_linear
+    monkeypatch.setattr(QL, "dense_linear", lambda x, w, b=None: seen.append(w) or real(x, w, b))
+    linears[0].register_forward_pre_hook(lambda m, a: hooked.append(1))
+    x = torch.randn(3, 5, 64)
+    with torch.no_grad(), QL.dense_linears(block):
+        outs = [lin(x if lin.in_features == 64 else torch.randn(3, 5, lin.in_features)) for lin in linears]
+    assert len(seen) == len(linears) and all(any(w is lin.weight for w in seen) for lin in linears)
+    assert hooked == [1] and all(o.shape[-1] == lin.out_features for o, lin in zip(outs, linears))
+    with pytest.raises(RuntimeError, match="boom"), QL.dense_linears(block):
+        raise RuntimeError("boom")
+    assert not any("forward" in lin.__dict__ for lin in linears)
