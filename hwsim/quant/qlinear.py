@@ -55,14 +55,14 @@ def dense_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None
     the output's scale). Calls that need a gradient (TesseraQ, OSTQuant training), other dtypes
     and devices, small calls and strided operands keep ``Fn.linear``: oneDNN runs its naive
     reference kernel on a weight whose rows are padded (a [576, 640] buffer sliced to 576
-    columns), hundreds of times slower.
+    columns); the CI-sized TesseraQ test, about a minute, ran for over 8 minutes that way.
     """
     if (_ONEDNN_LINEAR is None or x.dtype != torch.float32 or w.dtype != torch.float32
             or x.device.type != "cpu" or w.device.type != "cpu" or x.numel() < ONEDNN_MIN_ROWS * x.shape[-1]
             or not (x.is_contiguous() and w.is_contiguous())
             or (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad
                                              or (b is not None and b.requires_grad)))
-            or (b is not None and (b.dtype != torch.float32 or b.device.type != "cpu"))):
+            or (b is not None and (b.dtype != torch.float32 or b.device.type != "cpu" or not b.is_contiguous()))):
         return Fn.linear(x, w, b)
     return _ONEDNN_LINEAR(x, w, b, "none", [], "")
 
