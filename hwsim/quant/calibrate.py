@@ -128,7 +128,7 @@ class MeanSq(_Stat):
 #: the 576- and 1536-wide inputs of SmolLM2 at 1,024-4,096 tokens per call (1.4-1.7x a full xᵀx)
 GRAM_BLOCK = 128
 #: rows per Gram product in ``Rxx`` (smaller calls are buffered): at 1,024-row calls, one product
-#: of 4,096 rows costs 0.8x (576 wide) and 0.85x (1536 wide) of four (idle, 2 threads)
+#: of 4,096 rows costs 0.81x (576 wide) and 0.88x (1536 wide) of four (idle, 2 threads)
 GRAM_ROWS = 4096
 
 

@@ -21,7 +21,8 @@ from .calibrate import (FpStatsCache, LayerStats, StatsCollector, StopForward, _
                         make_layer_stats, stat_bytes)
 from .config import Recipe, get_recipe, validate_recipe
 from .model import LinearGroup, ModelAdapter, get_adapter, set_module
-from .qlinear import ActQuantCache, QLinear, _to_torch, dense_linears
+from .dense import dense_linears
+from .qlinear import ActQuantCache, QLinear, _to_torch
 from .stages import TransformContext, get_stage
 
 __all__ = ["quantize_model", "QuantReport", "quantize_linear", "quantized_linears", "model_records"]

@@ -33,7 +33,8 @@ from contextlib import contextmanager
 SMALL_CALL = 1 << 16
 
 __all__ = ["configure_threads", "numba_threads", "numba_threads_for", "prefer_workqueue", "policy", "SMALL_CALL",
-           "SMALL_DIM", "CHOLESKY_THREADS_DIM", "cholesky_threads_for", "single_thread_blas", "torch_threads", "torch_threads_for"]
+           "SMALL_DIM", "CHOLESKY_THREADS_DIM", "cholesky_threads_for", "single_thread_blas", "torch_threads",
+           "torch_threads_for"]
 
 
 def _numba():

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..stages import Option, register_stage
-from .common import as_tensor, check_finite, record
+from .common import as_tensor, check_finite, output_error, record
 from .fixed_grid import FixedGrid, saturation_event
 from .lowrank import Timer
 
@@ -96,7 +96,8 @@ class PreparedHessian:
     act_order: bool
     t_factor_s: float = 0.0
     claimed: bool = False  # the factorisation time was reported by a first user
-    _H_float32: torch.Tensor | None = None  # H_given in float32, made by the first float32 objective
+    #: H_given in float32, made by the first float32 objective
+    _H_float32: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def objective(self, W0: torch.Tensor, Q: torch.Tensor) -> tuple[float, float]:
         """(tr(D H Dᵀ), ‖D‖_F) of D = W0 − Q [out, in] under the undamped H_given.
@@ -111,7 +112,7 @@ class PreparedHessian:
                 self._H_float32 = self.H_given.to(torch.float32)
             D = W0 - Q.to(torch.float32)
             return float(torch.sum(D * (D @ self._H_float32), dtype=torch.float64)), fro
-        return float(torch.sum(D64 * (D64 @ self.H_given))), fro
+        return output_error(W0, Q, self.H_given), fro
 
 
 def upper_factor_of_inverse(H: torch.Tensor) -> torch.Tensor | None:
@@ -123,7 +124,7 @@ def upper_factor_of_inverse(H: torch.Tensor) -> torch.Tensor | None:
     Cholesky of the reversed matrix and one triangular inverse: with J the reversal permutation,
     J H J = L Lᵀ gives H⁻¹ = (J L⁻ᵀ J)(J L⁻¹ J), and J L⁻¹ J is upper triangular with a positive
     diagonal, so it is chol_upper(H⁻¹) (unique). L⁻¹ is LAPACK's ``dtrtri`` (n³/3 flops, a third
-    of a triangular solve against the identity: 122 → 43 ms at n = 1536 on one thread). The result
+    of a triangular solve against the identity: 122-139 → 43-50 ms at n = 1536 on one thread). The result
     agrees with the textbook factor to a few float64 ulps × cond(H) (tests/quant/test_gptq.py).
     """
     return _upper_factor_of_reversed(H.flip((0, 1)))
