@@ -13,7 +13,7 @@ Layers, each importing only those above it: ``bits`` (fp32 layout, powers of two
     array([ 1.     , -0.296875,  0.015625], dtype=float32)
 """
 
-from .api import dequantize, fake_quant, quantize
+from .api import block_scales, dequantize, fake_quant, quantize
 from .codec import decode_elem, encode_floats
 from .qtensor import PackedQTensor, QTensor, pack_bits, unpack_bits
 from .registry import ALIASES, GRAMMAR, PRESETS, format_name, get, list_formats
@@ -23,8 +23,8 @@ from .spec import (BF16_ELEM, BFP_SCALE, E2M1, E2M3, E3M2, E4M3, E5M2, E8M0, FP1
                    ScaledIntSpec)
 
 __all__ = [
-    "get", "list_formats", "format_name", "quantize", "dequantize", "fake_quant", "decode_elem",
-    "encode_floats", "QTensor", "PackedQTensor", "pack_bits", "unpack_bits", "PRESETS", "ALIASES",
+    "get", "list_formats", "format_name", "quantize", "dequantize", "fake_quant", "block_scales",
+    "decode_elem", "encode_floats", "QTensor", "PackedQTensor", "pack_bits", "unpack_bits", "PRESETS", "ALIASES",
     "GRAMMAR", "IntElem", "FloatElem", "ExpScale", "FloatScale", "BlockSpec", "ScaledIntSpec",
     "FormatSpec", "Rounding", "Rule", "FormatSpecError", "FormatNameError", "NonFiniteError",
     "NonFiniteWarning", "E8M0", "BFP_SCALE", "UE4M3", "E4M3", "E5M2", "E3M2", "E2M3", "E2M1",

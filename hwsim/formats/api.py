@@ -108,6 +108,22 @@ def quantize(x, fmt, axis: int = -1, *, rounding=None, seed=None) -> QTensor:
     return QTensor(spec, *codec.quantize_numpy(x, spec, ax, mode, seeds), shape=tuple(x.shape), axis=ax)
 
 
+def block_scales(x, fmt, axis: int = -1) -> np.ndarray:
+    """The shared-exponent scale codes ``quantize(x, fmt, axis).scales`` holds for an MX/BFP
+    format, without encoding the elements (a fraction of the cost; the scales of these formats
+    do not depend on the rounding). numpy input, uint8 codes of shape x.shape with the block axis
+    replaced by its number of blocks (padded tail included)."""
+    spec = get(fmt)
+    if not isinstance(spec, BlockSpec) or spec.is_nvfp4:
+        raise ValueError(f"block_scales needs an MX/BFP block format (shared power-of-two scales), "
+                         f"got {spec.name}; use quantize(x, fmt).scales")
+    if is_torch(x):
+        raise ValueError("block_scales takes a numpy array (torch tensors: quantize(x, fmt).scales)")
+    x = _check_numpy_input(x)
+    _check_size(x, spec)
+    return codec.block_scales_numpy(x, spec, normalize_axis(axis, x.ndim, spec))
+
+
 def dequantize(q: QTensor):
     """fp32 values of a QTensor (same array library and device as its codes)."""
     return q.dequantize()

@@ -74,36 +74,61 @@ def _from_rows(a: np.ndarray, meta, last=None):
     return np.moveaxis(a, -1, ax)
 
 
-def _run_block(xb, spec: BlockSpec, mode, seeds, meta, codes=None, scales=None, out=None):
-    """Encode blocks into codes/scales, or (codes None) fake-quantize them into out."""
+def _rceil_ratios(xb, spec: BlockSpec) -> np.ndarray:
+    """RNE32(amax / max_elem) bits per block [rows, nb] for ``Rule.RCEIL`` (a [1, 1] dummy for
+    the other rules)."""
+    if spec.rule is not Rule.RCEIL:
+        return np.zeros((1, 1), np.uint32)
     B = spec.block_size
     rows, L = xb.shape
     nblk = -(-L // B)
+    pad = np.zeros((rows, nblk * B), np.float32)
+    pad[:, :L] = np.abs(xb.view(np.float32))
+    with np.errstate(invalid="ignore", over="ignore"):
+        amax = np.where(np.isfinite(pad), pad, 0).reshape(rows, nblk, B).max(axis=2)
+        return (amax / np.float32(spec.elem.max_value)).astype(np.float32).view(np.uint32)
+
+
+def _block_args(xb, spec: BlockSpec):
+    """(B, emax_elem, rule code, rq, sc_min, sc_max), the shared-exponent arguments of the block
+    kernels, and the scale's NaN code (-1: none)."""
     elem = spec.elem
-    P = K.elem_params(elem)
-    rq = np.zeros((1, 1), np.uint32)
-    if spec.rule is Rule.RCEIL:
-        xf = xb.view(np.float32)
-        pad = np.zeros((rows, nblk * B), np.float32)
-        pad[:, :L] = np.abs(xf)
-        with np.errstate(invalid="ignore", over="ignore"):
-            amax = np.where(np.isfinite(pad), pad, 0).reshape(rows, nblk, B).max(axis=2)
-            rq = (amax / np.float32(elem.max_value)).astype(np.float32).view(np.uint32)
     sc = spec.scale
     emax_elem = elem.emax_elem if isinstance(elem, IntElem) else elem.emax
     sc_nan = -1 if sc.nan_code is None else sc.nan_code
-    common = (B, P, emax_elem, spec.rule.code, rq, sc.e_min, sc.e_max)
+    return (spec.block_size, emax_elem, spec.rule.code, _rceil_ratios(xb, spec), sc.e_min, sc.e_max), sc_nan
+
+
+def _raise_non_finite(xb, spec, meta):
+    xf = _from_rows(xb.view(np.float32), meta)
+    idx = int(np.flatnonzero(~np.isfinite(xf))[0])
+    raise NonFiniteError(f"input tensor has a non-finite value at flat index {idx} "
+                         f"({xf.reshape(-1)[idx]}); format {spec.name} has no NaN scale code")
+
+
+def _run_block(xb, spec: BlockSpec, mode, seeds, meta, codes=None, scales=None, out=None):
+    """Encode blocks into codes/scales, or (codes None) fake-quantize them into out."""
+    (B, emax_elem, rule, rq, e_min, e_max), sc_nan = _block_args(xb, spec)
+    common = (B, K.elem_params(spec.elem), emax_elem, rule, rq, e_min, e_max)
     if codes is None:
         bad = K.block_fake(xb, xb.view(np.float32), *common, sc_nan, spec.input_ftz, mode.code,
                            seeds[0], seeds[1], meta[2], out, POW2_F32)
     else:
-        bad = K.block_codec(xb, *common, sc.bias, sc_nan, spec.input_ftz, mode.code, seeds[0],
+        bad = K.block_codec(xb, *common, spec.scale.bias, sc_nan, spec.input_ftz, mode.code, seeds[0],
                             seeds[1], meta[2], codes, scales)
     if bad:
-        xf = _from_rows(xb.view(np.float32), meta)
-        idx = int(np.flatnonzero(~np.isfinite(xf))[0])
-        raise NonFiniteError(f"input tensor has a non-finite value at flat index {idx} "
-                             f"({xf.reshape(-1)[idx]}); format {spec.name} has no NaN scale code")
+        _raise_non_finite(xb, spec, meta)
+
+
+def block_scales_numpy(x: np.ndarray, spec: BlockSpec, ax: int) -> np.ndarray:
+    """The scale codes ``quantize_numpy`` gives an MX/BFP block spec (block axis ``ax``, same
+    layout as ``Encoded.scales``), without encoding the elements."""
+    xb, meta = _rows_view(x, ax)
+    args, sc_nan = _block_args(xb, spec)
+    scales = np.empty((xb.shape[0], -(-xb.shape[1] // spec.block_size)), np.uint8)
+    if K.block_scales(xb, *args, spec.scale.bias, sc_nan, spec.input_ftz, scales):
+        _raise_non_finite(xb, spec, meta)
+    return _from_rows(scales, meta)
 
 
 def _run_elem(xb, elem: FloatElem, mode, seeds, codes, out, idx=None):

@@ -457,6 +457,31 @@ def block_codec(xb, B, P, emax_elem, rule, rq, sc_min, sc_max, sc_bias, sc_nan, 
 
 
 @nb.njit(parallel=True, cache=True)
+def block_scales(xb, B, emax_elem, rule, rq, sc_min, sc_max, sc_bias, sc_nan, ftz, scales):
+    """The scale codes [rows, nb] that :func:`block_codec` writes for xb [rows, L], without
+    encoding the elements (the same ``block_exponent`` per block). Returns the number of rows
+    with a non-finite block when the scale has no NaN code (``sc_nan`` < 0)."""
+    rows, L = xb.shape
+    nblk = (L + B - 1) // B
+    bad_rows = np.zeros(rows, dtype=np.int64)
+    for row in prange(rows):
+        br = xb[row]
+        for j in range(nblk):
+            start = j * B
+            n = min(B, L - start)
+            rq_bits = np.int64(rq[row, j]) if rule == RULE_RCEIL else np.int64(0)
+            e, nonfinite = block_exponent(block_amax(br, start, n, ftz), rule, emax_elem, rq_bits,
+                                          sc_min, sc_max, sc_nan)
+            if nonfinite:
+                if sc_nan < 0:
+                    bad_rows[row] = 1
+                scales[row, j] = max(sc_nan, 0)
+            else:
+                scales[row, j] = e + sc_bias
+    return bad_rows.sum()
+
+
+@nb.njit(parallel=True, cache=True)
 def block_fake(xb, xf, B, P, emax_elem, rule, rq, sc_min, sc_max, sc_nan, ftz, mode, seed_lo,
                seed_hi, post, out, pow2):
     """Fused fake quantization (encode then decode, no codes kept) of MX/BFP blocks of xb

@@ -19,7 +19,9 @@ difference on an idle machine). The policy:
   (``numba_threads(numba_threads_for(size))``; the GPTQ sweep's per-column and per-group calls
   always run on one); GPTQ's factorisations and sweep on inputs up to ``SMALL_DIM`` run on one
   torch thread (``torch_threads(torch_threads_for(dim))``), except Cholesky factorisations from
-  ``CHOLESKY_THREADS_DIM`` up (``cholesky_threads_for``); the LAPACK calls hwsim makes through
+  ``CHOLESKY_THREADS_DIM`` up (``cholesky_threads_for``); the sweep splits its rows over as many
+  Python threads as torch has (``sweep_workers``), each running one-thread kernels and GEMMs with
+  no barrier between them; the LAPACK calls hwsim makes through
   scipy (QERA's eigensolver, GPTQ's triangular inverse) run on one BLAS thread
   (``single_thread_blas``).
 """
@@ -33,8 +35,8 @@ from contextlib import contextmanager
 SMALL_CALL = 1 << 16
 
 __all__ = ["configure_threads", "numba_threads", "numba_threads_for", "prefer_workqueue", "policy", "SMALL_CALL",
-           "SMALL_DIM", "CHOLESKY_THREADS_DIM", "cholesky_threads_for", "single_thread_blas", "torch_threads",
-           "torch_threads_for"]
+           "SMALL_DIM", "CHOLESKY_THREADS_DIM", "cholesky_threads_for", "SWEEP_ROWS_PER_THREAD", "sweep_workers",
+           "single_thread_blas", "torch_threads", "torch_threads_for"]
 
 
 def _numba():
@@ -145,6 +147,19 @@ def torch_threads_for(dim: int) -> int:
     import torch
 
     return 1 if dim <= SMALL_DIM else torch.get_num_threads()
+
+
+#: rows per thread below which GPTQ's sweep does not split its rows over threads (``sweep_workers``)
+SWEEP_ROWS_PER_THREAD = 256
+
+
+def sweep_workers(rows: int) -> int:
+    """Threads for GPTQ's sweep of ``rows`` weight rows: rows are independent, so each thread
+    sweeps a row range with one-thread kernels and GEMMs (no barrier between them); as many as
+    torch's threads, each with at least ``SWEEP_ROWS_PER_THREAD`` rows."""
+    import torch
+
+    return max(1, min(torch.get_num_threads(), rows // SWEEP_ROWS_PER_THREAD))
 
 
 #: torch's (MKL's) Cholesky from this dimension up runs on all of torch's threads: a blocked

@@ -359,3 +359,36 @@ def test_numba_lazy_batch_kernel_equals_the_torch_column_loop(fmt, act_order, mo
     assert torch.equal(a, b)
     assert np.array_equal(np.asarray(ia.qtensor.codes.cpu()), np.asarray(ib.qtensor.codes.cpu()))
     assert ia.saturated == ib.saturated and ia.loss == ib.loss
+
+
+@pytest.mark.parametrize("fmt", ["mxint4", "int4_ch", "int4_g32_asym"])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_rows_split_over_threads_equal_one_thread(fmt, threads, monkeypatch):
+    """The sweep's row ranges on ``threads`` Python threads give the bits of one thread (values,
+    codes, losses, saturation counts), for one weight and for weights sharing a Hessian."""
+    import hwsim.quant.threads as T
+    from hwsim.quant.algorithms import gptq_quantize_many
+
+    W, R = _problem(8, n_in=192, n_out=101)
+    W = W.float()
+    Ws = [W[:37], W[37:]]
+    kw = dict(act_order=True, static_groups=True)
+
+    def run():
+        many = gptq_quantize_many(Ws, R, fmt, **kw)
+        one = gptq_quantize(W, R, fmt, return_info=True, **kw)
+        return many + [one]
+
+    before = torch.get_num_threads()
+    with T.torch_threads(1):
+        assert T.sweep_workers(101) == 1
+        serial = run()
+    monkeypatch.setattr(T, "SWEEP_ROWS_PER_THREAD", 16)
+    with T.torch_threads(threads):
+        assert T.sweep_workers(101) == threads and T.sweep_workers(20) == 1
+        split = run()
+    assert torch.get_num_threads() == before  # the workers' one-thread setting does not leak
+    for (qa, ia), (qb, ib) in zip(serial, split):
+        assert torch.equal(qa, qb)
+        assert np.array_equal(np.asarray(ia.qtensor.codes.cpu()), np.asarray(ib.qtensor.codes.cpu()))
+        assert (ia.loss, ia.saturated, ia.objective) == (ib.loss, ib.saturated, ib.objective)

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hwsim.formats.bits import code_dtype_bits
+
 from .common import record
 
 
@@ -52,9 +54,20 @@ class FixedGrid:
             raise ValueError(f"GPTQ does not support stochastic rounding (format {spec.name}): "
                              f"its random stream is indexed by element position")
         self.mode = spec.rounding
-        q0 = F.quantize(np.ascontiguousarray(W0, dtype=np.float32), spec, axis=-1)
-        self.q0 = q0
-        self.codes = np.array(q0.codes, copy=True)  # padded [out, in_pad], overwritten per column
+        W0 = np.ascontiguousarray(W0, dtype=np.float32)
+        if isinstance(spec, BlockSpec) and not spec.is_nvfp4:
+            # MX/BFP: only the shared exponents of W0 are fixed in advance; the sweep writes every
+            # code, and the padded tail keeps the library's +0 codes
+            scales = F.block_scales(W0, spec, axis=-1)
+            self.codes = np.zeros((self.out, scales.shape[1] * spec.block_size),
+                                  np.dtype(f"uint{code_dtype_bits(spec.element_bits)}"))
+            zero_points = tensor_scale = None
+        else:
+            q0 = F.quantize(W0, spec, axis=-1)
+            scales, zero_points, tensor_scale = q0.scales, q0.zero_points, q0.tensor_scale
+            self.codes = np.array(q0.codes, copy=True)  # padded [out, in_pad], overwritten per column
+        #: the scale codes, zero points and tensor scale chosen from W0 (before any raise)
+        self.scales0, self.zero_points0, self.tensor_scale0 = scales, zero_points, tensor_scale
         self.n_pad = self.codes.shape[1]
         self.done = np.zeros(self.n_pad, dtype=bool)
         self.lazy = False
@@ -63,11 +76,11 @@ class FixedGrid:
             self.elem = spec.elem
             if spec.is_nvfp4:
                 self.kind = "nvfp4"
-                sb = F.decode_elem(q0.scales, spec.scale.elem).astype(np.float32)
-                self.d = (np.float32(q0.tensor_scale) * sb).astype(np.float32)  # [out, nblk]
+                sb = F.decode_elem(scales, spec.scale.elem).astype(np.float32)
+                self.d = (np.float32(tensor_scale) * sb).astype(np.float32)  # [out, nblk]
             else:
                 self.kind = "block"
-                sc = np.asarray(q0.scales).astype(np.int64)
+                sc = np.asarray(scales).astype(np.int64)
                 if spec.scale.nan_code is not None and bool((sc == spec.scale.nan_code).any()):
                     raise ValueError(f"GPTQ: format {spec.name} gives a NaN block scale for this "
                                      f"weight (values beyond the scale range)")
@@ -84,9 +97,9 @@ class FixedGrid:
                                 else (0, (1 << b) - 1))
             self.mask = (1 << b) - 1
             self.G = spec.group_size if spec.granularity == "group" else None
-            self.s_codes = np.array(q0.scales, copy=True)
-            self.z = (np.zeros(self.s_codes.shape, np.int64) if q0.zero_points is None
-                      else np.asarray(q0.zero_points).astype(np.int64))
+            self.s_codes = np.array(scales, copy=True)
+            self.z = (np.zeros(self.s_codes.shape, np.int64) if zero_points is None
+                      else np.asarray(zero_points).astype(np.int64))
             self.lazy = lazy_groups and self.G is not None
         elif isinstance(spec, FloatElem):
             raise ValueError(f"GPTQ needs a block or scaled-integer format, got the element-only "
@@ -103,7 +116,7 @@ class FixedGrid:
         number of blocks raised."""
         if self.kind != "block":
             raise ValueError(f"raise_exponents applies to MX/BFP block formats, not {self.spec.name}")
-        sc = np.array(self.q0.scales, copy=True)
+        sc = np.array(self.scales0, copy=True)
         m = np.asarray(mask, dtype=bool) & (sc.astype(np.int64) - self.spec.scale.bias < self.spec.scale.e_max)
         sc[m] = sc[m] + 1
         self.e = sc.astype(np.int64) - self.spec.scale.bias
@@ -191,12 +204,12 @@ class FixedGrid:
         if missing.size:  # pragma: no cover - the sweep rounds every column
             raise RuntimeError(f"GPTQ: columns {missing[:5].tolist()} were never rounded")
         F = self.F
-        scales = getattr(self, "scale_codes", self.q0.scales)
-        zps = self.q0.zero_points
+        scales = getattr(self, "scale_codes", self.scales0)
+        zps = self.zero_points0
         if self.kind == "int":
             scales = self.s_codes
             zps = None if self.spec.symmetric else self.z.astype(np.uint8)
-        return F.QTensor.from_codes(self.spec, self.codes, scales, zps, self.q0.tensor_scale,
+        return F.QTensor.from_codes(self.spec, self.codes, scales, zps, self.tensor_scale0,
                                     shape=(self.out, self.n_in), axis=1)
 
 

@@ -315,11 +315,12 @@ def gptq_quantize(W, H, fmt, *, block_size: int = 128, damp: float = 0.01,
     if rounder == "torch" and tr is None:
         raise ValueError(f"GPTQ: no torch rounder for format {spec.name} (rounding {spec.rounding.value})")
     t_sweep = Timer()
-    from ..threads import torch_threads, torch_threads_for
+    from ..threads import sweep_workers, torch_threads, torch_threads_for
 
+    workers = sweep_workers(W.shape[0])
     with _single_numba_thread(), torch_threads(torch_threads_for(n_in)):
         if tr is not None:
-            Q, losses, sats = _sweep_torch(W, Hinv, [fg], tr, order, block_size, dtype)
+            Q, losses, sats = _sweep_torch(W, Hinv, [fg], tr, order, block_size, dtype, workers)
             loss, n_sat = losses[0], sats[0]
         else:
             Q, loss, n_sat = _sweep(W, Hinv, fg, order, block_size, dtype)
@@ -338,8 +339,8 @@ def gptq_quantize(W, H, fmt, *, block_size: int = 128, damp: float = 0.01,
         if n_raised:
             tr2 = _TorchRounder.make([fg2], dtype)
             W2 = W0[:, perm] if perm is not None else W0.clone()
-            with _single_numba_thread():
-                Q2, losses2, sats2 = _sweep_torch(W2, Hinv, [fg2], tr2, order, block_size, dtype)
+            with _single_numba_thread(), torch_threads(torch_threads_for(n_in)):
+                Q2, losses2, sats2 = _sweep_torch(W2, Hinv, [fg2], tr2, order, block_size, dtype, workers)
             if perm is not None:
                 Q2 = Q2[:, invperm]
             obj2, fro2 = prepared.objective(W0, Q2)
@@ -420,10 +421,11 @@ def gptq_quantize_many(Ws, H, fmt, *, block_size: int = 128, damp: float = 0.01,
     Wp = Wc[:, perm] if perm is not None else Wc
     order = perm.tolist() if perm is not None else list(range(n_in))
     t_sweep = Timer()
-    from ..threads import torch_threads, torch_threads_for
+    from ..threads import sweep_workers, torch_threads, torch_threads_for
 
+    workers = sweep_workers(Wp.shape[0])
     with _single_numba_thread(), torch_threads(torch_threads_for(n_in)):
-        Q, losses, sats = _sweep_torch(Wp, prepared.U.to(dtype), fgs, tr, order, block_size, dtype)
+        Q, losses, sats = _sweep_torch(Wp, prepared.U.to(dtype), fgs, tr, order, block_size, dtype, workers)
     t_sweep = t_sweep.elapsed() / len(Ws)
     if perm is not None:
         Q = Q[:, torch.argsort(perm)]
@@ -630,26 +632,29 @@ class _TorchRounder:
 USE_KERNEL = True
 
 
-def _kernel_for(tr: "_TorchRounder", lazy: bool, dtype: torch.dtype, W: torch.Tensor):
-    """A callable running one lazy batch in numba (float32 sweeps of MXINT/BFP blocks with float32
-    scales, and of static integer scales), or None for the torch per-column loop."""
+def _kernel_for(tr: "_TorchRounder", lazy: bool, dtype: torch.dtype, W: torch.Tensor, r0: int = 0,
+                r1: int | None = None):
+    """A callable running one lazy batch of the rows r0:r1 in numba (float32 sweeps of MXINT/BFP
+    blocks with float32 scales, and of static integer scales), or None for the torch per-column
+    loop."""
     if not USE_KERNEL or dtype != torch.float32 or lazy or not W.is_contiguous():
         return None
     try:
         from . import gptq_kernels as K
     except ImportError:  # pragma: no cover - numba is a dependency
         return None
+    r1 = W.shape[0] if r1 is None else r1
     lo, hi = np.float32(tr.lo), np.float32(tr.hi)
-    Rr = tr.Rr.numpy()
+    Rr = tr.Rr[r0:r1].numpy()
     if tr.kind == "block" and tr.fast32:
-        s_in, s_out = tr.s_in.numpy(), tr.s_out.numpy()
+        s_in, s_out = (np.ascontiguousarray(t[:, r0:r1].numpy()) for t in (tr.s_in, tr.s_out))
 
         def run(W1, Err1, H1, diag, Q, cols, col0):
             K.batch_block(W1.numpy(), Err1.numpy(), H1.numpy(), diag.numpy(), Q.numpy(), Rr, s_in, s_out,
                           cols, tr.G, col0, lo, hi, tr.ftz)
         return run
     if tr.kind == "int":
-        s, z = tr.s.numpy(), tr.z.numpy()
+        s, z = (np.ascontiguousarray(t[:, r0:r1].numpy()) for t in (tr.s, tr.z))
 
         def run(W1, Err1, H1, diag, Q, cols, col0):
             K.batch_int(W1.numpy(), Err1.numpy(), H1.numpy(), diag.numpy(), Q.numpy(), Rr, s, z,
@@ -658,20 +663,50 @@ def _kernel_for(tr: "_TorchRounder", lazy: bool, dtype: torch.dtype, W: torch.Te
     return None
 
 
+def _sweep_kernel_rows(W: torch.Tensor, Hinv: torch.Tensor, Q: torch.Tensor, sq: torch.Tensor, kern,
+                       order_np: np.ndarray, block_size: int) -> None:
+    """The lazy batches of ``_sweep_torch`` through the numba kernel for the rows of W (a row
+    range of the sweep: W, Q [rows, in] and sq [rows] are views, updated in place)."""
+    n_in = W.shape[1]
+    for i1 in range(0, n_in, block_size):
+        i2 = min(i1 + block_size, n_in)
+        W1 = W[:, i1:i2].clone()
+        Err1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2].contiguous()
+        kern(W1, Err1, Hinv1, torch.diagonal(Hinv1).clone(), Q, order_np[i1:i2], i1)
+        sq += (Err1.to(torch.float64) ** 2).sum(dim=1)
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+
+
 def _sweep_torch(W: torch.Tensor, Hinv: torch.Tensor, fgs, tr: _TorchRounder, order: list[int],
-                 block_size: int, dtype: torch.dtype):
+                 block_size: int, dtype: torch.dtype, workers: int = 1):
     """The lazy-batch sweep of ``_sweep`` with torch per-column rounding (no numpy round trip).
     Same arithmetic in the same order on every row of W, so the result equals ``_sweep`` bit for
     bit. W may hold the rows of several weights sharing H (``fgs``: one FixedGrid each).
-    Returns (Q, loss per weight, saturation per weight)."""
+    ``workers`` > 1: the numba-kernel path sweeps that many row ranges on as many threads (rows
+    are independent; the same bits, tests/quant/test_gptq.py). Returns (Q, loss per weight,
+    saturation per weight)."""
     n_in = W.shape[1]
     Q = torch.empty_like(W)
     sq = torch.zeros(W.shape[0], dtype=torch.float64)
     fg0 = fgs[0]
     G = fg0.G if fg0.kind == "int" else None
     lazy = fg0.lazy
-    kern = _kernel_for(tr, lazy, dtype, W)
     order_np = np.asarray(order, dtype=np.int64)
+    if _kernel_for(tr, lazy, dtype, W) is not None:
+        bounds = np.linspace(0, W.shape[0], max(1, workers) + 1).astype(int)
+        chunks = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        jobs = [(W[a:b], Hinv, Q[a:b], sq[a:b], _kernel_for(tr, lazy, dtype, W, a, b), order_np, block_size)
+                for a, b in chunks]
+        if len(jobs) == 1:
+            _sweep_kernel_rows(*jobs[0])
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(len(jobs), initializer=torch.set_num_threads, initargs=(1,)) as pool:
+                for f in [pool.submit(_sweep_kernel_rows, *job) for job in jobs]:
+                    f.result()
+        return _sweep_result(Q, sq, tr)
     for i1 in range(0, n_in, block_size):
         i2 = min(i1 + block_size, n_in)
         count = i2 - i1
@@ -679,11 +714,6 @@ def _sweep_torch(W: torch.Tensor, Hinv: torch.Tensor, fgs, tr: _TorchRounder, or
         Err1 = torch.zeros_like(W1)
         Hinv1 = Hinv[i1:i2, i1:i2]
         diag = torch.diagonal(Hinv1).clone()
-        if kern is not None:
-            kern(W1, Err1, Hinv1.contiguous(), diag, Q, order_np[i1:i2], i1)
-            sq += (Err1.to(torch.float64) ** 2).sum(dim=1)
-            W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
-            continue
         for i in range(count):
             col = i1 + i
             if lazy and col % G == 0:
@@ -701,6 +731,11 @@ def _sweep_torch(W: torch.Tensor, Hinv: torch.Tensor, fgs, tr: _TorchRounder, or
             Err1[:, i] = err
         sq += (Err1.to(torch.float64) ** 2).sum(dim=1)
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    return _sweep_result(Q, sq, tr)
+
+
+def _sweep_result(Q: torch.Tensor, sq: torch.Tensor, tr: _TorchRounder):
+    """(Q, loss per weight, saturation per weight) of a finished sweep."""
     sats = tr.finish()
     losses = [float(sq[r0:r1].sum()) / 2 for r0, r1 in tr.rows]
     return Q, losses, sats
