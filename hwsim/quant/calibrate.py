@@ -25,6 +25,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import nn
 
+from .dense import dense_linear
 from .model import LinearGroup, ModelAdapter, get_adapter
 
 __all__ = [
@@ -124,47 +125,48 @@ class MeanSq(_Stat):
         return 8 * self.dim
 
 
-#: column-block width of the Gram accumulation (``gram_upper``); 128 measured best or near it for
-#: the 576- and 1536-wide inputs of SmolLM2 at 1,024-4,096 tokens per call (1.4-1.7x a full xᵀx)
+#: column-block width of the Gram accumulation (``gram_lower``); 128 measured best or near it for
+#: the 576- and 1536-wide inputs of SmolLM2 at 4,096 tokens per product
 GRAM_BLOCK = 128
 #: rows per Gram product in ``Rxx`` (smaller calls are buffered): at 1,024-row calls, one product
 #: of 4,096 rows costs 0.81x (576 wide) and 0.88x (1536 wide) of four (idle, 2 threads)
 GRAM_ROWS = 4096
 
 
-def gram_upper(x: torch.Tensor, out: torch.Tensor, scale: float = 1.0,
-               block: int = GRAM_BLOCK) -> None:
-    """out += scale · xᵀx on and above the diagonal blocks (x [n, d], out [d, d] float64).
+def gram_lower(xt: torch.Tensor, out: torch.Tensor, block: int = GRAM_BLOCK) -> None:
+    """out += xt·xtᵀ on and below the diagonal blocks (xt [d, n]: the inputs transposed, one row
+    per channel; out [d, d] float64).
 
-    The blocks below the diagonal are not touched (about half the flops of a full xᵀx, the work
-    a BLAS ``syrk`` saves); ``symmetrize_upper`` completes the matrix.
+    The blocks above the diagonal are not touched (about half the flops of a full product, the
+    work a BLAS ``syrk`` saves); ``symmetrize_lower`` completes the matrix. Each column block is
+    one ``dense_linear`` (oneDNN) of contiguous row ranges of xt: with the 4,096-row buffer of
+    ``Rxx`` filled transposed, 0.71x the time of MKL products of column slices of x at 1536 wide
+    and 0.96x at 576 (16 calls of 1,024 rows, copies included, idle, 2 threads).
     """
-    n, d = x.shape
+    d, n = xt.shape
     if d <= 2 * block or n < block:  # small: one product (the blocks would cost more than they save)
-        out += scale * (x.T @ x).to(torch.float64).cpu()
+        out += dense_linear(xt, xt).to(torch.float64).cpu()
         return
     for i in range(0, d, block):
         j = min(i + block, d)
-        part = (x[:, i:j].T @ x[:, i:]).to(torch.float64).cpu()
-        out[i:j, i:] += part if scale == 1.0 else scale * part
+        out[i:, i:j] += dense_linear(xt[i:], xt[i:j]).to(torch.float64).cpu()
 
 
-def symmetrize_upper(a: torch.Tensor) -> torch.Tensor:
-    """The symmetric matrix whose upper triangle (diagonal included) is a's."""
-    upper = torch.triu(a)
-    return upper + torch.triu(a, 1).T
+def symmetrize_lower(a: torch.Tensor) -> torch.Tensor:
+    """The symmetric matrix whose lower triangle (diagonal included) is a's."""
+    return torch.tril(a) + torch.tril(a, -1).T
 
 
 class Rxx(_Stat):
     """R = Σ w_t x_t x_tᵀ / Σ w_t; w_t = ``sink_weight`` for the first position of each sequence
     (inputs [b, T, d]; the BOS token, the attention sink), 1 elsewhere (issue 17).
 
-    Accumulated in float64 from float32 (``outer_dtype``) products, the upper triangle only
-    (``gram_upper``), and mirrored at ``finalize``: R is symmetric to the bit. Rows are copied
-    into a buffer of ``GRAM_ROWS`` and multiplied when it would overflow (one large product
-    instead of many small ones) and at ``finalize``. The first positions' extra weight is one
-    product of all of them at ``finalize``: a [d, d] update per call would cost as much as the
-    call's own product.
+    Accumulated in float64 from float32 (``outer_dtype``) products, the lower triangle only
+    (``gram_lower``), and mirrored at ``finalize``: R is symmetric to the bit. Rows are copied,
+    transposed, into a [d, ``GRAM_ROWS``] buffer and multiplied when it would overflow (one large
+    product instead of many small ones) and at ``finalize``. The first positions' extra weight is
+    one product of all of them at ``finalize``: a [d, d] update per call would cost as much as
+    the call's own product.
     """
 
     kind = "rxx"
@@ -175,7 +177,7 @@ class Rxx(_Stat):
         self.sink_weight = float(sink_weight)
         self.sum = torch.zeros(dim, dim, dtype=torch.float64)
         self.weight = 0.0
-        self._buffer: torch.Tensor | None = None  # [GRAM_ROWS, dim] rows not yet in ``sum``
+        self._buffer: torch.Tensor | None = None  # [dim, GRAM_ROWS]: rows not yet in ``sum``, transposed
         self._filled = 0
         self._sink_rows: list[torch.Tensor] = []  # first positions, [b, dim] per call
 
@@ -190,17 +192,18 @@ class Rxx(_Stat):
         if self._filled and self._filled + rows > GRAM_ROWS:
             self._flush()
         if rows >= GRAM_ROWS:
-            gram_upper(x, self.sum)
+            gram_lower(x.T.contiguous(), self.sum)
             return
         if self._buffer is None or self._buffer.device != x.device:
             self._flush()
-            self._buffer = torch.empty(GRAM_ROWS, self.dim, dtype=self.outer_dtype, device=x.device)
-        self._buffer[self._filled:self._filled + rows].copy_(x)
+            self._buffer = torch.empty(self.dim, GRAM_ROWS, dtype=self.outer_dtype, device=x.device)
+        self._buffer[:, self._filled:self._filled + rows].copy_(x.T)
         self._filled += rows
 
     def _flush(self) -> None:
         if self._filled:
-            gram_upper(self._buffer[:self._filled], self.sum)
+            xt = self._buffer if self._filled == self._buffer.shape[1] else self._buffer[:, :self._filled].contiguous()
+            gram_lower(xt, self.sum)
             self._filled = 0
 
     def finalize(self):
@@ -212,7 +215,7 @@ class Rxx(_Stat):
             first = torch.cat(self._sink_rows).to(device="cpu", dtype=torch.float64)
             # float64 products of float32 values are exact; one fused product-and-add
             total = torch.addmm(self.sum, first.T, first, alpha=self.sink_weight - 1.0)
-        return symmetrize_upper(total) / self.weight
+        return symmetrize_lower(total) / self.weight
 
     @property
     def nbytes(self):

@@ -1,11 +1,11 @@
-"""The upper-triangle Gram accumulation behind R_xx (hwsim.quant.calibrate.gram_upper, issue 17)."""
+"""The lower-triangle Gram accumulation behind R_xx (hwsim.quant.calibrate.gram_lower, issue 17)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from hwsim.quant.calibrate import GRAM_BLOCK, Rxx, gram_upper, symmetrize_upper
+from hwsim.quant.calibrate import GRAM_BLOCK, Rxx, gram_lower, symmetrize_lower
 
 
 @pytest.mark.parametrize("d", [7, 2 * GRAM_BLOCK, 2 * GRAM_BLOCK + 1, 3 * GRAM_BLOCK + 50])
@@ -15,8 +15,9 @@ def test_integer_inputs_give_xtx_exactly(d):
     g = torch.Generator().manual_seed(d)
     x = torch.randint(-8, 9, (300, d), generator=g).to(torch.float32)
     out = torch.zeros(d, d, dtype=torch.float64)
-    gram_upper(x, out)
-    full = symmetrize_upper(out)
+    gram_lower(x.T.contiguous(), out)
+    assert torch.equal(out.triu(GRAM_BLOCK if d > 2 * GRAM_BLOCK else d), torch.zeros_like(out))  # above: untouched
+    full = symmetrize_lower(out)
     assert torch.equal(full, x.double().T @ x.double())
     assert torch.equal(full, full.T)
 

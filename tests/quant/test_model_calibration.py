@@ -48,7 +48,10 @@ def test_rxx_and_mean_sq_match_float64(monkeypatch, gram_rows):
     # finalize): 14 rows -> the products of [x0; x1] and of x2, summed in that order; 4096 -> one
     # product of all 21 rows
     parts = [X[:14], X[14:]] if gram_rows == 14 else [X]
-    ref = sum(p.T @ p for p in parts) / X.shape[0]
+    # rows are buffered transposed ([d, rows], one row per channel): Xᵀ·X is linear(Xᵀ, Xᵀ), mirrored
+    # from its lower triangle
+    full = sum(torch.nn.functional.linear(p.T.contiguous(), p.T.contiguous()) for p in parts)
+    ref = (torch.tril(full) + torch.tril(full, -1).T) / X.shape[0]
     # bit for bit: Rxx(outer_dtype=float64) runs these very float64 products (same shapes and layouts)
     # and sums them in the same order; float64 sums of float32 products may round, so only the same
     # computation is equal bit for bit (the full X.T @ X below is another one: a tolerance)
