@@ -67,3 +67,11 @@ def test_buffered_updates_and_sink_rows_give_the_weighted_gram_exactly(monkeypat
     assert r.n == 50
     assert torch.equal(r.finalize(), want)
     assert torch.equal(r.finalize(), want)  # finalize twice: the same matrix
+
+
+@pytest.mark.parametrize("d", [1, 5, GRAM_BLOCK, GRAM_BLOCK + 1, 3 * GRAM_BLOCK + 7])
+def test_symmetrize_lower_mirrors_the_lower_triangle(d):
+    a = torch.randn(d, d, dtype=torch.float64, generator=torch.Generator().manual_seed(d))
+    want = torch.tril(a) + torch.tril(a, -1).T
+    assert torch.equal(symmetrize_lower(a), want)
+    assert torch.equal(symmetrize_lower(a, block=3), want)

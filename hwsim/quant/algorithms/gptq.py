@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..dense import dense_linear
 from ..stages import Option, register_stage
 from .common import as_tensor, check_finite, output_error, record
 from .fixed_grid import FixedGrid, saturation_event
@@ -103,15 +104,16 @@ class PreparedHessian:
         """(tr(D H Dᵀ), ‖D‖_F) of D = W0 − Q [out, in] under the undamped H_given.
 
         The product runs in the weights' dtype: float32 in the pipeline (half the time of float64;
-        D and H rounded to float32 give a relative error of order 1e-6), float64 for float64
-        weights; the sums run in float64 and ‖D‖_F is exact (float64 difference)."""
+        D and H rounded to float32 give a relative error of order 1e-6; as ``dense_linear(D, H)``,
+        D·Hᵀ = D·H for the symmetric H), float64 for float64 weights; the sums run in float64 and
+        ‖D‖_F is exact (float64 difference)."""
         D64 = W0.to(torch.float64) - Q.to(torch.float64)
         fro = float(torch.linalg.vector_norm(D64))
         if W0.dtype == torch.float32:
             if self._H_float32 is None:
                 self._H_float32 = self.H_given.to(torch.float32)
             D = W0 - Q.to(torch.float32)
-            return float(torch.sum(D * (D @ self._H_float32), dtype=torch.float64)), fro
+            return float(torch.sum(D * dense_linear(D, self._H_float32), dtype=torch.float64)), fro
         return output_error(W0, Q, self.H_given), fro
 
 
