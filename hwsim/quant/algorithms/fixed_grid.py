@@ -6,7 +6,8 @@ the unquantized W, integer scales per channel from the whole row, integer groups
 (from the unquantized W) or lazily from the current, already-updated weights.
 
 All encoding decisions are made by ``hwsim.formats``:
-- scales and zero points come from ``hwsim.formats.quantize`` of W (or of a group slice);
+- scales and zero points come from ``hwsim.formats.quantize`` of W (or of a group slice); MX/BFP
+  shared exponents from ``hwsim.formats.block_scales`` (the same codes, no elements encoded);
 - element rounding goes through ``hwsim.formats.encode_floats``/``decode_elem``: minifloat
   elements directly, integer elements through an *integer grid* expressed as a minifloat,
   ``FloatElem(ebits=1, mbits=b-1, bias=2-b, specials="none")``, whose values are exactly the

@@ -695,11 +695,11 @@ def _sweep_torch(W: torch.Tensor, Hinv: torch.Tensor, fgs, tr: _TorchRounder, or
     G = fg0.G if fg0.kind == "int" else None
     lazy = fg0.lazy
     order_np = np.asarray(order, dtype=np.int64)
-    if _kernel_for(tr, lazy, dtype, W) is not None:
-        bounds = np.linspace(0, W.shape[0], max(1, workers) + 1).astype(int)
-        chunks = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-        jobs = [(W[a:b], Hinv, Q[a:b], sq[a:b], _kernel_for(tr, lazy, dtype, W, a, b), order_np, block_size)
-                for a, b in chunks]
+    bounds = np.linspace(0, W.shape[0], max(1, workers) + 1).astype(int)
+    kerns = [(int(a), int(b), _kernel_for(tr, lazy, dtype, W, int(a), int(b)))
+             for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    if kerns and kerns[0][2] is not None:
+        jobs = [(W[a:b], Hinv, Q[a:b], sq[a:b], kern, order_np, block_size) for a, b, kern in kerns]
         if len(jobs) == 1:
             _sweep_kernel_rows(*jobs[0])
         else:
