@@ -547,6 +547,7 @@ def _piecewise_block(adapter, block, i, hs, binp, todo, groups, kinds, bs, tag, 
         with torch.autocast(device_type=xs[0].device.type, enabled=False):
             for x in xs:
                 ls.update(x)
+            ls.as_dict()  # finalised here (R_xx's last buffered product), so it counts as calibration
         lap("calibrate")
         quantize_group(group, items_of[group.input_key], ls)
         clock["t"] = time.perf_counter()
