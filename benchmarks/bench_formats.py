@@ -6,6 +6,7 @@ Issue 2 targets, on 32M float32 elements with block 32 along the last axis: numb
 out=dst)`` against ``np.copyto(dst, x)`` (both write into a warm preallocated buffer), and
 ``fake_quant(x)`` against ``x.copy()`` (both allocate their result, so both pay the kernel's
 page-zeroing of fresh memory). The mixed ratio (allocating fake_quant vs np.copyto) is printed too.
+Also times ``block_scales`` (the scale codes alone) against ``quantize`` (codes and scales).
 Also reports the first-call compile time (fresh subprocess, empty NUMBA cache) and the cached
 first-call time (second subprocess, same cache). All ratios come from one run.
 
@@ -26,6 +27,7 @@ import numpy as np
 FORMATS = ("mxint8", "mxfp8_e4m3", "mxfp4_e2m1")
 TARGET_COPY = {"mxint8": 0.5, "mxfp8_e4m3": 0.3, "mxfp4_e2m1": 0.3}
 TARGET_TORCH = 5.0
+SCALE_FORMATS = ("mxint4", "mxint8")
 
 _COLD_SNIPPET = """
 import time
@@ -114,6 +116,13 @@ def main(argv=None) -> int:
               f"{'>=' + str(TARGET_TORCH):>5s} {ok2}")
     print("target check: both like-for-like ratios (out= vs np.copyto, allocating vs x.copy()); "
           "the mixed column is allocating fake_quant vs np.copyto")
+    for name in SCALE_FORMATS:  # GPTQ's FixedGrid reads only the shared exponents of the weight
+        F.block_scales(x[:4], name)
+        F.quantize(x[:4], name)
+        t_sc = best_time(lambda: F.block_scales(x, name), args.reps)
+        t_q = best_time(lambda: F.quantize(x, name), args.reps)
+        print(f"{name:12s} block_scales {t_sc * 1e3:.1f} ms ({t_copy / t_sc:.2f}x np.copyto), quantize (codes and "
+              f"scales) {t_q * 1e3:.1f} ms: {t_q / t_sc:.1f}x block_scales")
     if not args.no_compile:
         (ci, cc), (wi, wc) = first_call_times(FORMATS)
         print(f"first fake_quant calls ({', '.join(FORMATS)}), fresh process, empty NUMBA_CACHE_DIR: "
