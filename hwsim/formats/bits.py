@@ -74,3 +74,8 @@ def bitlen_t(v):
 def code_dtype_bits(bits: int) -> int:
     """Container width for codes of ``bits`` bits: 8, 16 or 32 (docs/spec/formats.md §5)."""
     return 8 if bits <= 8 else (16 if bits <= 16 else 32)
+
+
+def code_dtype(bits: int) -> np.dtype:
+    """The numpy unsigned container of codes of ``bits`` bits (``code_dtype_bits`` wide)."""
+    return np.dtype(f"uint{code_dtype_bits(bits)}")

@@ -14,12 +14,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import numba_kernels as K
-from .bits import POW2_F32, code_dtype_bits, is_torch
+from .bits import POW2_F32, code_dtype, is_torch
 from .spec import (E4M3, NVFP4_ELEM_MAX, NVFP4_SCALE_MAX, NVFP4_SCALE_NAN, NVFP4_TENSOR_DIV,
                    BlockSpec, FloatElem, IntElem, NonFiniteError, NonFiniteWarning, Rounding, Rule,
                    ScaledIntSpec, elem_of)
-
-_UINT = {8: np.uint8, 16: np.uint16, 32: np.uint32}
 
 
 class Encoded(NamedTuple):
@@ -166,14 +164,14 @@ def quantize_numpy(x: np.ndarray, spec, ax: int, mode: Rounding, seeds) -> Encod
     shape = tuple(x.shape)
     if isinstance(spec, FloatElem):
         xb = np.ascontiguousarray(x.astype(np.float32)).reshape(-1).view(np.uint32)
-        codes = np.empty(xb.shape, _UINT[code_dtype_bits(spec.bits)])
+        codes = np.empty(xb.shape, code_dtype(spec.bits))
         _run_elem(xb, spec, mode, seeds, codes, None)
         return Encoded(codes.reshape(shape))
     if isinstance(spec, BlockSpec) and not spec.is_nvfp4:
         xb, meta = _rows_view(x, ax)
         B = spec.block_size
         nblk = -(-xb.shape[1] // B)
-        codes = np.empty((xb.shape[0], nblk * B), _UINT[code_dtype_bits(spec.element_bits)])
+        codes = np.empty((xb.shape[0], nblk * B), code_dtype(spec.element_bits))
         scales = np.empty((xb.shape[0], nblk), np.uint8)
         _run_block(xb, spec, mode, seeds, meta, codes, scales)
         return Encoded(_from_rows(codes, meta), _from_rows(scales, meta))
@@ -246,7 +244,7 @@ def _scaled_int_numpy(x: np.ndarray, spec: ScaledIntSpec, ax: int, mode, seeds) 
     codes = codes & ((1 << b) - 1)
     keep = ns * g if G is not None else meta[3]
     codes = _from_rows(codes[:, :keep].astype(np.uint8), meta)
-    sdt = _UINT[code_dtype_bits(spec.scale_bits)]
+    sdt = code_dtype(spec.scale_bits)
     if spec.granularity == "tensor":
         sc = np.full((1,) * len(shape), s_codes.reshape(-1)[0], sdt)
         zp = None if spec.symmetric else np.full((1,) * len(shape), z.reshape(-1)[0], np.uint8)

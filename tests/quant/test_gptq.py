@@ -365,9 +365,15 @@ def test_numba_lazy_batch_kernel_equals_the_torch_column_loop(fmt, act_order, mo
 @pytest.mark.parametrize("threads", [2, 3])
 def test_rows_split_over_threads_equal_one_thread(fmt, threads, monkeypatch):
     """The sweep's row ranges on ``threads`` Python threads give the bits of one thread (values,
-    codes, losses, saturation counts), for one weight and for weights sharing a Hessian."""
+    codes, losses, saturation counts), for one weight and for weights sharing a Hessian. Both runs
+    use the same torch threads (the objective's product) and the same 16-row trailing products
+    (``SWEEP_GEMM_ROWS``); only the number of sweep threads differs, so equal bits are what the
+    code defines, not a property of the BLAS."""
+    import hwsim.quant.algorithms.gptq as G
     import hwsim.quant.threads as T
     from hwsim.quant.algorithms import gptq_quantize_many
+
+    monkeypatch.setattr(G, "SWEEP_GEMM_ROWS", 16)  # 101 rows: 7 ranges, a short last one
 
     W, R = _problem(8, n_in=192, n_out=101)
     W = W.float()
@@ -380,7 +386,8 @@ def test_rows_split_over_threads_equal_one_thread(fmt, threads, monkeypatch):
         return many + [one]
 
     before = torch.get_num_threads()
-    with T.torch_threads(1):
+    monkeypatch.setattr(T, "SWEEP_ROWS_PER_THREAD", 1000)
+    with T.torch_threads(threads):
         assert T.sweep_workers(101) == 1
         serial = run()
     monkeypatch.setattr(T, "SWEEP_ROWS_PER_THREAD", 16)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hwsim.formats.bits import code_dtype_bits
+from hwsim.formats.bits import code_dtype
 
 from .common import record
 
@@ -60,8 +60,7 @@ class FixedGrid:
             # MX/BFP: only the shared exponents of W0 are fixed in advance; the sweep writes every
             # code, and the padded tail keeps the library's +0 codes
             scales = F.block_scales(W0, spec, axis=-1)
-            self.codes = np.zeros((self.out, scales.shape[1] * spec.block_size),
-                                  np.dtype(f"uint{code_dtype_bits(spec.element_bits)}"))
+            self.codes = np.zeros((self.out, scales.shape[1] * spec.block_size), code_dtype(spec.element_bits))
             zero_points = tensor_scale = None
         else:
             q0 = F.quantize(W0, spec, axis=-1)

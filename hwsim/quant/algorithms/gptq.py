@@ -468,6 +468,25 @@ def _single_numba_thread():
         numba.set_num_threads(old)
 
 
+#: rows per product of a lazy batch's trailing update (``_trailing_update``): every sweep path
+#: multiplies row ranges that start at multiples of it, so the products, and a row's bits, are the
+#: same whether the rows are swept on one thread or split over several (at such multiples)
+SWEEP_GEMM_ROWS = 64
+
+
+def _trailing_update(W: torch.Tensor, Err1: torch.Tensor, Hinv: torch.Tensor, i1: int, i2: int,
+                     sq: torch.Tensor | None = None) -> None:
+    """W[:, i2:] −= Err1·Hinv[i1:i2, i2:] (and sq += Σ Err1² per row, in float64) for a lazy batch
+    i1:i2, in products of ``SWEEP_GEMM_ROWS`` rows (W [rows, in], Err1 [rows, i2 − i1])."""
+    H = Hinv[i1:i2, i2:]
+    for r in range(0, W.shape[0], SWEEP_GEMM_ROWS):
+        rows = slice(r, r + SWEEP_GEMM_ROWS)
+        E = Err1[rows]
+        if sq is not None:
+            sq[rows] += (E.to(torch.float64) ** 2).sum(dim=1)
+        W[rows, i2:] -= E @ H
+
+
 def _sweep(W: torch.Tensor, Hinv: torch.Tensor, fg: FixedGrid, order: list[int], block_size: int,
            dtype: torch.dtype):
     """Lazy-batch GPTQ sweep (§4.2 step 6), numpy rounding per column (``FixedGrid.round``).
@@ -497,7 +516,7 @@ def _sweep(W: torch.Tensor, Hinv: torch.Tensor, fg: FixedGrid, order: list[int],
             loss += float(torch.sum((w - q) ** 2)) / float(d) ** 2 / 2
             W1[:, i:] -= err.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)
             Err1[:, i] = err
-        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+        _trailing_update(W, Err1, Hinv, i1, i2)
     return Q, loss, n_sat
 
 
@@ -676,8 +695,7 @@ def _sweep_kernel_rows(W: torch.Tensor, Hinv: torch.Tensor, Q: torch.Tensor, sq:
         Err1 = torch.zeros_like(W1)
         Hinv1 = Hinv[i1:i2, i1:i2].contiguous()
         kern(W1, Err1, Hinv1, torch.diagonal(Hinv1).clone(), Q, order_np[i1:i2], i1)
-        sq += (Err1.to(torch.float64) ** 2).sum(dim=1)
-        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+        _trailing_update(W, Err1, Hinv, i1, i2, sq)
 
 
 def _sweep_torch(W: torch.Tensor, Hinv: torch.Tensor, fgs, tr: _TorchRounder, order: list[int],
@@ -686,8 +704,8 @@ def _sweep_torch(W: torch.Tensor, Hinv: torch.Tensor, fgs, tr: _TorchRounder, or
     Same arithmetic in the same order on every row of W, so the result equals ``_sweep`` bit for
     bit. W may hold the rows of several weights sharing H (``fgs``: one FixedGrid each).
     ``workers`` > 1: the numba-kernel path sweeps that many row ranges on as many threads (rows
-    are independent; the same bits, tests/quant/test_gptq.py). Returns (Q, loss per weight,
-    saturation per weight)."""
+    are independent, and the ranges start at multiples of ``SWEEP_GEMM_ROWS``: the same products,
+    the same bits; tests/quant/test_gptq.py). Returns (Q, loss per weight, saturation per weight)."""
     n_in = W.shape[1]
     Q = torch.empty_like(W)
     sq = torch.zeros(W.shape[0], dtype=torch.float64)
@@ -695,9 +713,11 @@ def _sweep_torch(W: torch.Tensor, Hinv: torch.Tensor, fgs, tr: _TorchRounder, or
     G = fg0.G if fg0.kind == "int" else None
     lazy = fg0.lazy
     order_np = np.asarray(order, dtype=np.int64)
-    bounds = np.linspace(0, W.shape[0], max(1, workers) + 1).astype(int)
-    kerns = [(int(a), int(b), _kernel_for(tr, lazy, dtype, W, int(a), int(b)))
-             for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    # row ranges on whole multiples of SWEEP_GEMM_ROWS (the products of _trailing_update do not move)
+    n_parts = -(-W.shape[0] // SWEEP_GEMM_ROWS)
+    parts = [p for p in np.array_split(np.arange(n_parts), max(1, min(workers, n_parts))) if len(p)]
+    kerns = [(a, b, _kernel_for(tr, lazy, dtype, W, a, b)) for a, b in
+             ((int(p[0]) * SWEEP_GEMM_ROWS, min(int(p[-1] + 1) * SWEEP_GEMM_ROWS, W.shape[0])) for p in parts)]
     if kerns and kerns[0][2] is not None:
         jobs = [(W[a:b], Hinv, Q[a:b], sq[a:b], kern, order_np, block_size) for a, b, kern in kerns]
         if len(jobs) == 1:
@@ -731,8 +751,7 @@ def _sweep_torch(W: torch.Tensor, Hinv: torch.Tensor, fgs, tr: _TorchRounder, or
             err = (w - q).div_(diag[i])
             W1[:, i:] -= torch.outer(err, Hinv1[i, i:])
             Err1[:, i] = err
-        sq += (Err1.to(torch.float64) ** 2).sum(dim=1)
-        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+        _trailing_update(W, Err1, Hinv, i1, i2, sq)
     return _sweep_result(Q, sq, tr)
 
 
